@@ -55,7 +55,7 @@ setup_python() {
   # requirement would otherwise pull a multi-GB CUDA build here. On this project's build machines
   # torch==2.13.0 resolves to a local CPU wheel; on a lab machine it is the regular PyPI build.
   .venv/bin/python -c 'import torch' 2>/dev/null || .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q ".[test]"
   echo "$want" > "$stamp"
 }
 
