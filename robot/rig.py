@@ -50,6 +50,14 @@ class Rig(abc.ABC):
     def joint_limits(self) -> JointLimits:
         """Position limits and the largest allowed change per tick, in the action convention."""
 
+    def on_estop(self) -> None:
+        """Called once on the control thread when the E-stop latches. The loop keeps commanding
+        the hold pose while latched; a hardware rig may cut torque here (and ignore commands
+        until `on_estop_cleared`). Default: nothing."""
+
+    def on_estop_cleared(self) -> None:
+        """Called once on the control thread when the E-stop is cleared (the loop then holds)."""
+
     def status(self) -> RigStatus:
         """A health summary for the status bar; any thread may call it."""
         return RigStatus(name=self.name)
