@@ -1,0 +1,270 @@
+"""Is this file a valid episode? Opening episode files read-only, and checking their layout,
+lengths, dtypes and (by spot checks) their images. Works on ours and on ALOHA/ACT files."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from recordings import schema
+from recordings.errors import EpisodeFormatError, UnfinishedEpisode
+from recordings.images import decode_jpeg
+from recordings.layout import attr_text, camera_names_of
+from recordings.schema import Label
+from robot.types import ControlSource
+
+#: ALOHA re-records an episode whose mean loop rate is below 42 Hz of its 50 Hz; as a fraction
+#: it applies to any control rate.
+MIN_RATE_FRACTION = 42.0 / 50.0
+
+_CONTROL_SOURCES = {source.value.encode("ascii") for source in ControlSource}
+
+
+def open_readonly(path: str | Path) -> h5py.File:
+    """Open an episode file for reading, turning HDF5's errors into ones a user can act on.
+
+    Raises UnfinishedEpisode for a live or crashed recording, EpisodeFormatError for a missing,
+    truncated or non-HDF5 file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EpisodeFormatError(path, [f"there is no file at {path}"])
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        text = str(error)
+        if "unable to lock file" in text or getattr(error, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise UnfinishedEpisode(path, in_progress=True) from error
+        if "already open for write" in text:
+            raise UnfinishedEpisode(path, in_progress=False) from error
+        if "truncated file" in text:
+            raise EpisodeFormatError(path, [f"the file is truncated (cut off while copying or writing): {_short(text)}"]) from error
+        if "file signature not found" in text:
+            raise EpisodeFormatError(path, ["it is not an HDF5 file"]) from error
+        raise EpisodeFormatError(path, [f"HDF5 cannot open it: {_short(text)}"]) from error
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What `structure_problems` learnt about a readable file (shapes only, no data read)."""
+
+    length: int = 0
+    camera_names: tuple[str, ...] = ()
+    compressed: bool = False
+    has_effort: bool = False
+    has_extras: bool = False  # written by this studio (schema_version attr present)
+    schema_version: int | None = None
+
+
+def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
+    """Layout, shapes and dtypes: everything that can be said without reading the data."""
+    reasons: list[str] = []
+    lengths: dict[str, int] = {}
+    for path in schema.STATE_DATASETS + schema.OPTIONAL_STATE_DATASETS:
+        item = root.get(path)
+        if item is None:
+            if path not in schema.OPTIONAL_STATE_DATASETS:
+                reasons.append(f"{path} is missing")
+            continue
+        if not isinstance(item, h5py.Dataset):
+            reasons.append(f"{path} is not a dataset")
+            continue
+        if item.ndim != 2 or item.shape[1] != schema.STATE_WIDTH:
+            reasons.append(f"{path} has shape {item.shape}, expected (T, {schema.STATE_WIDTH})")
+        if item.dtype.kind != "f":
+            reasons.append(f"{path} has dtype {item.dtype}, expected float32")
+        lengths[path] = item.shape[0] if item.ndim else 0
+    length = lengths.get(schema.ACTION, lengths.get(schema.QPOS, 0))
+    for path, n in lengths.items():
+        if n != length:
+            reasons.append(f"{path} has {n} steps but /action has {length}")
+    if length == 0 and lengths:
+        reasons.append("the episode has no steps")
+
+    compress_attr = bool(root.attrs.get(schema.ATTR_COMPRESS, False))
+    images = root.get(schema.IMAGES_GROUP)
+    cameras = camera_names_of(root) if isinstance(images, h5py.Group) else ()
+    if not isinstance(images, h5py.Group):
+        reasons.append(f"{schema.IMAGES_GROUP} is missing")
+    elif not cameras:
+        reasons.append(f"{schema.IMAGES_GROUP} holds no camera")
+    compressed = compress_attr
+    for camera in cameras:
+        dataset = root.get(schema.image_path(camera))
+        if not isinstance(dataset, h5py.Dataset):
+            reasons.append(f"camera {camera!r} is listed but {schema.image_path(camera)} is missing")
+            continue
+        if dataset.dtype != np.uint8:
+            reasons.append(f"{schema.image_path(camera)} has dtype {dataset.dtype}, expected uint8")
+        if dataset.shape[0] != length:
+            reasons.append(f"{schema.image_path(camera)} has {dataset.shape[0]} frames but /action has {length} steps")
+        if dataset.ndim == 2:
+            if not compress_attr:
+                reasons.append(f"{schema.image_path(camera)} holds JPEG rows but the 'compress' attribute is not set")
+            compressed = True
+        elif dataset.ndim == 4:
+            if dataset.shape[3] != 3:
+                reasons.append(f"{schema.image_path(camera)} has shape {dataset.shape}, expected (T, H, W, 3)")
+            if compress_attr:
+                reasons.append(f"the 'compress' attribute is set but {schema.image_path(camera)} holds raw frames")
+        else:
+            reasons.append(f"{schema.image_path(camera)} has shape {dataset.shape}, expected (T, H, W, 3) or (T, bytes)")
+
+    version = root.attrs.get(schema.ATTR_SCHEMA_VERSION)
+    has_extras = version is not None
+    if compressed and has_extras:
+        compress_len = root.get(schema.COMPRESS_LEN)
+        if compress_len is None:
+            reasons.append(f"{schema.COMPRESS_LEN} is missing")
+        elif compress_len.shape != (len(cameras), length):
+            reasons.append(f"{schema.COMPRESS_LEN} has shape {compress_len.shape}, expected ({len(cameras)}, {length})")
+    if has_extras:
+        for path in (schema.TIMESTAMP, schema.CONTROL_SOURCE, schema.TICK_INDEX) + tuple(
+            schema.image_time_path(camera) for camera in cameras
+        ):
+            item = root.get(path)
+            if not isinstance(item, h5py.Dataset):
+                reasons.append(f"{path} is missing")
+            elif item.shape != (length,):
+                reasons.append(f"{path} has shape {item.shape}, expected ({length},)")
+    structure = Structure(
+        length=length,
+        camera_names=cameras,
+        compressed=compressed,
+        has_effort=schema.EFFORT in lengths,
+        has_extras=has_extras,
+        schema_version=int(version) if has_extras and np.ndim(version) == 0 else None,
+    )
+    return reasons, structure
+
+
+def content_problems(root: h5py.File, structure: Structure, spot_checks: int = 3) -> tuple[list[str], list[str]]:
+    """Reads the per-step arrays and decodes `spot_checks` frames per camera (first, last and
+    evenly between). Returns (reasons the file is invalid, warnings worth showing)."""
+    reasons: list[str] = []
+    warnings: list[str] = []
+    n = structure.length
+    for path in schema.STATE_DATASETS + ((schema.EFFORT,) if structure.has_effort else ()):
+        values = root[path][()]
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            reasons.append(f"{path} has {bad} NaN or infinite values")
+    if not structure.has_effort:
+        warnings.append("no /observations/effort (ALOHA sim files have none)")
+
+    steps = sorted({int(round(x)) for x in np.linspace(0, n - 1, max(spot_checks, 1))}) if n else []
+    compress_len = root.get(schema.COMPRESS_LEN) if structure.has_extras else None
+    for c, camera in enumerate(structure.camera_names):
+        dataset = root[schema.image_path(camera)]
+        for t in steps:
+            try:
+                if dataset.ndim == 4:
+                    dataset[t]
+                else:
+                    length = int(compress_len[c, t]) if compress_len is not None else None
+                    if length is not None and not 0 < length <= dataset.shape[1]:
+                        reasons.append(f"{schema.COMPRESS_LEN} says frame {t} of {camera!r} has {length} bytes (row holds {dataset.shape[1]})")
+                        continue
+                    decode_jpeg(dataset[t], length)
+            except ValueError:
+                reasons.append(f"frame {t} of camera {camera!r} is not a decodable JPEG image")
+            except OSError as error:
+                reasons.append(f"frame {t} of camera {camera!r} cannot be read: {_short(str(error))}")
+
+    if structure.has_extras:
+        attrs = root.attrs
+        if structure.schema_version is not None and structure.schema_version > schema.SCHEMA_VERSION:
+            warnings.append(
+                f"written with episode format {structure.schema_version}; this studio knows up to "
+                f"{schema.SCHEMA_VERSION}: update the studio"
+            )
+        label = attr_text(attrs.get(schema.ATTR_LABEL, Label.UNKNOWN.value))
+        if label not in {item.value for item in Label}:
+            reasons.append(f"success label {label!r} is not one of unknown/success/failure")
+        if not bool(attrs.get(schema.ATTR_FINISHED, False)) and not bool(attrs.get(schema.ATTR_RECOVERED, False)):
+            reasons.append("the recording was not closed properly (neither finished nor recovered)")
+        if bool(attrs.get(schema.ATTR_RECOVERED, False)):
+            warnings.append("recovered after a crash: the last second may be missing")
+        dropped = int(attrs.get(schema.ATTR_FRAMES_DROPPED, 0))
+        if dropped:
+            warnings.append(f"{dropped} control ticks were dropped while recording (gaps in /tick_index)")
+        stamps = root[schema.TIMESTAMP][()]
+        if n and not np.all(np.isfinite(stamps)):
+            reasons.append(f"{schema.TIMESTAMP} has {int(np.count_nonzero(~np.isfinite(stamps)))} missing values")
+        elif n > 1:
+            steps_s = np.diff(stamps)
+            if np.any(steps_s < 0):
+                reasons.append(f"{schema.TIMESTAMP} goes backwards at {int(np.count_nonzero(steps_s < 0))} steps")
+            elif stamps[-1] > stamps[0]:
+                rate = (n - 1) / (stamps[-1] - stamps[0])
+                expected = float(attrs.get(schema.ATTR_CONTROL_RATE_HZ, 50.0))
+                if rate < MIN_RATE_FRACTION * expected:
+                    warnings.append(
+                        f"mean rate {rate:.1f} Hz is below {MIN_RATE_FRACTION * expected:.0f} Hz "
+                        f"(ALOHA re-records such episodes)"
+                    )
+        sources = root[schema.CONTROL_SOURCE][()]
+        unknown = {bytes(value) for value in np.unique(sources)} - _CONTROL_SOURCES
+        if unknown:
+            reasons.append(f"{schema.CONTROL_SOURCE} holds unknown values {sorted(v.decode('ascii', 'replace') for v in unknown)}")
+        ticks = root[schema.TICK_INDEX][()]
+        if n > 1:
+            gaps = np.diff(ticks)
+            if np.any(gaps <= 0):
+                reasons.append(f"{schema.TICK_INDEX} does not increase at {int(np.count_nonzero(gaps <= 0))} steps")
+            elif np.any(gaps > 1):
+                warnings.append(f"{int(np.sum(gaps - 1))} control ticks are missing between recorded steps")
+    return reasons, warnings
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on one file. ok: usable episode; reasons: why not; warnings: worth knowing."""
+
+    path: Path
+    ok: bool
+    reasons: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    length: int | None = None
+    unfinished: bool = False  # a leftover recording: `recover` may turn it into an episode
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "ok": self.ok,
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+            "length": self.length,
+            "unfinished": self.unfinished,
+        }
+
+
+def check_episode(path: str | Path, spot_checks: int = 3) -> CheckResult:
+    """Check one file; never raises for a bad file (the reasons say what is wrong)."""
+    path = Path(path)
+    try:
+        root = open_readonly(path)
+    except UnfinishedEpisode as error:
+        return CheckResult(path, False, error.reasons, unfinished=True)
+    except EpisodeFormatError as error:
+        return CheckResult(path, False, error.reasons)
+    try:
+        with root:
+            reasons, structure = structure_problems(root)
+            warnings: list[str] = []
+            if not reasons:
+                more, warnings = content_problems(root, structure, spot_checks)
+                reasons += more
+    except OSError as error:  # data blocks missing: a truncated copy opens but cannot be read
+        return CheckResult(path, False, (f"the data cannot be read (damaged or truncated file): {_short(str(error))}",))
+    return CheckResult(path, not reasons, tuple(reasons), tuple(warnings), structure.length)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,141 @@
+"""Creating the datasets of an episode file: one place, used by the writer and by recovery, so
+both produce the same layout (`recordings.schema`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from recordings import schema
+from recordings.metadata import EpisodeMetadata
+from recordings.schema import ImageFormat
+
+#: Rows per chunk of the per-step arrays: 5 s at 50 Hz, a few KiB, so appends touch few chunks.
+STEP_CHUNK = 256
+#: JPEG rows start this wide (bytes) at least; they grow when a frame is longer.
+MIN_JPEG_WIDTH = 4096
+#: libver bounds for files the writer keeps open: SWMR needs the 1.10 format, and pinning the
+#: upper bound keeps the files readable by any HDF5 >= 1.10 (ACT/LeRobot environments).
+SWMR_LIBVER = ("v110", "v110")
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How one episode stores its camera frames.
+
+    shapes: camera -> (H, W, 3) of its frames. jpeg_width: initial padded row length (bytes) and
+    chunk width of JPEG datasets (rows may grow past it; chunks stay this wide).
+    """
+
+    camera_names: tuple[str, ...]
+    image_format: ImageFormat
+    shapes: Mapping[str, tuple[int, int, int]]
+    jpeg_quality: int = 90
+    jpeg_width: int = MIN_JPEG_WIDTH
+
+    def __post_init__(self) -> None:
+        missing = [name for name in self.camera_names if name not in self.shapes]
+        if missing:
+            raise ValueError(f"ImageLayout: no image shape for cameras {missing}")
+        if len(set(self.camera_names)) != len(self.camera_names):
+            raise ValueError(f"ImageLayout: camera names repeat: {list(self.camera_names)}")
+
+
+def _step_dataset(parent: h5py.Group, name: str, length: int, width: int | None, dtype, fill=None) -> h5py.Dataset:
+    shape = (length,) if width is None else (length, width)
+    maxshape = (None,) if width is None else (None, width)
+    chunks = (STEP_CHUNK,) if width is None else (STEP_CHUNK, width)
+    kwargs: dict[str, Any] = {}
+    if fill is not None:
+        kwargs["fillvalue"] = fill
+    return parent.create_dataset(name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=dtype, **kwargs)
+
+
+def create_episode(
+    root: h5py.File,
+    layout: ImageLayout,
+    metadata: EpisodeMetadata,
+    length: int = 0,
+    jpeg_width: int | None = None,
+) -> None:
+    """Create every dataset of an episode with `length` steps (all resizable along T) and write
+    the root attributes. Unwritten timestamps read as NaN: the writer writes them last, which
+    is how recovery tells complete steps from a crash's half-written ones."""
+    write_attrs(root, layout, metadata)
+    obs = root.require_group("observations")
+    for path in (schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION):
+        _step_dataset(root, path, length, schema.STATE_WIDTH, schema.STATE_DTYPE)
+    _step_dataset(root, schema.TIMESTAMP, length, None, schema.TIME_DTYPE, fill=np.nan)
+    _step_dataset(root, schema.CONTROL_SOURCE, length, None, schema.CONTROL_SOURCE_DTYPE)
+    _step_dataset(root, schema.TICK_INDEX, length, None, schema.TICK_INDEX_DTYPE, fill=-1)
+    images = obs.require_group("images")
+    obs.require_group("image_timestamps")
+    for camera in layout.camera_names:
+        _step_dataset(root, schema.image_time_path(camera), length, None, schema.TIME_DTYPE, fill=np.nan)
+        if layout.image_format is ImageFormat.RAW:
+            height, width, channels = layout.shapes[camera]
+            images.create_dataset(
+                camera,
+                shape=(length, height, width, channels),
+                maxshape=(None, height, width, channels),
+                chunks=(1, height, width, channels),  # ALOHA's: one frame per chunk
+                dtype=schema.IMAGE_DTYPE,
+            )
+        else:
+            width = max(int(jpeg_width or layout.jpeg_width), 1)
+            chunk = max(min(layout.jpeg_width, width), 1)
+            images.create_dataset(
+                camera,
+                shape=(length, width),
+                maxshape=(None, None),
+                chunks=(1, chunk),
+                dtype=schema.IMAGE_DTYPE,
+                fillvalue=0,
+            )
+    if layout.image_format is ImageFormat.JPEG:
+        n_cams = len(layout.camera_names)
+        root.create_dataset(
+            schema.COMPRESS_LEN,
+            shape=(n_cams, length),
+            maxshape=(n_cams, None),
+            chunks=(max(n_cams, 1), STEP_CHUNK),
+            dtype=schema.COMPRESS_LEN_DTYPE,
+        )
+
+
+def write_attrs(root: h5py.File, layout: ImageLayout, metadata: EpisodeMetadata) -> None:
+    """Root attributes: metadata plus how the images are stored. All are created here, before
+    SWMR starts (a SWMR writer cannot add attributes), and only rewritten at the end."""
+    for name, value in metadata.to_attrs().items():
+        root.attrs[name] = value
+    root.attrs[schema.ATTR_COMPRESS] = layout.image_format is ImageFormat.JPEG
+    root.attrs[schema.ATTR_CAMERA_NAMES] = list(layout.camera_names)
+    root.attrs[schema.ATTR_IMAGE_FORMAT] = layout.image_format.value
+    root.attrs[schema.ATTR_JPEG_QUALITY] = int(layout.jpeg_quality)
+    root.attrs[schema.ATTR_FRAMES_DROPPED] = 0
+    root.attrs[schema.ATTR_FINISHED] = False
+    root.attrs[schema.ATTR_RECOVERED] = False
+
+
+def attr_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def camera_names_of(root: h5py.File) -> tuple[str, ...]:
+    """Camera names in recorded order: the `camera_names` attr, else the images group's members
+    (ALOHA files; h5py lists them alphabetically, which is ALOHA's own `compress_len` order only
+    by accident, so ALOHA files are decoded without `compress_len`)."""
+    names = root.attrs.get(schema.ATTR_CAMERA_NAMES)
+    if names is not None:
+        listed = tuple(attr_text(name) for name in np.atleast_1d(names))
+        if listed:
+            return listed
+    group = root.get(schema.IMAGES_GROUP)
+    if isinstance(group, h5py.Group):
+        return tuple(name for name, item in group.items() if isinstance(item, h5py.Dataset))
+    return ()

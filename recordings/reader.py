@@ -1,0 +1,254 @@
+"""Reading episodes lazily: ours and those written by ALOHA/ACT's own tools.
+
+`Episode.open(path)` reads the layout (no data); arrays are read on first use and cached (they
+are small), frames are read and decoded one at a time. The object is picklable and opens its
+file handle on first use in each process, so a DataLoader's workers each get their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from recordings import schema
+from recordings.check import Structure, open_readonly, structure_problems
+from recordings.errors import EpisodeFormatError
+from recordings.images import decode_jpeg
+from recordings.layout import attr_text
+from recordings.metadata import EpisodeMetadata
+from recordings.schema import Label
+from robot.types import ControlSource
+
+log = logging.getLogger(__name__)
+
+
+class Episode:
+    """One episode file, read on demand.
+
+    Arrays: qpos/qvel/effort/action (T, 14) float32; timestamps (T,) float64 host monotonic
+    seconds (None for ALOHA files); frame(cam, t) (H, W, 3) uint8 RGB. Not thread-safe: give
+    each thread (or process) its own object, or a copy made with pickle.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._structure: Structure | None = None
+        self._attrs: dict[str, Any] = {}
+        self._cache: dict[str, Any] = {}
+        self._root: h5py.File | None = None
+        self._pid: int | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Episode":
+        """Read the layout of `path`; raises EpisodeFormatError (UnfinishedEpisode for a leftover
+        recording) with the reasons when it is not an episode."""
+        episode = cls(path)
+        episode._describe()
+        return episode
+
+    def _describe(self) -> None:
+        root = open_readonly(self.path)
+        try:
+            reasons, structure = structure_problems(root)
+            if reasons:
+                raise EpisodeFormatError(self.path, reasons)
+            self._structure = structure
+            self._attrs = {name: root.attrs[name] for name in root.attrs}
+        except BaseException:
+            root.close()
+            raise
+        self._root, self._pid = root, os.getpid()
+
+    # ---- file handle (lazy, per process) ----
+    def _file(self) -> h5py.File:
+        if self._structure is None:
+            self._describe()
+        if self._root is None or self._pid != os.getpid():
+            # After a fork the parent's handle must not be used (nor closed) here.
+            self._root, self._pid = open_readonly(self.path), os.getpid()
+        return self._root
+
+    def close(self) -> None:
+        root, self._root = self._root, None
+        if root is not None and self._pid == os.getpid():
+            root.close()
+
+    def __enter__(self) -> "Episode":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_root"], state["_pid"], state["_cache"] = None, None, {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        length = self._structure.length if self._structure else "?"
+        return f"Episode({str(self.path)!r}, length={length})"
+
+    # ---- layout and metadata ----
+    @property
+    def structure(self) -> Structure:
+        if self._structure is None:
+            self._describe()
+        assert self._structure is not None
+        return self._structure
+
+    @property
+    def length(self) -> int:
+        return self.structure.length
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return self.structure.camera_names
+
+    @property
+    def compressed(self) -> bool:
+        return self.structure.compressed
+
+    @property
+    def is_ours(self) -> bool:
+        """Written by this studio (has timestamps, control sources and metadata)."""
+        return self.structure.has_extras
+
+    @property
+    def metadata(self) -> EpisodeMetadata:
+        self.structure
+        if "metadata" not in self._cache:
+            self._cache["metadata"] = EpisodeMetadata.from_attrs(self._attrs)
+        return self._cache["metadata"]
+
+    @property
+    def label(self) -> Label:
+        return self.metadata.label
+
+    @property
+    def sim(self) -> bool:
+        return self.metadata.sim
+
+    @property
+    def frames_dropped(self) -> int:
+        self.structure
+        return int(self._attrs.get(schema.ATTR_FRAMES_DROPPED, 0))
+
+    @property
+    def recovered(self) -> bool:
+        self.structure
+        return bool(self._attrs.get(schema.ATTR_RECOVERED, False))
+
+    @property
+    def duration_s(self) -> float:
+        """Host time from the first to the last step; ALOHA files: steps / control rate."""
+        stamps = self.timestamps
+        if stamps is not None and len(stamps) > 1:
+            return float(stamps[-1] - stamps[0])
+        return self.length / self.metadata.control_rate_hz
+
+    # ---- per-step arrays (read once, cached) ----
+    def _array(self, path: str, dtype: np.dtype | None = None) -> np.ndarray | None:
+        if path not in self._cache:
+            item = self._file().get(path)
+            if item is None:
+                self._cache[path] = None
+            else:
+                values = item[()]
+                self._cache[path] = values.astype(dtype, copy=False) if dtype is not None else values
+        return self._cache[path]
+
+    @property
+    def qpos(self) -> np.ndarray:
+        return self._array(schema.QPOS, schema.STATE_DTYPE)
+
+    @property
+    def qvel(self) -> np.ndarray:
+        return self._array(schema.QVEL, schema.STATE_DTYPE)
+
+    @property
+    def effort(self) -> np.ndarray | None:
+        """(T, 14) float32, or None when the file has none (ALOHA sim)."""
+        return self._array(schema.EFFORT, schema.STATE_DTYPE)
+
+    @property
+    def action(self) -> np.ndarray:
+        return self._array(schema.ACTION, schema.STATE_DTYPE)
+
+    @property
+    def timestamps(self) -> np.ndarray | None:
+        """(T,) float64 host monotonic seconds of each observation; None for ALOHA files."""
+        if not self.is_ours:
+            return None
+        return self._array(schema.TIMESTAMP, schema.TIME_DTYPE)
+
+    def image_times(self, camera: str) -> np.ndarray | None:
+        """(T,) float64 host monotonic capture time of each frame of `camera`; None for ALOHA files."""
+        self._camera_index(camera)
+        if not self.is_ours:
+            return None
+        return self._array(schema.image_time_path(camera), schema.TIME_DTYPE)
+
+    @property
+    def tick_indices(self) -> np.ndarray | None:
+        """(T,) int64 control-loop tick of each step (gaps are ticks not recorded); None for ALOHA."""
+        if not self.is_ours:
+            return None
+        return self._array(schema.TICK_INDEX, schema.TICK_INDEX_DTYPE)
+
+    @property
+    def control_sources(self) -> tuple[ControlSource, ...] | None:
+        """Who produced each action; None for ALOHA files."""
+        if not self.is_ours:
+            return None
+        if "control_sources" not in self._cache:
+            raw = self._array(schema.CONTROL_SOURCE)
+            known = {source.value: source for source in ControlSource}
+            values = []
+            for item in raw:
+                text = attr_text(item)
+                if text not in known:
+                    log.warning("%s: unknown control source %r read as 'none'", self.path.name, text)
+                values.append(known.get(text, ControlSource.NONE))
+            self._cache["control_sources"] = tuple(values)
+        return self._cache["control_sources"]
+
+    # ---- frames (read on demand) ----
+    def _camera_index(self, camera: str) -> int:
+        try:
+            return self.camera_names.index(camera)
+        except ValueError:
+            raise KeyError(f"{self.path.name} has no camera {camera!r}; it has {list(self.camera_names)}") from None
+
+    def frame(self, camera: str, t: int) -> np.ndarray:
+        """The (H, W, 3) uint8 RGB frame of `camera` at step `t` (negative counts from the end)."""
+        c = self._camera_index(camera)
+        n = self.length
+        if not -n <= t < n:
+            raise IndexError(f"step {t} is outside {self.path.name}'s {n} steps")
+        t = int(t) % n
+        root = self._file()
+        dataset = root[schema.image_path(camera)]
+        if dataset.ndim == 4:
+            return np.ascontiguousarray(dataset[t])
+        length = None
+        if self.is_ours:
+            # Our rows are in `camera_names` order; read only the JPEG's bytes, not the padding.
+            length = int(root[schema.COMPRESS_LEN][c, t])
+            row = dataset[t, :length] if 0 < length <= dataset.shape[1] else dataset[t]
+        else:
+            row = dataset[t]
+        try:
+            return decode_jpeg(row, length)
+        except ValueError:
+            raise EpisodeFormatError(self.path, [f"frame {t} of camera {camera!r} is not a decodable JPEG image"]) from None

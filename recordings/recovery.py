@@ -1,0 +1,273 @@
+"""Turning the leftover of an interrupted recording (`episode_{idx}.hdf5.partial`) into an episode.
+
+The writer (see `recordings.writer`) keeps the partial file consistent with HDF5's SWMR mode and
+writes a step's `/timestamp` only after the step's other data is flushed. So the complete steps
+are the leading ones whose timestamp is set (unwritten timestamps read NaN). Recovery copies
+them into a fresh file with the same layout, checks it, renames it to `episode_{idx}.hdf5` and
+only then deletes the leftover. A leftover that is being recorded right now (its writer holds a
+flock on it) is never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from recordings import schema
+from recordings.check import check_episode
+from recordings.errors import RecoveryError
+from recordings.images import decode_jpeg
+from recordings.layout import ImageLayout, attr_text, camera_names_of, create_episode
+from recordings.metadata import EpisodeMetadata
+from recordings.schema import ImageFormat
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+#: Steps copied per block: bounds memory for raw frames (64 x 0.9 MB per camera).
+COPY_BLOCK = 64
+#: How far back recovery looks for a decodable last frame before giving up on the tail.
+MAX_TAIL_BACKOFF = 50
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    """What recovering one leftover gave. path: the new episode, or None when the leftover held
+    no complete step (it is then removed). frames_discarded: incomplete steps past the last
+    complete one (those of the last flush interval)."""
+
+    source: Path
+    path: Path | None
+    frames: int
+    duration_s: float
+    frames_discarded: int
+
+    @property
+    def message(self) -> str:
+        if self.path is None:
+            return f"{self.source.name}: held no complete frame (stopped before the first second); removed"
+        return (
+            f"{self.source.name} -> {self.path.name}: recovered {self.frames} frames ({self.duration_s:.1f} s)"
+            + (f", {self.frames_discarded} incomplete frames at the end dropped" if self.frames_discarded else "")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "path": str(self.path) if self.path else None,
+            "frames": self.frames,
+            "duration_s": self.duration_s,
+            "frames_discarded": self.frames_discarded,
+            "message": self.message,
+        }
+
+
+def committed_length(root: h5py.File) -> tuple[int, int]:
+    """(complete steps, steps present at all) in a partial file."""
+    stamps_ds = root.get(schema.TIMESTAMP)
+    if stamps_ds is None:
+        return 0, 0
+    stamps = stamps_ds[()]
+    finite = np.isfinite(stamps)
+    complete = int(stamps.size if finite.all() else np.argmin(finite))
+    present = complete
+    cameras = camera_names_of(root)
+    paths = [schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION, schema.CONTROL_SOURCE, schema.TICK_INDEX]
+    paths += [schema.image_path(c) for c in cameras] + [schema.image_time_path(c) for c in cameras]
+    for path in paths:
+        item = root.get(path)
+        if item is None:
+            return 0, present
+        complete = min(complete, item.shape[0])
+        present = max(present, item.shape[0])
+    compress_len = root.get(schema.COMPRESS_LEN)
+    if compress_len is not None:
+        complete = min(complete, compress_len.shape[1])
+    return complete, present
+
+
+def recover_partial(partial: str | os.PathLike, target_dir: str | os.PathLike | None = None) -> RecoveryResult:
+    """Recover one leftover recording into `target_dir` (default: its own folder).
+
+    Raises RecoveryError (the leftover is kept as it was) when it is being recorded right now,
+    cannot be read, or the copy does not check out.
+    """
+    from recordings.store import next_free_index
+
+    partial = Path(partial)
+    target_dir = Path(target_dir) if target_dir is not None else partial.parent
+    if not partial.is_file():
+        raise RecoveryError(partial, "there is no such file")
+    lock_fd = _lock_or_refuse(partial)
+    try:
+        root = _open_leftover(partial)
+        with root:
+            complete, present = committed_length(root)
+            if complete == 0:
+                result = RecoveryResult(partial, None, 0, 0.0, present)
+            else:
+                complete = _last_decodable(root, complete)
+                index = schema.partial_index(partial.name)
+                if index is None or (target_dir / schema.episode_filename(index)).exists() or (
+                    target_dir != partial.parent and (target_dir / schema.partial_filename(index)).exists()
+                ):
+                    index = next_free_index(target_dir)
+                target = target_dir / schema.episode_filename(index)
+                staging = target.with_name(target.name + schema.RECOVERING_SUFFIX)
+                try:
+                    _copy(root, staging, complete)
+                except OSError as error:
+                    _remove_quietly(staging)
+                    raise RecoveryError(partial, f"writing {staging.name} failed ({error}); free disk space and retry") from error
+                verdict = check_episode(staging)
+                if not verdict.ok:
+                    _remove_quietly(staging)
+                    raise RecoveryError(partial, "the recovered copy does not check out: " + "; ".join(verdict.reasons))
+                _fsync(staging)
+                os.rename(staging, target)
+                _fsync(target_dir)
+                stamps = root[schema.TIMESTAMP][:complete]
+                duration = float(stamps[-1] - stamps[0]) if complete > 1 else 0.0
+                result = RecoveryResult(partial, target, complete, duration, present - complete)
+        partial.unlink()
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+    log.info("%s", result.message)
+    return result
+
+
+def recording_in_progress(partial: str | os.PathLike) -> bool:
+    """True while a writer (in any process) holds the leftover's lock, i.e. it is live."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(partial, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as error:
+        return error.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _lock_or_refuse(partial: Path) -> int | None:
+    """Take the flock the writer holds while recording; refuse a live recording."""
+    if fcntl is None:
+        return None
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            raise RecoveryError(partial, "it is being recorded right now; stop that recording first") from error
+        log.warning("Cannot lock %s (%s); recovering without the lock", partial.name, error)
+        return None
+    return fd
+
+
+def _open_leftover(partial: Path) -> h5py.File:
+    """A crashed SWMR writer leaves the file marked open-for-writing, which only a SWMR reader
+    may open; a leftover that never reached its first frame is a plain closed file."""
+    errors = []
+    for kwargs in ({"swmr": True}, {}):
+        try:
+            return h5py.File(partial, "r", locking=False, **kwargs)
+        except OSError as error:
+            errors.append(str(error))
+    raise RecoveryError(partial, "HDF5 cannot read it (" + " / ".join(" ".join(e.split())[:160] for e in errors) + ")")
+
+
+def _last_decodable(root: h5py.File, complete: int) -> int:
+    """Belt and braces: back off from a tail whose frames do not decode."""
+    cameras = camera_names_of(root)
+    compress_len = root.get(schema.COMPRESS_LEN)
+    if compress_len is None:
+        return complete
+    for n in range(complete, max(complete - MAX_TAIL_BACKOFF, 0), -1):
+        t = n - 1
+        try:
+            for c, camera in enumerate(cameras):
+                length = int(compress_len[c, t])
+                decode_jpeg(root[schema.image_path(camera)][t, :length], length)
+            if n != complete:
+                log.warning("Dropped %d steps whose frames do not decode", complete - n)
+            return n
+        except (ValueError, OSError):
+            continue
+    return complete
+
+
+def _copy(source: h5py.File, target: Path, n: int) -> None:
+    """Copy the first n steps of `source` into a new episode file at `target`."""
+    cameras = camera_names_of(source)
+    fmt = ImageFormat(attr_text(source.attrs.get(schema.ATTR_IMAGE_FORMAT, ImageFormat.JPEG.value)))
+    metadata = EpisodeMetadata.from_attrs(source.attrs)
+    shapes: dict[str, tuple[int, int, int]] = {}
+    jpeg_width = 1
+    compress_len = source[schema.COMPRESS_LEN][:, :n] if fmt is ImageFormat.JPEG else None
+    for c, camera in enumerate(cameras):
+        dataset = source[schema.image_path(camera)]
+        if fmt is ImageFormat.RAW:
+            shapes[camera] = tuple(dataset.shape[1:])
+        else:
+            shapes[camera] = decode_jpeg(dataset[0, : int(compress_len[c, 0])], int(compress_len[c, 0])).shape
+    if compress_len is not None and compress_len.size:
+        jpeg_width = int(compress_len.max())  # trim the growth headroom of the live file
+    layout = ImageLayout(
+        cameras, fmt, shapes, int(source.attrs.get(schema.ATTR_JPEG_QUALITY, 90)), max(jpeg_width, 1)
+    )
+    with h5py.File(target, "w") as out:
+        create_episode(out, layout, metadata, length=n, jpeg_width=jpeg_width)
+        for name in source.attrs:  # keep anything the writer knew that metadata does not model
+            if name not in out.attrs:
+                out.attrs[name] = source.attrs[name]
+        out.attrs[schema.ATTR_FRAMES_DROPPED] = source.attrs.get(schema.ATTR_FRAMES_DROPPED, 0)
+        out.attrs[schema.ATTR_FINISHED] = False
+        out.attrs[schema.ATTR_RECOVERED] = True
+        step_paths = [schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION, schema.TIMESTAMP, schema.CONTROL_SOURCE, schema.TICK_INDEX]
+        step_paths += [schema.image_time_path(c) for c in cameras]
+        for path in step_paths:
+            out[path][:] = source[path][:n]
+        if compress_len is not None:
+            out[schema.COMPRESS_LEN][:] = compress_len
+        for c, camera in enumerate(cameras):
+            src, dst = source[schema.image_path(camera)], out[schema.image_path(camera)]
+            for start in range(0, n, COPY_BLOCK):
+                end = min(start + COPY_BLOCK, n)
+                if fmt is ImageFormat.RAW:
+                    dst[start:end] = src[start:end]
+                else:
+                    dst[start:end] = src[start:end, :jpeg_width]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        log.warning("Could not sync %s to disk: %s", path, error)
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

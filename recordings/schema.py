@@ -1,0 +1,154 @@
+"""The episode file format: every HDF5 path, attribute, dtype and file name, named once.
+
+Layout (ALOHA's, see ALOHA.md, plus our extras marked +). T = number of steps, obs[t] is the
+observation taken before action[t]:
+
+    attrs: sim (bool), compress (bool)
+           + schema_version, task, operator, rig, created, software_version, success_label,
+             notes, calibration_hash, control_rate_hz, camera_names, image_format,
+             jpeg_quality, frames_dropped, finished, recovered
+    /observations/qpos                (T, 14) float32
+    /observations/qvel                (T, 14) float32
+    /observations/effort              (T, 14) float32
+    /observations/images/<cam>        raw: (T, H, W, 3) uint8, chunks (1, H, W, 3)
+                                      JPEG: (T, padded_len) uint8, zero-padded JPEG bytes
+    /compress_len                     (n_cams, T) int32, JPEG byte length (JPEG only; rows in
+                                      the order of the `camera_names` attr)
+    /action                           (T, 14) float32
+  + /timestamp                        (T,) float64, host monotonic seconds of obs[t]
+  + /observations/image_timestamps/<cam>  (T,) float64, host monotonic capture time of the frame
+  + /control_source                   (T,) S16, `robot.types.ControlSource` value of action[t]
+  + /tick_index                       (T,) int64, control-loop tick number (gaps = lost ticks)
+
+Image channel order (the ALOHA convention, which ACT, act-plus-plus and LeRobot's ALOHA import
+rely on): JPEG bytes are `cv2.imencode` of the RGB array as it is, so `cv2.imdecode(row, 1)`
+returns RGB again. A generic JPEG viewer therefore shows red and blue swapped; that is the price
+of opening in their tools unchanged.
+
+Nothing else may sit inside /observations/images: ALOHA tools treat every member as a camera.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import numpy as np
+
+from robot.types import STATE_DIM
+
+SCHEMA_VERSION = 1
+
+# ---- datasets (ALOHA) ----
+QPOS = "/observations/qpos"
+QVEL = "/observations/qvel"
+EFFORT = "/observations/effort"
+IMAGES_GROUP = "/observations/images"
+ACTION = "/action"
+COMPRESS_LEN = "/compress_len"
+
+# ---- datasets (ours) ----
+TIMESTAMP = "/timestamp"
+IMAGE_TIMES_GROUP = "/observations/image_timestamps"
+CONTROL_SOURCE = "/control_source"
+TICK_INDEX = "/tick_index"
+
+#: Per-step (T, 14) arrays every episode has (effort is optional in ALOHA files: sim has none).
+STATE_DATASETS: tuple[str, ...] = (QPOS, QVEL, ACTION)
+OPTIONAL_STATE_DATASETS: tuple[str, ...] = (EFFORT,)
+
+
+def image_path(camera: str) -> str:
+    """Dataset path of one camera's frames."""
+    return f"{IMAGES_GROUP}/{camera}"
+
+
+def image_time_path(camera: str) -> str:
+    """Dataset path of one camera's capture times."""
+    return f"{IMAGE_TIMES_GROUP}/{camera}"
+
+
+# ---- root attributes ----
+ATTR_SIM = "sim"
+ATTR_COMPRESS = "compress"
+ATTR_SCHEMA_VERSION = "schema_version"
+ATTR_TASK = "task"
+ATTR_OPERATOR = "operator"
+ATTR_RIG = "rig"
+ATTR_CREATED = "created"  # ISO 8601 wall-clock time (UTC) the recording started: for people
+ATTR_SOFTWARE_VERSION = "software_version"
+ATTR_LABEL = "success_label"
+ATTR_NOTES = "notes"
+ATTR_CALIBRATION_HASH = "calibration_hash"
+ATTR_CONTROL_RATE_HZ = "control_rate_hz"
+ATTR_CAMERA_NAMES = "camera_names"
+ATTR_IMAGE_FORMAT = "image_format"
+ATTR_JPEG_QUALITY = "jpeg_quality"
+ATTR_FRAMES_DROPPED = "frames_dropped"  # ticks the writer could not take (queue full)
+ATTR_FINISHED = "finished"  # True once the writer closed the episode normally
+ATTR_RECOVERED = "recovered"  # True when `episodes recover` rebuilt it from a leftover
+
+
+class Label(str, enum.Enum):
+    """Did the demonstration succeed? Set when the recording stops, changeable afterwards."""
+
+    UNKNOWN = "unknown"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+    @classmethod
+    def parse(cls, value: "Label | str") -> "Label":
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(label.value for label in cls)
+            raise ValueError(f"Unknown success label {value!r}; use one of: {choices}") from None
+
+
+class ImageFormat(str, enum.Enum):
+    JPEG = "jpeg"
+    RAW = "raw"
+
+
+# ---- dtypes ----
+STATE_DTYPE = np.dtype(np.float32)  # ALOHA's (h5py's default float)
+TIME_DTYPE = np.dtype(np.float64)  # monotonic seconds need the precision
+COMPRESS_LEN_DTYPE = np.dtype(np.int32)  # ALOHA writes float32 here; readers accept both
+CONTROL_SOURCE_DTYPE = np.dtype("S16")  # fixed-length ASCII: readable by every HDF5 tool
+TICK_INDEX_DTYPE = np.dtype(np.int64)
+IMAGE_DTYPE = np.dtype(np.uint8)
+STATE_WIDTH = STATE_DIM
+
+# ---- file names ----
+EPISODE_SUFFIX = ".hdf5"
+#: A recording in progress (or left by a crash) is `episode_{idx}.hdf5.partial`: ALOHA/ACT/LeRobot
+#: globs (`episode_*.hdf5`, `*.hdf5`) never pick it up, and the index stays reserved.
+PARTIAL_SUFFIX = ".partial"
+#: `episodes recover` writes here first and renames when the copy checks out.
+RECOVERING_SUFFIX = ".recovering"
+
+_EPISODE_NAME = re.compile(r"^episode_(\d+)\.hdf5$")
+_PARTIAL_NAME = re.compile(r"^episode_(\d+)\.hdf5\.partial$")
+
+
+def episode_filename(index: int) -> str:
+    """ALOHA's naming: `episode_{idx}.hdf5` (no zero padding)."""
+    if index < 0:
+        raise ValueError(f"Episode index must be >= 0, got {index}")
+    return f"episode_{index}{EPISODE_SUFFIX}"
+
+
+def partial_filename(index: int) -> str:
+    return episode_filename(index) + PARTIAL_SUFFIX
+
+
+def episode_index(name: str) -> int | None:
+    """The index of a finished episode's file name, or None if the name is not one."""
+    match = _EPISODE_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def partial_index(name: str) -> int | None:
+    """The index of a leftover/in-progress file name, or None if the name is not one."""
+    match = _PARTIAL_NAME.match(name)
+    return int(match.group(1)) if match else None
