@@ -30,7 +30,14 @@ from robot.types import ARM_NAMES, GRIPPER_INDICES, JOINTS_PER_ARM, STATE_DIM, C
 log = logging.getLogger(__name__)
 
 _GRIPPER_INDEX = dict(zip(ARM_NAMES, GRIPPER_INDICES))
+#: A bent-arm pose (ALOHA's start pose) whose grasp point is well off the waist axis.
+_BENT_ARM_RAD = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0)
 _FD_STEP_RAD = 1e-4  # finite-difference step for the Jacobian; far above float64 noise at 1 m
+
+
+def _azimuth_rad(point_m: np.ndarray, centre_xy_m: np.ndarray) -> float:
+    """Heading (rad, about world z) of `point_m` seen from the vertical axis at `centre_xy_m`."""
+    return math.atan2(point_m[1] - centre_xy_m[1], point_m[0] - centre_xy_m[0])
 
 
 def _rotation_about(axis_angle: np.ndarray) -> np.ndarray:
@@ -133,6 +140,7 @@ class EndEffectorJogSource:
         self._dt_s = 1.0 / control_rate_hz
         self._lock = threading.Lock()
         self._commands = {arm: _ArmCommand() for arm in ARM_NAMES}
+        self._waist_centre_xy = {arm: self._waist_axis_xy(arm) for arm in ARM_NAMES}
         # Control-thread state, set by start().
         self._joints: np.ndarray | None = None  # (14,) the last action this source produced
         self._targets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -230,7 +238,12 @@ class EndEffectorJogSource:
             if not expired and (np.any(linear) or np.any(angular)):
                 pos, rot = self._targets[arm]
                 new_pos = np.clip(pos + linear * self._dt_s, low, high)
-                new_rot = _rotation_about(angular * self._dt_s) @ rot
+                # The gripper's heading turns with the waist (its azimuth about the waist axis),
+                # as the arm does by itself: keeping a fixed world heading while moving sideways
+                # would need the near-singular wrist joints to counter-rotate at full speed.
+                centre = self._waist_centre_xy[arm]
+                turn = _azimuth_rad(new_pos, centre) - _azimuth_rad(pos, centre)
+                new_rot = _rotation_about(angular * self._dt_s) @ _rotation_about(np.array([0.0, 0.0, turn])) @ rot
                 solved = self._kinematics.solve(
                     arm, joints, new_pos, new_rot, max_iterations=self.config.ik_iterations, tolerance_m=1e-4
                 )
@@ -263,6 +276,22 @@ class EndEffectorJogSource:
                 joints[index] = min(1.0, max(0.0, joints[index] + rate * self._dt_s))
         self._joints = joints
         return joints.astype(np.float32)
+
+    def _waist_axis_xy(self, arm: str) -> np.ndarray:
+        """(2,) world x, y (m) of `arm`'s vertical waist axis: the centre of the circle its grasp
+        point draws when only the waist turns (from three forward-kinematics poses)."""
+        waist = ARM_NAMES.index(arm) * JOINTS_PER_ARM
+        points = []
+        for angle in (-0.5, 0.0, 0.5):
+            pose = np.zeros(STATE_DIM)
+            pose[waist : waist + 6] = _BENT_ARM_RAD
+            pose[waist] = angle
+            points.append(self._kinematics.forward(pose)[arm][0][:2])
+        (ax, ay), (bx, by), (cx, cy) = points
+        d = 2.0 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+        ux = ((ax**2 + ay**2) * (by - cy) + (bx**2 + by**2) * (cy - ay) + (cx**2 + cy**2) * (ay - by)) / d
+        uy = ((ax**2 + ay**2) * (cx - bx) + (bx**2 + by**2) * (ax - cx) + (cx**2 + cy**2) * (bx - ax)) / d
+        return np.array([ux, uy])
 
     def _smallest_singular_value(self, arm: str, joints: np.ndarray) -> float:
         """Smallest singular value (m/rad) of the (3, 6) position Jacobian of `arm`'s grasp
