@@ -3,7 +3,6 @@ lengths, dtypes and (by spot checks) their images. Works on ours and on ALOHA/AC
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from recordings import schema
 from recordings.errors import EpisodeFormatError, UnfinishedEpisode
 from recordings.images import decode_jpeg
 from recordings.layout import attr_text, camera_names_of
+from recordings.locks import recording_in_progress
 from recordings.schema import Label
 from robot.types import ControlSource
 
@@ -34,11 +34,13 @@ def open_readonly(path: str | Path) -> h5py.File:
     path = Path(path)
     if not path.is_file():
         raise EpisodeFormatError(path, [f"there is no file at {path}"])
+    if schema.partial_index(path.name) is not None:  # never an episode; HDF5 need not touch it
+        raise UnfinishedEpisode(path, in_progress=recording_in_progress(path))
     try:
         return h5py.File(path, "r")
     except OSError as error:
         text = str(error)
-        if "unable to lock file" in text or getattr(error, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK):
+        if "unable to lock file" in text or "file locking flag values don't match" in text:
             raise UnfinishedEpisode(path, in_progress=True) from error
         if "already open for write" in text:
             raise UnfinishedEpisode(path, in_progress=False) from error

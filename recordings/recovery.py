@@ -10,7 +10,6 @@ flock on it) is never touched.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from dataclasses import dataclass
@@ -25,13 +24,9 @@ from recordings.check import check_episode
 from recordings.errors import RecoveryError
 from recordings.images import decode_jpeg
 from recordings.layout import ImageLayout, attr_text, camera_names_of, create_episode
+from recordings.locks import LockHeld, lock_exclusive, release
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import ImageFormat
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +104,10 @@ def recover_partial(partial: str | os.PathLike, target_dir: str | os.PathLike | 
     target_dir = Path(target_dir) if target_dir is not None else partial.parent
     if not partial.is_file():
         raise RecoveryError(partial, "there is no such file")
-    lock_fd = _lock_or_refuse(partial)
+    try:
+        lock_fd = lock_exclusive(partial)  # held while recovering: keeps a second `recover` out
+    except LockHeld as error:
+        raise RecoveryError(partial, "it is being recorded right now; stop that recording first") from error
     try:
         root = _open_leftover(partial)
         with root:
@@ -142,43 +140,9 @@ def recover_partial(partial: str | os.PathLike, target_dir: str | os.PathLike | 
                 result = RecoveryResult(partial, target, complete, duration, present - complete)
         partial.unlink()
     finally:
-        if lock_fd is not None:
-            os.close(lock_fd)
+        release(lock_fd)
     log.info("%s", result.message)
     return result
-
-
-def recording_in_progress(partial: str | os.PathLike) -> bool:
-    """True while a writer (in any process) holds the leftover's lock, i.e. it is live."""
-    if fcntl is None:
-        return False
-    try:
-        fd = os.open(partial, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as error:
-        return error.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
-    finally:
-        os.close(fd)
-    return False
-
-
-def _lock_or_refuse(partial: Path) -> int | None:
-    """Take the flock the writer holds while recording; refuse a live recording."""
-    if fcntl is None:
-        return None
-    fd = os.open(partial, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        os.close(fd)
-        if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-            raise RecoveryError(partial, "it is being recorded right now; stop that recording first") from error
-        log.warning("Cannot lock %s (%s); recovering without the lock", partial.name, error)
-        return None
-    return fd
 
 
 def _open_leftover(partial: Path) -> h5py.File:

@@ -15,7 +15,8 @@ from recordings import schema
 from recordings.check import CheckResult, check_episode, open_readonly
 from recordings.errors import EpisodeFormatError, RecordingError, RecoveryError
 from recordings.reader import Episode
-from recordings.recovery import RecoveryResult, recording_in_progress, recover_partial
+from recordings.locks import recording_in_progress
+from recordings.recovery import RecoveryResult, recover_partial
 from recordings.schema import Label
 
 log = logging.getLogger(__name__)

@@ -39,15 +39,11 @@ import numpy as np
 from recordings import schema
 from recordings.errors import FramesDropped, InvalidTick, RecordingError, RecordingWriteError
 from recordings.images import encode_jpeg, image_problem
+from recordings.locks import LockHeld, lock_exclusive, release
 from recordings.layout import MIN_JPEG_WIDTH, SWMR_LIBVER, ImageLayout, create_episode, write_attrs
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import ImageFormat, Label
 from robot.types import STATE_DIM, TickRecord
-
-try:  # POSIX only; without it a live recording is not protected from a concurrent `recover`.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -648,23 +644,17 @@ def _abandon_handle(root: h5py.File, datasets: dict) -> None:
 
 
 def _lock(path: Path) -> int | None:
-    """Hold an exclusive flock on the partial file while recording; a crash releases it."""
-    if fcntl is None:
-        return None
-    fd = os.open(path, os.O_RDONLY)
+    """Hold the partial file's lock while recording; a crash releases it."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        os.close(fd)
-        log.warning("Cannot lock %s (%s); `episodes recover` will not know it is live", path.name, error)
+        return lock_exclusive(path)
+    except LockHeld as error:  # we just created the file exclusively: nobody else should hold it
+        log.warning("%s; recording anyway", error)
         return None
-    return fd
 
 
 def _unlock(session: _Session) -> None:
     fd, session.lock_fd = session.lock_fd, None
-    if fd is not None:
-        os.close(fd)  # closing the descriptor releases the flock
+    release(fd)
 
 
 def _drain(q: queue.Queue) -> None:
