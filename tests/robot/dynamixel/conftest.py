@@ -1,12 +1,18 @@
 """Fixtures for the servo-side tests: emulated ALOHA buses on ptys and buses over the real SDK.
 
 Timeouts: the adapters' latency timer is 1 ms on a real rig; here the emulator thread shares two
-busy CPU cores with the test process and other jobs, so the fixtures use 4 ms (a reply timeout of
-~10 ms) and generous call budgets. Tests that are about timeouts set their own values.
+busy CPU cores with the test process and other jobs, so the fixtures use 6 ms (a reply timeout of
+~14 ms) and generous call budgets. Tests that are about timeouts set their own values.
+
+The emulator is a thread in the test process, and dynamixel-sdk waits for replies in a busy loop
+that holds the GIL between its non-blocking reads; at CPython's default 5 ms switch interval the
+emulator thread can wait that long for the GIL before it may answer. A 1 ms interval (for this
+directory only) keeps the emulated servos' reply times near a real servo's.
 """
 
 import os
 import select
+import sys
 import termios
 import time
 import tty
@@ -22,8 +28,16 @@ from robot.dynamixel.protocol import PacketParser
 FOLLOWER_POSE = (*START_ARM_POSE_RAD, 0.5)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _responsive_emulator_thread():
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    yield
+    sys.setswitchinterval(before)
+
+
 def relaxed_config(port: str, **overrides) -> BusConfig:
-    values = dict(latency_timer_ms=4.0, retries=2, call_budget_ms=80.0)
+    values = dict(latency_timer_ms=6.0, retries=3, call_budget_ms=100.0)
     values.update(overrides)
     return BusConfig(port, **values)
 
@@ -40,10 +54,27 @@ def leader_emulator():
         yield em
 
 
+def eventually(condition, timeout_s: float = 0.5) -> bool:
+    """Poll `condition` until true: replies-less writes (sync write) land a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+@pytest.fixture
+def wait_for():
+    return eventually
+
+
 @pytest.fixture
 def follower_bus(follower_emulator):
     layout = VIPERX_300_FOLLOWER
-    bus = DynamixelBus(relaxed_config(follower_emulator.port_name), {i: layout.model_of(i) for i in layout.all_ids})
+    names = {j.servo_id: j.name for j in layout.joints}
+    bus = DynamixelBus(relaxed_config(follower_emulator.port_name), {i: layout.model_of(i) for i in layout.all_ids},
+                       joint_names=names)
     bus.connect()
     yield bus
     bus.disconnect()
