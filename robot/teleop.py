@@ -144,6 +144,7 @@ class EndEffectorJogSource:
         # Control-thread state, set by start().
         self._joints: np.ndarray | None = None  # (14,) the last action this source produced
         self._targets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._sigma: dict[str, float] = {}  # smallest singular value at each arm's current joints
 
     # ---------------------------------------------------------------- GUI thread: setters
 
@@ -209,6 +210,7 @@ class EndEffectorJogSource:
         for index in GRIPPER_INDICES:
             self._joints[index] = min(1.0, max(0.0, self._joints[index]))
         self._targets = {arm: (pos.copy(), rot.copy()) for arm, (pos, rot) in self._kinematics.forward(self._joints).items()}
+        self._sigma = {}
 
     def next_action(self, observation: Observation) -> np.ndarray | None:
         """The (14,) action: each moving arm's joints from IK on its integrated target.
@@ -259,10 +261,16 @@ class EndEffectorJogSource:
                         solved, reached_pos, reached_rot = free, free_pos, free_rot
                         new_rot = free_rot
                 limit = self.config.min_singular_value_m
-                if limit and self._smallest_singular_value(arm, solved) < min(limit, self._smallest_singular_value(arm, joints)):
-                    # Heading into the stretched-out singularity: stay where the arm is.
-                    solved = joints
-                    reached_pos, reached_rot = self._kinematics.forward(joints)[arm]
+                if limit:
+                    sigma = self._smallest_singular_value(arm, solved)
+                    current = self._sigma.get(arm)
+                    if current is None:
+                        current = self._smallest_singular_value(arm, joints)
+                    if sigma < min(limit, current):
+                        # Heading into the stretched-out singularity: stay where the arm is.
+                        solved, sigma = joints, current
+                        reached_pos, reached_rot = self._kinematics.forward(joints)[arm]
+                    self._sigma[arm] = sigma
                 if np.linalg.norm(reached_pos - new_pos) > self.config.reach_tolerance_m:
                     # Out of reach (or a joint limit): keep the target where the gripper got.
                     new_pos, new_rot = reached_pos, reached_rot
