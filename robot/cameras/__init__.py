@@ -22,7 +22,13 @@ from robot.cameras.errors import (
 from robot.cameras.opencv_camera import OpenCVCamera, OpenCVCameraConfig
 from robot.cameras.realsense import RealSenseCamera, RealSenseConfig
 from robot.cameras.realsense_emulated import EmulatedRealSenseCamera, EmulatedRealSenseConfig
-from robot.cameras.registry import camera_config_from_table, camera_kinds, config_class_for, make_camera, register_camera
+from robot.cameras.registry import (
+    camera_config_from_table,
+    camera_kinds,
+    config_class_for,
+    make_camera,
+    register_camera,
+)
 
 __all__ = [
     "Camera",

@@ -79,9 +79,8 @@ class CameraConfig:
                 raise ValueError(
                     f"camera '{self.name}': {field_name} must be a positive number of milliseconds, got {value!r}"
                 )
-        if isinstance(self.reconnect_backoff_ms, bool) or not isinstance(self.reconnect_backoff_ms, (int, float)) or not (
-            0 <= self.reconnect_backoff_ms < math.inf
-        ):
+        backoff = self.reconnect_backoff_ms
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0 <= backoff < math.inf:
             raise ValueError(
                 f"camera '{self.name}': reconnect_backoff_ms must be >= 0 ms, got {self.reconnect_backoff_ms!r}"
             )

@@ -26,7 +26,9 @@ class CameraNotConnected(CameraError):
     """The camera was used before `connect()` or after `disconnect()` (a programming error)."""
 
     def __init__(self, camera: str) -> None:
-        super().__init__(camera, f"Camera '{camera}' is not connected: call connect() (or use it in a `with` block) first.")
+        super().__init__(
+            camera, f"Camera '{camera}' is not connected: call connect() (or use it in a `with` block) first."
+        )
 
 
 class CameraStale(CameraError):

@@ -63,7 +63,9 @@ class OpenCVCameraConfig(CameraConfig):
                 f"for the camera's default, got {self.fourcc!r}"
             )
         if self.backend not in _BACKENDS:
-            raise ValueError(f"camera '{self.name}': backend must be one of {', '.join(_BACKENDS)}, got {self.backend!r}")
+            raise ValueError(
+                f"camera '{self.name}': backend must be one of {', '.join(_BACKENDS)}, got {self.backend!r}"
+            )
         if not isinstance(self.loop, bool):
             raise ValueError(f"camera '{self.name}': loop must be true or false, got {self.loop!r}")
 
@@ -109,7 +111,8 @@ class OpenCVCamera(ThreadedCamera):
         if config.is_file and not os.path.isfile(str(config.source)):
             raise CameraError(
                 config.name,
-                f"Camera '{config.name}': the video file {config.source} does not exist. Correct `source` in the rig file.",
+                f"Camera '{config.name}': the video file {config.source} does not exist. "
+                "Correct `source` in the rig file.",
             )
         params = []
         if not config.is_file:

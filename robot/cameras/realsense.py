@@ -72,7 +72,9 @@ class RealSenseConfig(CameraConfig):
             )
         for field_name in ("use_depth", "align_depth_to_color", "require_usb3", "constant_fps"):
             if not isinstance(getattr(self, field_name), bool):
-                raise ValueError(f"camera '{self.name}': {field_name} must be true or false, got {getattr(self, field_name)!r}")
+                raise ValueError(
+                    f"camera '{self.name}': {field_name} must be true or false, got {getattr(self, field_name)!r}"
+                )
         if not isinstance(self.hardware_reset_wait_ms, (int, float)) or not self.hardware_reset_wait_ms >= 0:
             raise ValueError(
                 f"camera '{self.name}': hardware_reset_wait_ms must be >= 0 ms, got {self.hardware_reset_wait_ms!r}"
@@ -132,7 +134,8 @@ def _device_info(device: rs.device, info: rs.camera_info) -> str | None:
 
 
 def _describe(device: rs.device) -> str:
-    return f"{_device_info(device, rs.camera_info.serial_number)} ({_device_info(device, rs.camera_info.name) or 'RealSense'})"
+    name = _device_info(device, rs.camera_info.name) or "RealSense"
+    return f"{_device_info(device, rs.camera_info.serial_number)} ({name})"
 
 
 def _colour_modes(device: rs.device) -> list[str]:
@@ -294,7 +297,9 @@ class RealSenseCamera(ThreadedCamera):
             # A syncer matches streams only once it has seen each, so a session's first framesets
             # can hold one stream; wait for a complete one. If depth dies for good, this times out.
 
-    def _frame_from(self, frameset: rs.composite_frame, arrival_s: float, wall_minus_monotonic_s: float) -> Frame | None:
+    def _frame_from(
+        self, frameset: rs.composite_frame, arrival_s: float, wall_minus_monotonic_s: float
+    ) -> Frame | None:
         colour = frameset.get_color_frame()
         depth = frameset.get_depth_frame() if self.config.use_depth else None
         if not colour or (self.config.use_depth and not depth):
@@ -305,7 +310,9 @@ class RealSenseCamera(ThreadedCamera):
         # Copy: librealsense recycles frame memory once the frame object is released.
         image = np.asanyarray(colour.get_data()).copy()
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise CameraError(self.name, f"Camera '{self.name}' delivered an image of {image.shape} {image.dtype}, not RGB8")
+            raise CameraError(
+                self.name, f"Camera '{self.name}' delivered an image of {image.shape} {image.dtype}, not RGB8"
+            )
         depth_image, depth_units_m = None, None
         if depth:
             depth_image = np.asanyarray(depth.get_data()).copy()

@@ -125,7 +125,9 @@ class EmulatedRealSenseConfig(RealSenseConfig):
         for field_name in ("frame_fn", "depth_fn"):
             value = getattr(self, field_name)
             if value is not None and not callable(value):
-                raise ValueError(f"camera '{self.name}': {field_name} must be a function (frame_index, time_s) -> array")
+                raise ValueError(
+                    f"camera '{self.name}': {field_name} must be a function (frame_index, time_s) -> array"
+                )
 
 
 class _EmulatedUsbBus:
@@ -212,7 +214,9 @@ class SoftwareDeviceSource:
     def open(self) -> RealSenseDevice:
         config = self._config
         if not EMULATED_USB.is_plugged(self):
-            raise CameraNotFound(config.name, f"serial {config.serial}", EMULATED_USB.serials(), kind="emulated RealSense")
+            raise CameraNotFound(
+                config.name, f"serial {config.serial}", EMULATED_USB.serials(), kind="emulated RealSense"
+            )
         device = rs.software_device()
         device.register_info(rs.camera_info.name, "Intel RealSense D405 (emulated)")
         device.register_info(rs.camera_info.serial_number, config.serial)
@@ -261,7 +265,9 @@ class SoftwareDeviceSource:
             fps=colour_profile.fps(),
         )
 
-    def _stream(self, kind: rs.stream, uid: int, bytes_per_pixel: int, fmt: rs.format, intrinsics: rs.intrinsics) -> rs.video_stream:
+    def _stream(
+        self, kind: rs.stream, uid: int, bytes_per_pixel: int, fmt: rs.format, intrinsics: rs.intrinsics
+    ) -> rs.video_stream:
         stream = rs.video_stream()
         stream.type, stream.index, stream.uid = kind, 0, uid
         stream.width, stream.height, stream.fps = self._config.width, self._config.height, self._config.fps
@@ -366,7 +372,9 @@ class SoftwareDeviceSource:
         if depth is not None:
             self._sensors[1].on_video_frame(self._software_frame(rs.stream.depth, depth, 2, frame_number, timestamp_ms))
 
-    def _software_frame(self, kind: rs.stream, pixels: np.ndarray, bytes_per_pixel: int, frame_number: int, timestamp_ms: float) -> rs.software_video_frame:
+    def _software_frame(
+        self, kind: rs.stream, pixels: np.ndarray, bytes_per_pixel: int, frame_number: int, timestamp_ms: float
+    ) -> rs.software_video_frame:
         frame = rs.software_video_frame()
         frame.pixels = pixels.tobytes()
         frame.bpp = bytes_per_pixel

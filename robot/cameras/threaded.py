@@ -115,7 +115,8 @@ class ThreadedCamera(Camera):
         waited_ms = self.config.first_frame_timeout_ms
         self._ready.wait(waited_ms / 1000.0)
         with self._lock:
-            open_error, fatal, got_frame, last_error = self._open_error, self._fatal, self._latest is not None, self._last_error
+            open_error, fatal, last_error = self._open_error, self._fatal, self._last_error
+            got_frame = self._latest is not None
         if got_frame:
             logger.info("camera %s (%s) streaming", self.name, self.device_label)
             return
@@ -135,7 +136,9 @@ class ThreadedCamera(Camera):
         if thread.is_alive():
             # A driver call that ignores its timeout (some V4L2 reads block ~10 s); the daemon thread
             # closes the device when that call returns, and nobody reads from it meanwhile.
-            logger.warning("camera %s: reader thread did not stop in time; it will close the device on its own", self.name)
+            logger.warning(
+                "camera %s: reader thread did not stop in time; it will close the device on its own", self.name
+            )
         self._thread = None
         with self._lock:
             self._state = CameraState.DISCONNECTED
