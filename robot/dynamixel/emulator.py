@@ -13,9 +13,11 @@ What it models:
 - Control tables from `control_table` (the same one the bus uses): access rights, EEPROM locked
   while torque is on, write ranges and limits, Secondary_ID shadows that obey RAM writes to the
   primary's ID without replying, Bus_Watchdog, Shutdown on hardware errors, reboot.
-- Physics, per servo, stepped about every millisecond: in position modes the position moves to
-  the goal at Profile_Velocity (no acceleration ramp; 0 means the model's no-load speed), capped
-  by Velocity_Limit; velocity and PWM modes move at the commanded rate; the present current
+- Physics, per servo, advanced event by event (to the arrival time of each packet, and when a
+  test inspects a servo): goals are constant between packets, so one step per interval is exact
+  for this motion model and costs nothing while the bus is idle. In position modes the position
+  moves to the goal at Profile_Velocity (no acceleration ramp; 0 means the model's no-load
+  speed), capped by Velocity_Limit; velocity and PWM modes move at the commanded rate; the present current
   follows the tracking error plus a holding load, capped by Goal_Current in current-based
   position mode; temperature integrates I^2 and cools to ambient; voltage sags with current.
   With torque off a servo is moved by its `JointMotion` (a hand on a leader arm), if any.
@@ -78,6 +80,8 @@ AMBIENT_C = 28.0
 NOMINAL_SUPPLY_V = 12.0
 BITS_PER_BYTE = 10  # 8N1: start + 8 data + stop
 _GOAL_REGISTERS = ("Goal_PWM", "Goal_Current", "Goal_Velocity", "Goal_Position")
+_PRESENT = frozenset({"Present_Position", "Present_Velocity", "Present_Current", "Present_Load", "Present_Input_Voltage",
+                      "Present_Temperature", "Moving", "Realtime_Tick"})
 
 
 # --- hands on the leader arms --------------------------------------------------------------------
@@ -166,6 +170,8 @@ class EmulatedServo:
         return_delay_us: int = 0,
     ) -> None:
         self.model = model
+        # (address, end, size, signed) per register name: get/set run thousands of times a second.
+        self._layout = {r.name: (r.address, r.end, r.size, r.signed) for r in model.registers.values()}
         self._boot_id = servo_id
         self._boot_secondary = 255 if secondary_id is None else secondary_id
         self._firmware = firmware_version
@@ -183,6 +189,7 @@ class EmulatedServo:
         self._motion_start_rad = 0.0
         self._registered: tuple[int, bytes] | None = None
         self._boot_t = time.monotonic()
+        self._t_phys = self._boot_t
         self.rebooting_until = 0.0
         self._factory_defaults(installed=True)
 
@@ -217,12 +224,14 @@ class EmulatedServo:
         self._refresh_present()
 
     def get(self, name: str) -> int:
-        reg = self.model.register(name)
-        return from_le(self.mem[reg.address : reg.end], signed=reg.signed)
+        if name in _PRESENT:
+            self._refresh_present()
+        address, end, size, signed = self._layout[name]
+        return int.from_bytes(self.mem[address:end], "little", signed=signed)
 
     def set(self, name: str, value: int) -> None:
-        reg = self.model.register(name)
-        self.mem[reg.address : reg.end] = le_bytes(int(value), reg.size)
+        address, end, size, signed = self._layout[name]
+        self.mem[address:end] = (int(value) & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
     @property
     def servo_id(self) -> int:
@@ -261,6 +270,8 @@ class EmulatedServo:
         """(error number, data). Reading across undefined gaps returns zeros, as the servo does."""
         if length <= 0 or address < 0 or address + length > len(self.mem):
             return ErrorNumber.ACCESS, b""
+        if address + length > 120:  # the Present_* block: bring it up to date from the physics
+            self._refresh_present(time.monotonic())
         return ErrorNumber.NONE, bytes(self.mem[address : address + length])
 
     def write(self, address: int, data: bytes, *, via_secondary: bool = False) -> int:
@@ -362,28 +373,39 @@ class EmulatedServo:
             log.warning("emulated servo %d shut down: %s", self.servo_id, status.describe())
 
     # -- physics --
-    def step(self, now: float, dt: float, last_packet_t: float) -> None:
-        mode = self.get("Operating_Mode")
+    def advance(self, now: float, last_packet_t: float) -> None:
+        """Bring the physics up to `now`. Between packets the goals are constant, so one step over
+        the whole interval is exact for the motion model (moves at constant speed, clamped at the
+        goal); the bus watchdog's expiry inside the interval is found exactly too.
+        `last_packet_t`: when the bus last carried an instruction packet (before this one)."""
+        dt = now - self._t_phys
+        if dt <= 0:
+            return
         if self.torque_on:
             wd = self.get("Bus_Watchdog")
-            if wd > 0 and now - last_packet_t > wd * ct.MS_PER_WATCHDOG_UNIT * 1e-3:
+            expiry = last_packet_t + wd * ct.MS_PER_WATCHDOG_UNIT * 1e-3
+            if wd > 0 and now > expiry:
+                self._drive(max(0.0, expiry - self._t_phys))
                 self.set("Bus_Watchdog", -1)
                 self.set("Goal_Position", int(round(self.pos_pulses)))
                 self.set("Goal_Velocity", 0)
                 self.set("Goal_PWM", 0)
                 log.warning("emulated servo %d: bus watchdog expired, servo stopped", self.servo_id)
-            self._drive(mode, dt)
+                dt = now - max(expiry, self._t_phys)
+            self._drive(dt)
         else:
-            self._hand(now, dt)
+            self._hand(now)
         self._thermal(dt)
-        self._refresh_present(now)
+        self._t_phys = now
 
     def _max_speed_pulses_s(self) -> float:
         limit = self.get("Velocity_Limit") * ct.RAD_S_PER_VELOCITY_UNIT
         speed = self.model.no_load_speed_rad_s if limit <= 0 else min(limit, self.model.no_load_speed_rad_s * 1.5)
         return speed / ct.RAD_PER_PULSE
 
-    def _drive(self, mode: int, dt: float) -> None:
+    def _drive(self, dt: float) -> None:
+        """Motion over `dt` with torque on; leaves the velocity and current of the end instant."""
+        mode = self.get("Operating_Mode")
         if self.get("Bus_Watchdog") == -1:
             self.vel_pulses_s = 0.0
             self.current_ma = self._holding_current_ma()
@@ -396,10 +418,16 @@ class EmulatedServo:
             if mode == OperatingMode.POSITION:
                 goal = min(max(goal, self.get("Min_Position_Limit")), self.get("Max_Position_Limit"))
             error = goal - self.pos_pulses
-            step = math.copysign(min(abs(error), speed * dt), error)
-            self.pos_pulses += step
-            self.vel_pulses_s = step / dt if dt > 0 else 0.0
+            reach = speed * dt
+            if abs(error) > reach:
+                self.pos_pulses += math.copysign(reach, error)
+                self.vel_pulses_s = math.copysign(speed, error)
+            else:
+                self.pos_pulses = goal
+                self.vel_pulses_s = 0.0
             current = self._holding_current_ma() + 4.0 * (goal - self.pos_pulses) + 0.02 * self.vel_pulses_s
+            stall = self.model.stall_current_ma or 1500.0
+            current = max(-stall, min(stall, current))
             if mode == OperatingMode.CURRENT_BASED_POSITION and self.model.has_current_sensing:
                 cap = abs(self.get("Goal_Current")) * self.model.current_ma_per_unit
                 current = max(-cap, min(cap, current))
@@ -424,7 +452,8 @@ class EmulatedServo:
     def _holding_current_ma(self) -> float:
         return 40.0  # standby/holding draw; the arm's gravity load is not modelled
 
-    def _hand(self, now: float, dt: float) -> None:
+    def _hand(self, now: float) -> None:
+        """Torque off: the servo is where the hand holding it is (or stays put without one)."""
         self.current_ma = 0.0
         if self.motion is None:
             self.vel_pulses_s = 0.0
@@ -432,14 +461,19 @@ class EmulatedServo:
         if self._motion_t0 is None:
             self._motion_t0 = now
             self._motion_start_rad = self.position_rad
-        target = float(ct.rad_to_pulses(self.motion.position_rad(now - self._motion_t0, self._motion_start_rad)))
-        self.vel_pulses_s = (target - self.pos_pulses) / dt if dt > 0 else 0.0
-        self.pos_pulses = target
+        t = now - self._motion_t0
+        here = self.motion.position_rad(t, self._motion_start_rad)
+        before = self.motion.position_rad(max(0.0, t - 0.001), self._motion_start_rad)
+        self.vel_pulses_s = (here - before) / 0.001 / ct.RAD_PER_PULSE
+        self.pos_pulses = float(ct.rad_to_pulses(here))
 
     def _thermal(self, dt: float) -> None:
+        # First-order model, solved exactly over dt: ~0.6 degC/s of heating at stall current,
+        # a 10 min time constant towards ambient.
         stall = self.model.stall_current_ma or 1500.0
-        heating_c_s = 0.6 * (self.current_ma / stall) ** 2  # ~0.6 degC/s at stall current
-        self.temperature_c += dt * (heating_c_s - (self.temperature_c - AMBIENT_C) / 600.0)
+        tau_s = 600.0
+        equilibrium = AMBIENT_C + 0.6 * (self.current_ma / stall) ** 2 * tau_s
+        self.temperature_c = equilibrium + (self.temperature_c - equilibrium) * math.exp(-dt / tau_s)
         if self.temperature_c > self.get("Temperature_Limit"):
             if not self.hardware_error & HardwareError.OVERHEATING:
                 self.raise_hardware_error(HardwareError.OVERHEATING)
@@ -514,7 +548,7 @@ class ServoBusEmulator:
         *,
         name: str = "emulated bus",
         usb_latency_ms: float = 0.0,
-        physics_period_ms: float = 1.0,
+        idle_advance_ms: float = 20.0,
         reboot_time_ms: float = 30.0,
         seed: int = 0,
     ) -> None:
@@ -526,7 +560,7 @@ class ServoBusEmulator:
             raise ValueError(f"servo ids on one bus must be unique, got {ids}")
         self.name = name
         self.usb_latency_s = usb_latency_ms * 1e-3
-        self._physics_period_s = physics_period_ms * 1e-3
+        self._idle_advance_s = idle_advance_ms * 1e-3
         self._reboot_s = reboot_time_ms * 1e-3
         self._lock = threading.RLock()
         self._faults: list[_ReplyFault] = []
@@ -586,33 +620,40 @@ class ServoBusEmulator:
 
     # -- inspection and faults (any thread) --
     def servo(self, servo_id: int) -> EmulatedServo:
+        """The servo with this id (its state as of the last packet; see `read_register`)."""
         for s in self.servos:
             if s.servo_id == servo_id:
                 return s
         raise KeyError(f"no emulated servo with id {servo_id} on {self.name}")
 
     def read_register(self, servo_id: int, name: str) -> int:
+        """A register as the servo would report it now."""
         with self._lock:
+            self._advance_all(time.monotonic())
             return self.servo(servo_id).get(name)
 
     def write_register(self, servo_id: int, name: str, value: int) -> None:
         """Set a register behind the bus's back (test set-up), without any checks."""
         with self._lock:
+            self._advance_all(time.monotonic())
             self.servo(servo_id).set(name, value)
 
     def set_position_rad(self, servo_id: int, position_rad: float) -> None:
         with self._lock:
+            self._advance_all(time.monotonic())
             s = self.servo(servo_id)
             s.pos_pulses = float(ct.rad_to_pulses(position_rad))
             s._refresh_present()
 
     def position_rad(self, servo_id: int) -> float:
         with self._lock:
+            self._advance_all(time.monotonic())
             return self.servo(servo_id).position_rad
 
     def attach_motion(self, servo_id: int, motion: JointMotion | None) -> None:
         """A hand moving this servo whenever its torque is off (leader arms)."""
         with self._lock:
+            self._advance_all(time.monotonic())
             s = self.servo(servo_id)
             s.motion = motion
             s._motion_t0 = None
@@ -642,11 +683,15 @@ class ServoBusEmulator:
     def inject_hardware_error(self, servo_id: int, bits: HardwareError) -> None:
         """Set Hardware_Error_Status bits; a bit in Shutdown(63) also cuts the torque."""
         with self._lock:
+            self._advance_all(time.monotonic())
             self.servo(servo_id).raise_hardware_error(bits)
 
     def set_temperature(self, servo_id: int, temperature_c: float) -> None:
         with self._lock:
-            self.servo(servo_id).temperature_c = temperature_c
+            self._advance_all(time.monotonic())
+            s = self.servo(servo_id)
+            s.temperature_c = temperature_c
+            s._thermal(0.0)  # an overheated servo trips now, as the real one would within a tick
 
     @property
     def stats(self) -> EmulatorStats:
@@ -666,11 +711,10 @@ class ServoBusEmulator:
     # -- the thread --
     def _run(self) -> None:
         parser = PacketParser()
-        last_step = time.monotonic()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                timeout = self._physics_period_s
+                timeout = self._idle_advance_s
                 if self._out:
                     timeout = max(0.0, min(timeout, self._out[0][0] - now))
                 readable, _, _ = select.select([self._master_fd], [], [], timeout)
@@ -687,15 +731,16 @@ class ServoBusEmulator:
                                 for item in items:
                                     self._handle(item, now)
                 self._flush_due(time.monotonic())
-                now = time.monotonic()
-                if now - last_step >= self._physics_period_s:
+                if not readable:
                     with self._lock:
-                        for s in self.servos:
-                            s.step(now, now - last_step, self._last_packet_t)
-                    last_step = now
+                        self._advance_all(time.monotonic())
         except BaseException as exc:  # surfaced by stop(); a dead emulator must not look like silent servos
             log.exception("%s crashed", self.name)
             self._crash = exc
+
+    def _advance_all(self, now: float) -> None:
+        for s in self.servos:
+            s.advance(now, self._last_packet_t)
 
     def _flush_due(self, now: float) -> None:
         while self._out and self._out[0][0] <= now:
@@ -737,6 +782,7 @@ class ServoBusEmulator:
             return
         if item.error is not None:
             return  # another device's status packet; servos ignore those
+        self._advance_all(now)
         self._last_packet_t = now
         try:
             name = Instruction(item.instruction).name
