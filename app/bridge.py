@@ -1,0 +1,723 @@
+"""The bridge between the window and the robot: owns the rig, the control loop, the jog source,
+the episode writer and their lifecycles. No Qt here, so it runs the same under a window, a test
+or a script.
+
+Threads
+-------
+- The GUI thread (or any caller) calls the public methods. They never wait on a device or a file:
+  requests to the loop are queued by the loop itself (`estop`, `select_source`, jogging), and
+  everything slow (opening and connecting the rig, starting/stopping a recording, resetting the
+  towel, shutting down) runs on the bridge's one worker thread, in the order asked.
+- The control thread (owned by `robot.control_loop.ControlLoop`) calls the subscribers: the
+  writer's `on_tick` and the plot history's `on_tick`; both only copy or enqueue.
+- A monitor thread refreshes, once a second, what costs a system call: free disk of the store,
+  the episode count and the rig's status.
+- `snapshot()` is cheap (a few short locks) and is what the window paints, at <= 30 Hz.
+
+Everything that goes wrong becomes a `StudioEvent` (what happened, what to do) in `events`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shutil
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from app.events import EventLog, Severity
+from app.history import HistoryWindow, TickHistory
+from recordings.errors import FramesDropped, RecordingError
+from recordings.metadata import EpisodeMetadata
+from recordings.schema import Label
+from recordings.store import EpisodeStore
+from recordings.writer import EpisodeWriter, WriterState, WriterStatus
+from robot.control_loop import ControlLoop, EventLevel, LoopConfig, LoopSnapshot
+from robot.rig import Rig, RigError
+from robot.rig_config import RigFile, RigFileError
+from robot.rigs import open_rig
+from robot.types import ActionSource, ControlSource, Mode, RigStatus, TickRecord
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RIG_FILE = REPO_ROOT / "configs" / "sim.toml"
+LOOP_STATS_INTERVAL_S = 0.25
+
+
+class Phase(str, enum.Enum):
+    STARTING = "starting"  # opening and connecting the rig (worker thread)
+    RUNNING = "running"
+    FAILED = "failed"  # the rig could not be opened; the events say why and what to do
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class SourceOption:
+    """One entry of the source selector. name: stable id ("keyboard", "demo", "hold");
+    label: for messages; button: short text for the selector button."""
+
+    name: str
+    label: str
+    kind: ControlSource
+    button: str
+
+
+SOURCE_OPTIONS: tuple[SourceOption, ...] = (
+    SourceOption("keyboard", "Keyboard / mouse", ControlSource.TELEOP, "Jog"),
+    SourceOption("demo", "Scripted demo", ControlSource.SCRIPTED, "Demo"),
+    SourceOption("hold", "Hold", ControlSource.HOLD, "Hold"),
+)
+_SOURCE_BY_NAME = {s.name: s for s in SOURCE_OPTIONS}
+
+
+@dataclass(frozen=True)
+class RecordingStatus:
+    """What the recording panel shows.
+
+    active: ticks are being recorded; busy: a start, save, discard or towel reset is in progress
+    (text says which); elapsed_s: host time covered by the recorded ticks; frames: ticks received.
+    """
+
+    active: bool = False
+    busy: str = ""
+    elapsed_s: float = 0.0
+    frames: int = 0
+    frames_dropped: int = 0
+    episode_count: int | None = None
+    last_saved: str = ""
+
+
+@dataclass(frozen=True)
+class StudioSnapshot:
+    """Everything the window paints, copied at one moment (any thread may call `snapshot()`).
+
+    loop: the control loop's own snapshot (latest tick, stats, mode); None before the rig is up.
+    source: the selected entry of SOURCE_OPTIONS (the loop's actual source kind is in loop).
+    disk_free_bytes: free space where episodes are written (None if unknown).
+    seed / next_seed: towel seed of the current episode and of the next "New episode".
+    """
+
+    phase: Phase
+    rig_name: str
+    loop: LoopSnapshot | None
+    source: SourceOption | None
+    rig_status: RigStatus | None
+    disk_free_bytes: int | None
+    store_dir: Path | None
+    recording: RecordingStatus
+    seed: int | None
+    next_seed: int
+    camera_names: tuple[str, ...] = ()
+    control_rate_hz: float = 50.0
+    resettable: bool = False
+
+    tick: TickRecord | None = None
+
+    @property
+    def mode(self) -> Mode:
+        """The newest of the latest tick's mode and the loop's (a latched E-stop shows at the next tick)."""
+        loop_tick = self.loop.tick if self.loop is not None else None
+        if self.tick is not None and (loop_tick is None or self.tick.index >= loop_tick.index):
+            return self.tick.mode
+        return self.loop.mode if self.loop is not None else Mode.IDLE
+
+
+@dataclass
+class _Monitor:
+    """Values the monitor thread refreshes (read under the bridge lock)."""
+
+    disk_free_bytes: int | None = None
+    episode_count: int | None = None
+    rig_status: RigStatus | None = None
+    rig_messages_seen: set = field(default_factory=set)
+
+
+class StudioBridge:
+    """Owns rig + loop + writer. Public methods are safe to call from the GUI thread.
+
+    rig_path: a rig file (TOML, see configs/); store_dir: where episodes go (default: the rig
+    file's [recording] store_dir). Call `start()` once, `shutdown()` once.
+    """
+
+    def __init__(
+        self,
+        rig_path: Path | str = DEFAULT_RIG_FILE,
+        store_dir: Path | str | None = None,
+        *,
+        history_capacity: int = 750,
+        rig_opener: Callable[[Path], tuple[Rig, RigFile]] = open_rig,
+    ) -> None:
+        self.rig_path = Path(rig_path)
+        self._store_override = Path(store_dir) if store_dir is not None else None
+        self._rig_opener = rig_opener
+        self.events = EventLog()
+        self.history = TickHistory(history_capacity)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-bridge")
+        self._lock = threading.Lock()
+        self._phase = Phase.STARTING
+        self._busy = ""
+        self._rig: Rig | None = None
+        self._rig_file: RigFile | None = None
+        self._loop: ControlLoop | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._writer: EpisodeWriter | None = None
+        self._store: EpisodeStore | None = None
+        self._jog = None  # robot.teleop.EndEffectorJogSource, once the rig is up
+        self._demo_kinematics = None  # robot.kinematics.BimanualKinematics, built at the first demo
+        self._source: SourceOption | None = None
+        self._pending_estop: str | None = None
+        self._loop_event_seq = 0
+        self._monitor = _Monitor()
+        self._monitor_stop = threading.Event()
+        self._monitor_thread: threading.Thread | None = None
+        self._seed: int | None = None
+        self._next_seed = 0
+        self._last_saved = ""
+        self._writer_error_seen: object = None
+        self._dropped_reported = 0
+        self._jog_hint_time_s = -1e9
+        self._loop_dead_reported = False
+        self._cached_loop_snapshot: tuple[LoopSnapshot | None, float, ControlLoop | None] = (None, 0.0, None)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Future:
+        """Open and connect the rig and start the loop, on the worker thread. Returns at once;
+        the future resolves to True when the rig runs (False: see `events`)."""
+        return self._worker.submit(self._open)
+
+    def wait_until_running(self, timeout_s: float = 60.0) -> bool:
+        """Block until the rig runs or failed (scripts and tests; never the GUI thread)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                phase = self._phase
+            if phase is Phase.RUNNING:
+                return True
+            if phase in (Phase.FAILED, Phase.STOPPED):
+                return False
+            time.sleep(0.02)
+        return False
+
+    def shutdown(self, recording_label: Label | str | None = Label.UNKNOWN, timeout_s: float = 30.0) -> None:
+        """Stop cleanly: finish (or, with label None, discard) a recording in progress, stop the
+        loop, disconnect the rig. Blocks up to `timeout_s`; call `shutdown_async` from a GUI."""
+        self.shutdown_async(recording_label).result(timeout_s)
+        self._worker.shutdown(wait=False)
+
+    def shutdown_async(self, recording_label: Label | str | None = Label.UNKNOWN) -> Future:
+        """Queue the shutdown on the worker thread (after whatever it is doing)."""
+        with self._lock:
+            if self._phase not in (Phase.STOPPING, Phase.STOPPED):
+                self._phase = Phase.STOPPING
+        self._monitor_stop.set()
+        # The jog source stops at once: no key held down may move the arm while we wind down.
+        if self._jog is not None:
+            self._jog.stop_motion()
+        return self._worker.submit(self._close, recording_label)
+
+    # ------------------------------------------------------------------ requests (any thread)
+
+    def estop(self, reason: str = "E-stop pressed in the studio") -> None:
+        """Latch the E-stop at the next tick (<= one period). Works before the loop runs, too."""
+        if self._jog is not None:
+            self._jog.stop_motion()
+        loop = self._loop
+        if loop is None:
+            self._pending_estop = reason
+            self.events.add(Severity.ERROR, "loop", f"{reason}; it latches as soon as the rig is up.", "Clear it once the rig runs.")
+            return
+        loop.estop(reason)
+
+    def clear_estop(self) -> None:
+        self._pending_estop = None
+        loop = self._loop
+        if loop is not None:
+            loop.clear_estop()
+
+    def select_source(self, name: str) -> None:
+        """Make `name` ("keyboard", "demo", "hold") drive the arm. The loop refuses while the
+        E-stop is latched and says so in the events."""
+        option = _SOURCE_BY_NAME.get(name)
+        if option is None:
+            raise ValueError(f"unknown source {name!r}; choose one of {', '.join(_SOURCE_BY_NAME)}")
+        loop = self._loop
+        if loop is None:
+            self.events.add(Severity.WARNING, "studio", f"{option.label} was not selected: the rig is not running yet.",
+                            "Wait for the rig to come up (see the status bar), then choose again.")
+            return
+        if loop.snapshot(max_events=0).mode is Mode.ESTOP:
+            self.events.add(Severity.WARNING, "loop", f"{option.label} was refused: the E-stop is latched.",
+                            "Make the workspace safe, then press Clear E-stop and choose the source again.")
+            return
+        if name == "hold":
+            loop.request_mode(Mode.HOLD)
+        else:
+            try:
+                source = self._jog if name == "keyboard" else self._new_demonstrator()
+            except Exception as exc:  # a demonstrator that cannot start must not take the studio down
+                log.exception("could not create the %s source", name)
+                self.events.add(Severity.ERROR, "studio", f"{option.label} could not start: {exc}",
+                                "The arm holds. Choose another source; report the log if it persists.")
+                return
+            if self._jog is not None:
+                self._jog.stop_motion()
+            loop.set_source(source)
+            loop.request_mode(Mode.TELEOP)
+        with self._lock:
+            self._source = option
+
+    def jog(self, arm: str, direction_xyz, fine: bool = False) -> None:
+        """Jog `arm` ("left"/"right") along (x forward, y left, z up) in [-1, 1] per axis, as a
+        fraction of the jog source's top speed (a tenth of it when `fine`). Zero stops it."""
+        jog = self._jog
+        if jog is None:
+            return
+        direction = np.clip(np.asarray(direction_xyz, dtype=np.float64), -1.0, 1.0)
+        speed = jog.config.max_linear_mps * (0.15 if fine else 1.0)
+        jog.set_velocity(arm, direction * speed)
+        if np.any(direction):
+            self._hint_if_not_jogging()
+
+    def jog_gripper(self, arm: str, direction: float, fine: bool = False) -> None:
+        """Open (+1) or close (-1) `arm`'s gripper while held; 0 stops it."""
+        jog = self._jog
+        if jog is None:
+            return
+        jog.set_gripper_velocity(arm, float(direction) * jog.config.gripper_speed_per_s * (0.3 if fine else 1.0))
+        if direction:
+            self._hint_if_not_jogging()
+
+    def stop_jogging(self) -> None:
+        """Zero every jog velocity (the window calls it when it loses focus)."""
+        if self._jog is not None:
+            self._jog.stop_motion()
+
+    def start_recording(self, task: str, operator: str = "") -> Future:
+        """Begin an episode with this task/operator; the result (or error) lands in `events`."""
+        task = task.strip()
+        if not task:
+            self.events.add(Severity.WARNING, "recorder", "Recording did not start: the task is empty.",
+                            "Type what the demonstration does in the Task field (e.g. 'fold the towel'), then start again.")
+            return _done(False)
+        return self._submit("starting the recording…", self._start_recording, task, operator.strip())
+
+    def stop_recording(self, success: bool, notes: str | None = None) -> Future:
+        """Stop, label success/failure, save. The future resolves to the episode path (or None)."""
+        label = Label.SUCCESS if success else Label.FAILURE
+        return self._submit("saving the episode…", self._stop_recording, label, notes)
+
+    def discard_recording(self) -> Future:
+        return self._submit("discarding the recording…", self._discard_recording)
+
+    def new_episode(self, seed: int) -> Future:
+        """Reset the towel (and the arms) with `seed`. Refused while recording or E-stopped."""
+        return self._submit(f"resetting the towel (seed {seed})…", self._reset_episode, int(seed))
+
+    # ------------------------------------------------------------------ reading (any thread)
+
+    def snapshot(self) -> StudioSnapshot:
+        loop = self._loop
+        loop_snapshot = self._loop_snapshot(loop)
+        if loop is not None:
+            self._pull_loop_events(loop, loop_snapshot)
+        writer_status = self._writer.status() if self._writer is not None else None
+        if writer_status is not None:
+            self._report_writer_problems(writer_status)
+        with self._lock:
+            monitor = self._monitor
+            busy = self._busy
+            recording = RecordingStatus(
+                active=writer_status is not None and writer_status.recording,
+                busy=busy or ("saving the episode…" if writer_status is not None and writer_status.state is WriterState.FINISHING else ""),
+                elapsed_s=writer_status.duration_s if writer_status is not None and writer_status.recording else 0.0,
+                frames=writer_status.frames_received if writer_status is not None else 0,
+                frames_dropped=writer_status.frames_dropped if writer_status is not None else 0,
+                episode_count=monitor.episode_count,
+                last_saved=self._last_saved,
+            )
+            rig = self._rig
+            return StudioSnapshot(
+                phase=self._phase,
+                rig_name=rig.name if rig is not None else self.rig_path.stem,
+                loop=loop_snapshot,
+                source=self._source,
+                rig_status=monitor.rig_status,
+                disk_free_bytes=monitor.disk_free_bytes,
+                store_dir=self._store.root if self._store is not None else None,
+                recording=recording,
+                seed=self._seed,
+                next_seed=self._next_seed,
+                camera_names=tuple(rig.camera_names) if rig is not None else (),
+                control_rate_hz=self._rig_file.control.rate_hz if self._rig_file is not None else 50.0,
+                resettable=rig is not None and hasattr(rig, "reset_episode"),
+                tick=self.history.latest,
+            )
+
+    def _loop_snapshot(self, loop: ControlLoop | None) -> LoopSnapshot | None:
+        """The loop's snapshot, at most LOOP_STATS_INTERVAL_S old: it computes percentiles over
+        the stats window (~2 ms of GIL), too dear at 30 Hz when the latest tick comes for free."""
+        if loop is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            cached, when, owner = self._cached_loop_snapshot
+        if cached is not None and owner is loop and now - when < LOOP_STATS_INTERVAL_S:
+            return cached
+        fresh = loop.snapshot(max_events=0)
+        with self._lock:
+            self._cached_loop_snapshot = (fresh, now, loop)
+        return fresh
+
+    def refresh_loop_snapshot(self) -> None:
+        """Make the next `snapshot()` ask the loop afresh (after a request the caller waits on)."""
+        with self._lock:
+            self._cached_loop_snapshot = (None, 0.0, None)
+
+    def history_window(self, span_s: float | None = 10.0) -> HistoryWindow:
+        return self.history.window(span_s)
+
+    @property
+    def source_options(self) -> tuple[SourceOption, ...]:
+        return SOURCE_OPTIONS
+
+    @property
+    def rig(self) -> Rig | None:
+        """The rig, for tests and scripts; the GUI thread must not call into it."""
+        return self._rig
+
+    @property
+    def loop(self) -> ControlLoop | None:
+        return self._loop
+
+    @property
+    def store_dir(self) -> Path | None:
+        return self._store.root if self._store is not None else None
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _submit(self, busy: str, function, *args) -> Future:
+        with self._lock:
+            if self._phase is not Phase.RUNNING:
+                phase = self._phase
+            else:
+                phase = None
+                self._busy = busy
+        if phase is not None:
+            self.events.add(Severity.WARNING, "studio", f"Not now: the rig is {phase.value}.",
+                            "Wait until the status bar shows the loop running.")
+            return _done(None)
+
+        def run():
+            try:
+                return function(*args)
+            finally:
+                with self._lock:
+                    self._busy = ""
+
+        return self._worker.submit(run)
+
+    def _open(self) -> bool:
+        try:
+            rig, rig_file = self._rig_opener(self.rig_path)
+        except RigFileError as exc:
+            return self._fail(f"The rig file cannot be used: {exc}", "Fix the rig file (the message names the line), then start the studio again.")
+        except (RigError, OSError, ImportError) as exc:
+            return self._fail(f"The rig could not be built from {self.rig_path}: {exc}",
+                              "Check the rig file and that its packages are installed (./studio.sh setup).")
+        store_dir = self._store_override or rig_file.recording.store_dir
+        try:
+            store_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return self._fail(f"The episode store {store_dir} cannot be created: {exc}",
+                              "Choose a writable folder with --store DIR, or fix the folder's permissions.")
+        self.events.add(Severity.INFO, "rig", f"Connecting {rig.name} ({rig_file.rig.kind})…")
+        try:
+            rig.connect()
+        except Exception as exc:  # any driver failure: the user must see it, the studio stays up
+            log.exception("rig.connect failed")
+            return self._fail(f"Connecting the rig {rig.name!r} failed: {exc}",
+                              "Check power and cables (hardware) or the graphics set-up (sim: MUJOCO_GL), then restart the studio.")
+        try:
+            loop = ControlLoop(rig, rig_file.control)
+            jog = self._make_jog_source(rig_file.control)
+            writer = EpisodeWriter(
+                store_dir,
+                rig.camera_names,
+                image_format=rig_file.recording.image_format,
+                jpeg_quality=rig_file.recording.jpeg_quality,
+            )
+        except Exception as exc:
+            log.exception("building the control loop failed")
+            rig.disconnect()
+            return self._fail(f"The control loop could not be set up: {exc}", "Check the [control] table of the rig file.")
+        config = getattr(rig, "config", None)
+        with self._lock:
+            self._rig, self._rig_file, self._writer, self._jog = rig, rig_file, writer, jog
+            self._store = EpisodeStore(store_dir)
+            self._seed = getattr(rig, "episode_seed", getattr(config, "seed", None))
+            self._next_seed = (self._seed + 1) if isinstance(self._seed, int) else 0
+        self._start_loop(loop)
+        with self._lock:
+            if self._phase is Phase.STARTING:
+                self._phase = Phase.RUNNING
+        self.events.add(Severity.INFO, "rig", f"{rig.name} is running at {rig_file.control.rate_hz:g} Hz; episodes go to {store_dir}.")
+        self._report_unfinished_recordings()
+        self._monitor_thread = threading.Thread(target=self._monitor_run, name="studio-monitor", daemon=True)
+        self._monitor_thread.start()
+        return True
+
+    def _make_jog_source(self, control: LoopConfig):
+        # Kinematics of gym-aloha's ViperX model; one MjData, used on the control thread only.
+        from robot.kinematics import BimanualKinematics
+        from robot.teleop import EndEffectorJogSource, JogConfig
+
+        # A dead-man timer: a key release lost by the window system must not jog forever. The
+        # window refreshes held keys faster than this (see app.main_window JOG_REFRESH_MS).
+        # The demonstrator gets its own kinematics, built here (worker thread, ~0.2 s) so that
+        # choosing it in the GUI costs nothing; both are used on the control thread only.
+        self._demo_kinematics = BimanualKinematics()
+        return EndEffectorJogSource(BimanualKinematics(), control.rate_hz, JogConfig(velocity_timeout_s=0.5))
+
+    def _new_demonstrator(self) -> ActionSource:
+        from robot.sim import ScriptedFoldDemonstrator
+
+        rig = self._rig
+        if rig is None or not rig.simulated:
+            raise RigError("the scripted demonstrator needs the simulated rig (configs/sim.toml)")
+        return ScriptedFoldDemonstrator(rig, kinematics=self._demo_kinematics)
+
+    def _start_loop(self, loop: ControlLoop) -> None:
+        self._unsubscribe = [loop.subscribe(self.history.on_tick), loop.subscribe(self._writer.on_tick)]
+        self._loop_event_seq = 0
+        loop.start()
+        # Start holding: nothing moves until the user picks a source.
+        loop.request_mode(Mode.HOLD)
+        if self._pending_estop is not None:
+            loop.estop(self._pending_estop)
+            self._pending_estop = None
+        self._loop = loop
+        with self._lock:
+            self._source = _SOURCE_BY_NAME["hold"]
+
+    def _fail(self, message: str, what_to_do: str) -> bool:
+        self.events.add(Severity.ERROR, "rig", message, what_to_do)
+        with self._lock:
+            self._phase = Phase.FAILED
+        return False
+
+    def _start_recording(self, task: str, operator: str) -> bool:
+        rig, writer, rig_file = self._rig, self._writer, self._rig_file
+        notes = f"seed={self._seed}" if self._seed is not None else ""
+        metadata = EpisodeMetadata(
+            task=task,
+            operator=operator,
+            rig=rig.name,
+            sim=rig.simulated,
+            notes=notes,
+            control_rate_hz=rig_file.control.rate_hz,
+        )
+        try:
+            path = writer.start(metadata)
+        except (RecordingError, OSError) as exc:
+            self.events.add(Severity.ERROR, "recorder", f"Recording did not start: {exc}",
+                            "Check that the store folder exists, is writable and has free space.")
+            return False
+        self._writer_error_seen = None
+        self._dropped_reported = 0
+        self.events.add(Severity.INFO, "recorder", f"Recording {path.name} (task: {task}).")
+        return True
+
+    def _stop_recording(self, label: Label, notes: str | None) -> Path | None:
+        writer = self._writer
+        status = writer.status()
+        if status.state not in (WriterState.RECORDING, WriterState.FINISHING, WriterState.ERROR):
+            self.events.add(Severity.WARNING, "recorder", "Nothing to stop: no episode is being recorded.", "Start a recording first.")
+            return None
+        try:
+            path = writer.stop(label, notes)
+        except RecordingError as exc:
+            self.events.add(Severity.ERROR, "recorder", f"The episode was not saved: {exc}", "")
+            return None
+        final = writer.status()
+        text = f"Saved {path.name}: {label.value}, {final.frames_written} steps, {final.duration_s:.1f} s."
+        with self._lock:
+            self._last_saved = text
+        self.events.add(Severity.INFO, "recorder", text)
+        self._refresh_store()
+        return path
+
+    def _discard_recording(self) -> bool:
+        try:
+            self._writer.discard()
+        except RecordingError as exc:
+            self.events.add(Severity.ERROR, "recorder", f"Discarding failed: {exc}", "")
+            return False
+        self.events.add(Severity.INFO, "recorder", "The recording was discarded; nothing was saved.")
+        return True
+
+    def _reset_episode(self, seed: int) -> bool:
+        rig, loop = self._rig, self._loop
+        reset = getattr(rig, "reset_episode", None)
+        if reset is None:
+            self.events.add(Severity.WARNING, "rig", f"{rig.name} cannot reset a towel (it is not a simulation).",
+                            "Lay the towel out by hand for the next episode.")
+            return False
+        if self._writer.status().state in (WriterState.RECORDING, WriterState.FINISHING):
+            self.events.add(Severity.WARNING, "studio", "New episode refused while recording.", "Stop or discard the recording first.")
+            return False
+        snap = loop.snapshot(max_events=0)
+        if snap.mode is Mode.ESTOP:
+            self.events.add(Severity.WARNING, "studio", "New episode refused: the E-stop is latched.",
+                            "Clear the E-stop first (the reset moves the arms back to the start pose).")
+            return False
+        previous = self._source
+        driving = snap.mode in (Mode.TELEOP, Mode.POLICY)
+        # The sim belongs to the control thread while the loop runs; stop the loop, reset on this
+        # thread, then run a fresh loop whose hold pose is read from the reset arms (a loop kept
+        # alive would hold - and pull the arms back to - the pose from before the reset).
+        self._stop_loop(loop)
+        try:
+            reset(seed)
+        except Exception as exc:
+            log.exception("reset_episode failed")
+            self.events.add(Severity.ERROR, "rig", f"Resetting the towel with seed {seed} failed: {exc}",
+                            "Try another seed; if it persists restart the studio.")
+        else:
+            with self._lock:
+                self._seed = seed
+                self._next_seed = seed + 1
+            self.events.add(Severity.INFO, "rig", f"New episode: towel reset with seed {seed}.")
+        self.history.clear()  # simulated time restarts at 0: old ticks would plot in the future
+        self._start_loop(ControlLoop(rig, self._rig_file.control))
+        if driving and previous is not None and previous.name != "hold":
+            self.select_source(previous.name)
+        return True
+
+    def _stop_loop(self, loop: ControlLoop) -> None:
+        self._pull_loop_events(loop, None)
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        loop.stop()
+
+    def _close(self, recording_label: Label | str | None) -> None:
+        writer, loop, rig = self._writer, self._loop, self._rig
+        if writer is not None and writer.status().state in (WriterState.RECORDING, WriterState.FINISHING, WriterState.ERROR):
+            try:
+                if recording_label is None:
+                    writer.discard()
+                else:
+                    path = writer.stop(recording_label)
+                    self.events.add(Severity.INFO, "recorder", f"Saved {path.name} on closing.")
+            except RecordingError as exc:
+                self.events.add(Severity.ERROR, "recorder", f"On closing: {exc}", "")
+        if loop is not None:
+            self._stop_loop(loop)
+        if rig is not None:
+            try:
+                rig.disconnect()
+            except Exception:
+                log.exception("rig.disconnect failed")
+        if self._monitor_thread is not None:
+            self._monitor_thread.join(2.0)
+        with self._lock:
+            self._phase = Phase.STOPPED
+        log.info("studio bridge stopped")
+
+    # ------------------------------------------------------------------ monitoring
+
+    def _monitor_run(self) -> None:
+        while not self._monitor_stop.is_set():
+            self._refresh_store()
+            rig = self._rig
+            if rig is not None:
+                try:
+                    status = rig.status()
+                except Exception as exc:
+                    log.exception("rig.status failed")
+                    status = RigStatus(name=rig.name, messages=(f"status unavailable: {exc}",))
+                with self._lock:
+                    self._monitor.rig_status = status
+                for message in status.messages:
+                    if message not in self._monitor.rig_messages_seen:
+                        self._monitor.rig_messages_seen.add(message)
+                        self.events.add(Severity.WARNING, "rig", message)
+            self._monitor_stop.wait(1.0)
+
+    def _refresh_store(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        try:
+            free = shutil.disk_usage(store.root).free
+            count = len(store.episode_paths())
+        except OSError as exc:
+            free, count = None, None
+            log.warning("episode store %s unreadable: %s", store.root, exc)
+        with self._lock:
+            self._monitor.disk_free_bytes = free
+            self._monitor.episode_count = count
+
+    def _report_unfinished_recordings(self) -> None:
+        partials = self._store.partial_paths()
+        if partials:
+            names = ", ".join(p.name for p in partials[:3]) + ("…" if len(partials) > 3 else "")
+            self.events.add(Severity.WARNING, "recorder",
+                            f"{len(partials)} unfinished recording(s) from an earlier session: {names}.",
+                            "Run `python run.py episodes recover` to turn them into episodes.")
+
+    def _pull_loop_events(self, loop: ControlLoop, snapshot: LoopSnapshot | None) -> None:
+        with self._lock:
+            seq = self._loop_event_seq
+            new = loop.events_since(seq)
+            if new:
+                self._loop_event_seq = new[-1].seq
+        severity = {EventLevel.INFO: Severity.INFO, EventLevel.WARNING: Severity.WARNING, EventLevel.ERROR: Severity.ERROR}
+        for event in new:
+            self.events.add(severity[event.level], "loop", event.message, event.what_to_do)
+        if snapshot is not None and not snapshot.running and not self._loop_dead_reported:
+            with self._lock:
+                phase = self._phase
+            if phase is Phase.RUNNING and self._busy == "":
+                self._loop_dead_reported = True
+                self.events.add(Severity.ERROR, "loop", "The control loop is not running.",
+                                "Save your work and restart the studio; report the log file.")
+
+    def _report_writer_problems(self, status: WriterStatus) -> None:
+        error = status.last_error
+        if error is None:
+            return
+        if isinstance(error, FramesDropped):
+            # Report when drops first appear and then on each further 50, not every frame.
+            if status.frames_dropped >= self._dropped_reported + (1 if self._dropped_reported == 0 else 50):
+                self._dropped_reported = status.frames_dropped
+                self.events.add(Severity.WARNING, "recorder", str(error))
+            return
+        if error is not self._writer_error_seen:
+            self._writer_error_seen = error
+            self.events.add(Severity.ERROR, "recorder", str(error),
+                            "Press Stop to keep the frames written so far, or Discard.")
+
+    def _hint_if_not_jogging(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            source = self._source
+        if (source is None or source.name != "keyboard") and now - self._jog_hint_time_s > 5.0:
+            self._jog_hint_time_s = now
+            self.events.add(Severity.INFO, "studio", "Jog keys and pads move the arm only with the Jog source.",
+                            "Press F2 (or the Jog button) to jog.")
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
