@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import pyrealsense2 as rs
@@ -74,6 +74,18 @@ def checkerboard(width: int, height: int) -> FrameFn:
         image = np.full((height, width, 3), 40, dtype=np.uint8)
         image[light] = (220, 220, 220)
         return image
+
+    return render
+
+
+def replay(images: Sequence[np.ndarray]) -> FrameFn:
+    """Play given RGB images (e.g. one camera of a recorded episode) in a loop, one per frame."""
+    if len(images) == 0:
+        raise ValueError("replay() needs at least one image")
+    frames = [np.ascontiguousarray(image) for image in images]
+
+    def render(frame_index: int, capture_time_s: float) -> np.ndarray:
+        return frames[frame_index % len(frames)]
 
     return render
 
@@ -131,7 +143,11 @@ class EmulatedRealSenseConfig(RealSenseConfig):
 
 
 class _EmulatedUsbBus:
-    """Which emulated cameras are plugged in, so 'not found' can list them like a real query does."""
+    """Which emulated cameras are plugged in, so 'not found' can list them like a real query does.
+
+    A serial belongs to the emulated camera created (or replugged) last, as a device can be in one
+    place only: building the rig again takes the serials over from the old, discarded cameras.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -288,7 +304,9 @@ class SoftwareDeviceSource:
     def close(self) -> None:
         self._producer_stop.set()
         if self._producer is not None:
-            self._producer.join()
+            self._producer.join(timeout=2.0)
+            if self._producer.is_alive():  # a frame_fn that blocks; the thread ends when it returns
+                logger.warning("emulated RealSense %s: frame_fn did not return within 2 s", self.serial)
             self._producer = None
         for sensor in self._sensors:
             try:

@@ -149,3 +149,17 @@ def test_absent_device_lists_the_video_devices_that_are_there():
 def test_config_refuses_bad_values_with_the_fix(changes, complaint):
     with pytest.raises(ValueError, match=complaint):
         OpenCVCameraConfig(name="cam_usb", **changes)
+
+
+@pytest.mark.hardware
+def test_a_connected_webcam_streams_rgb():
+    devices = [path for path in connected_video_devices() if path.startswith("/dev/video")]
+    if not devices:
+        pytest.skip("no video device is connected")
+    config = OpenCVCameraConfig(name="cam_hw", source=devices[0], width=640, height=480, fps=30)
+    with make_camera(config) as camera:
+        time.sleep(2.5)
+        frame = camera.read_latest()
+        status = camera.status()
+    assert frame.image.ndim == 3 and frame.image.shape[2] == 3
+    assert status.resolution == (frame.image.shape[1], frame.image.shape[0]) and status.fps_measured > 5.0

@@ -1,5 +1,7 @@
 """The real-device side of the RealSense driver: device lookup through librealsense, timestamps, config."""
 
+import time
+
 import pyrealsense2 as rs
 import pytest
 
@@ -61,3 +63,19 @@ def test_config_refuses_bad_values_with_the_fix(changes, complaint):
     values = {"name": "cam_high", "serial": "018322070394", **changes}
     with pytest.raises(ValueError, match=complaint):
         RealSenseConfig(**values)
+
+
+@pytest.mark.hardware
+def test_a_connected_realsense_streams_timestamped_rgb():
+    devices = list(rs.context().query_devices())
+    if not devices:
+        pytest.skip("no RealSense camera is connected")
+    serial = devices[0].get_info(rs.camera_info.serial_number)
+    config = RealSenseConfig(name="cam_hw", serial=serial, width=640, height=480, fps=30)
+    with make_camera(config) as camera:
+        time.sleep(2.5)
+        frame = camera.read_latest()
+        status = camera.status()
+    assert frame.image.shape == (480, 640, 3) and frame.image.dtype.name == "uint8"
+    assert 0.0 <= frame.arrival_time_s - frame.capture_time_s < 0.2
+    assert status.link.startswith("USB") and status.fps_measured > 20.0

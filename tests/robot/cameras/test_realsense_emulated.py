@@ -23,6 +23,7 @@ from robot.cameras import (
     EmulatedRealSenseConfig,
     make_camera,
 )
+from robot.cameras.realsense_emulated import replay
 
 W, H = 64, 48
 FAST = dict(
@@ -121,6 +122,17 @@ def test_frames_pushed_through_the_software_device_arrive_intact_and_timestamped
     assert status.link == "USB 3.2" and status.resolution == (W, H)
     assert status.device == "RealSense EMU-cam_high"
     assert status.frames_dropped == 0 and status.warnings == ()
+
+
+def test_replayed_images_come_out_in_order(camera_factory):
+    rng = np.random.default_rng(0)
+    episode = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(3)]
+    camera = camera_factory("cam_high", frame_fn=replay(episode))
+    camera.connect()
+    for _ in range(4):
+        frame = camera.read_latest()
+        assert np.array_equal(frame.image, episode[frame.frame_index % 3])
+        time.sleep(0.02)
 
 
 def test_depth_arrives_aligned_to_the_colour_frame_of_the_same_index(camera_factory):
