@@ -1,0 +1,191 @@
+"""The runtime policy: observation in, a chunk of 14-D actions out.
+
+`FastWAMPolicy.from_checkpoint(dir)` loads our checkpoint folder; `predict_chunk(observation)`
+builds the canvas, encodes the current frame, embeds the task, normalises the state, samples a
+chunk (single-pass, or Joint imagination for the Joint variant) and returns de-normalised actions
+(H, 14) float32 - or raises `PolicyOutputInvalid` rather than return NaN/inf.
+
+Threading: a policy object belongs to one thread (the policy thread of the control loop); it keeps
+no per-episode state besides its noise generator, which `reset()` re-seeds.
+
+The observation is duck-typed: anything with `.qpos` (14,) and `.images` {camera: (H, W, 3) uint8},
+and optionally `.task` (str) - `robot.types.Observation` qualifies, as does `PolicyInput`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from model.checkpoint import NormStats, load_checkpoint
+from model.config import FastWAMConfig
+from model.encoders import (
+    CausalVideoAutoencoder,
+    PrecomputedTextEmbeddings,
+    TaskEmbedding,
+    WanVideoEncoder,
+    canvas_to_tensor,
+    make_canvas,
+)
+from model.errors import ModelError, PolicyOutputInvalid
+from model.fast_sampler import SinglePassSampler
+from model.fastwam import FastWAM
+from model.sampling import sample_joint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    """The minimum a policy needs: joint positions (14,) (rad, grippers 0..1), camera images
+    {name: (H, W, 3) uint8 RGB} and the task string."""
+
+    qpos: np.ndarray
+    images: Mapping[str, np.ndarray] = field(default_factory=dict)
+    task: str = ""
+
+
+def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    """cuda + bfloat16 when a GPU is present, else cpu + float32 (bf16 matmuls are slow on CPU)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, dtype
+
+
+class FastWAMPolicy:
+    """Fast-WAM as an action-chunk source for the control loop."""
+
+    def __init__(
+        self,
+        model: FastWAM,
+        norm_stats: NormStats,
+        video_encoder: torch.nn.Module,
+        text_encoder,
+        seed: int = 0,
+        compile: bool = False,
+    ):
+        self.model = model.eval().requires_grad_(False)
+        self.config: FastWAMConfig = model.config
+        self.norm_stats = norm_stats
+        self.video_encoder = video_encoder
+        self.text_encoder = text_encoder
+        self.device, self.dtype = model.device, model.dtype
+        self.seed = seed
+        cuda = self.device.type == "cuda"
+        self.sampler = SinglePassSampler(model, compile=compile and cuda, cuda_graphs=compile and cuda)
+        self._context_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.reset()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        directory,
+        device=None,
+        dtype=None,
+        wan_vae_dir=None,
+        text_embeddings=None,
+        seed: int = 0,
+        compile: bool = False,
+    ) -> "FastWAMPolicy":
+        """Load a checkpoint folder written by `model.checkpoint.save_checkpoint`.
+
+        device/dtype: default cuda + bf16 if available, else cpu + fp32. For the 5B preset, also
+        pass `wan_vae_dir` (local Wan2.2 folder) and `text_embeddings` (umT5 safetensors file).
+        compile: on CUDA, torch.compile + CUDA graphs for the action steps (first chunk is slow).
+        """
+        device, dtype = default_device_dtype(device, dtype)
+        loaded = load_checkpoint(directory, device=device, dtype=dtype)
+        cfg = loaded.config
+        if cfg.encoder.vae == "causal_conv":
+            vae = CausalVideoAutoencoder(cfg.video.in_dim, cfg.encoder.vae_channels)
+            _load_extra(vae, loaded.extra_state, "vae", directory)
+            video_encoder = vae.to(device=device, dtype=dtype).eval()
+        else:
+            if wan_vae_dir is None:
+                raise ModelError("the fastwam-5b preset encodes frames with the Wan2.2 VAE: pass wan_vae_dir= "
+                                 "(the local Wan2.2-TI2V-5B folder)")
+            video_encoder = WanVideoEncoder.from_pretrained(wan_vae_dir, device=device, dtype=dtype)
+        if cfg.encoder.text == "learned":
+            text = TaskEmbedding(cfg.encoder.tasks, cfg.encoder.tokens_per_task, cfg.text_dim)
+            _load_extra(text, loaded.extra_state, "task_embedding", directory)
+            text_encoder = text.to(device=device, dtype=dtype).eval()
+        else:
+            if text_embeddings is None:
+                raise ModelError("this model reads precomputed umT5 task embeddings: pass text_embeddings= "
+                                 "(a safetensors file, see model.encoders.PrecomputedTextEmbeddings)")
+            text_encoder = PrecomputedTextEmbeddings.load(text_embeddings)
+        log.info("loaded %s (%s, step %d) on %s/%s", directory, cfg.name, loaded.step, device, dtype)
+        return cls(loaded.model, loaded.norm_stats, video_encoder, text_encoder, seed=seed, compile=compile)
+
+    def reset(self) -> None:
+        """Start of an episode: re-seed the sampling noise so an episode replays identically."""
+        self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def _task(self, observation, task: str | None) -> str:
+        task = task or getattr(observation, "task", "") or ""
+        if not task:
+            known = list(self.config.encoder.tasks)
+            if len(known) == 1:
+                return known[0]  # a single-task model needs no task string
+            raise ModelError("no task string: pass predict_chunk(observation, task=...) or set observation.task")
+        return task
+
+    def _context(self, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if task not in self._context_cache:
+            with torch.no_grad():
+                if isinstance(self.text_encoder, PrecomputedTextEmbeddings):
+                    ctx, mask = self.text_encoder([task], device=self.device, dtype=self.dtype)
+                    # One sample: dropping padded positions is exact and lets attention skip the mask.
+                    ctx, mask = ctx[:, mask[0]], mask[:, mask[0]]
+                else:
+                    ctx, mask = self.text_encoder([task])
+            self._context_cache[task] = (ctx.to(self.dtype), mask)
+        return self._context_cache[task]
+
+    def encode_observation(self, observation) -> torch.Tensor:
+        """Current canvas -> normalised first-frame latent (1, C, 1, h, w)."""
+        canvas = make_canvas(observation.images, self.config.canvas_hw, self.config.camera_names)
+        video = canvas_to_tensor(canvas, device=self.device, dtype=self.dtype)  # (1, 3, 1, H, W)
+        with torch.no_grad():
+            return self.video_encoder.encode(video).to(self.dtype)
+
+    # -- the call -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_chunk(self, observation, task: str | None = None) -> np.ndarray:
+        """observation (.qpos (14,), .images, optional .task) -> actions (action_horizon, 14)
+        float32 in the robot's units. Raises `PolicyOutputInvalid` on NaN/inf output."""
+        qpos = np.asarray(observation.qpos, dtype=np.float32)
+        if qpos.shape != (self.config.proprio_dim,):
+            raise ValueError(f"observation.qpos must have shape ({self.config.proprio_dim},), got {qpos.shape}")
+        if not np.all(np.isfinite(qpos)):
+            raise ValueError(f"observation.qpos has non-finite entries: {qpos}")
+        latent = self.encode_observation(observation)
+        ctx, mask = self._context(self._task(observation, task))
+        proprio = torch.from_numpy(self.norm_stats.normalize_qpos(qpos))[None].to(self.device, self.dtype)
+        noise = torch.randn((1, self.config.action_horizon, self.config.action_dim), generator=self.generator)
+        if self.config.variant == "joint":
+            actions, _ = sample_joint(self.model, latent, ctx, mask, proprio, noise=noise, generator=self.generator)
+        else:
+            actions = self.sampler(latent, ctx, mask, proprio, noise=noise)
+        out = self.norm_stats.denormalize_action(actions[0].float().cpu().numpy())
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            raise PolicyOutputInvalid(np.flatnonzero(~finite).tolist())
+        return out.astype(np.float32)
+
+
+def _load_extra(module: torch.nn.Module, extra: dict, prefix: str, directory) -> None:
+    from model.checkpoint import check_state_dict
+
+    state = extra.get(prefix, {})
+    check_state_dict(Path(directory), module.state_dict(), state, f"the {prefix} of this preset")
+    module.load_state_dict(state)
