@@ -1,7 +1,7 @@
 """Benchmark: the control loop on the simulated rig at 50 Hz with cameras, recording to HDF5.
 
     .venv/bin/python benchmarks/control_loop.py [--seconds 60] [--rig configs/sim.toml]
-        [--image-format jpeg|raw] [--jpeg-quality Q] [--keep DIR]
+        [--image-format jpeg|raw] [--jpeg-quality Q] [--cameras N] [--no-record] [--keep DIR]
 
 The arm is jogged by `EndEffectorJogSource` in a slow circle (set from the main thread, as the
 GUI would), so camera images change and the IK runs every tick. Every tick is recorded by
@@ -16,6 +16,7 @@ dropped, and bytes per second written. Logging goes to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -84,12 +85,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="wall seconds to run (default 60)")
     parser.add_argument("--image-format", choices=("jpeg", "raw"), default=None, help="default: the rig file's")
     parser.add_argument("--jpeg-quality", type=int, default=None, help="default: the rig file's")
+    parser.add_argument(
+        "--cameras", type=int, default=None, help="sim only: use the first N cameras of the rig file (0: none) to separate rendering from the loop"
+    )
+    parser.add_argument("--no-record", action="store_true", help="leave the recorder out (to measure the loop alone)")
     parser.add_argument("--report-s", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--keep", default=None, help="record into this folder and keep the episode (default: a temporary folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
     rig, rig_file = open_rig(args.rig)
+    if args.cameras is not None:
+        if not hasattr(rig, "config") or not hasattr(rig.config, "camera_names"):
+            parser.error("--cameras works with the sim rig only")
+        rig = type(rig)(dataclasses.replace(rig.config, camera_names=rig.config.camera_names[: max(0, args.cameras)]))
     image_format = args.image_format or rig_file.recording.image_format
     jpeg_quality = args.jpeg_quality or rig_file.recording.jpeg_quality
     rig.connect()
@@ -115,10 +124,12 @@ def main(argv: list[str]) -> int:
         )
         ticks = TickLog()
         loop.subscribe(ticks)
-        loop.subscribe(writer.on_tick)
+        if not args.no_record:
+            loop.subscribe(writer.on_tick)
         loop.set_source(jog)
         loop.request_mode(Mode.TELEOP)
-        episode = writer.start()
+        if not args.no_record:
+            writer.start()
         loop.start()
         started = time.monotonic()
         next_report = started + args.report_s
@@ -148,11 +159,11 @@ def main(argv: list[str]) -> int:
         wall_s = time.monotonic() - started
         stopped = time.monotonic()
         before_stop = writer.status()
-        path = writer.stop()
+        path = None if args.no_record else writer.stop()
         drain_s = time.monotonic() - stopped
         status = writer.status()
         snap = loop.snapshot(max_events=1000)
-        size = path.stat().st_size
+        size = 0 if path is None else path.stat().st_size
         periods = ticks.periods_s
         errors_s = [abs(p - config.period_s) for p in periods]
         emit(
@@ -183,11 +194,11 @@ def main(argv: list[str]) -> int:
             frames_dropped=status.frames_dropped,
             bytes_written=size,
             bytes_per_s=round(size / wall_s),
-            episode=str(path) if args.keep else path.name,
+            episode=None if path is None else (str(path) if args.keep else path.name),
             loop_errors=[e.message for e in snap.events if e.level == "error"],
             cpu_count=os.cpu_count(),
+            load_average_1min=round(os.getloadavg()[0], 2),
         )
-        del episode
     finally:
         rig.disconnect()
         if temp is not None:

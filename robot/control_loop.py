@@ -76,7 +76,7 @@ import numpy as np
 
 from robot.rig import Rig
 from robot.safety import SafetyConfig, SafetyError, SafetyFilter, SafetyLimit
-from robot.types import ActionSource, ControlSource, Mode, TickRecord, TickTimings
+from robot.types import ActionSource, ControlSource, Mode, RigStatus, TickRecord, TickTimings
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ class LoopStats:
 @dataclass(frozen=True)
 class LoopSnapshot:
     """What the GUI needs, copied under a short lock. tick: the latest TickRecord (None before
-    the first). events: the most recent events, oldest first."""
+    the first). events: the most recent events, oldest first. rig: the rig's own health summary
+    (`Rig.status()`: the sim's real-time factor, camera rates, messages)."""
 
     running: bool
     mode: Mode
@@ -192,6 +193,7 @@ class LoopSnapshot:
     tick: TickRecord | None
     stats: LoopStats
     events: tuple[LoopEvent, ...]
+    rig: RigStatus | None = None
 
 
 class _Blend:
@@ -216,8 +218,8 @@ class _Blend:
 class ControlLoop:
     """The fixed-rate control loop of one rig. See the module docstring for threads and modes.
 
-    The rig must be connected by its owner before `start()` (or `tick_once()`); the loop never
-    connects or disconnects it.
+    The rig must be connected by its owner before the loop is made (its joint limits are read
+    here); the loop never connects or disconnects it.
     """
 
     def __init__(self, rig: Rig, config: LoopConfig | None = None) -> None:
@@ -380,7 +382,15 @@ class ControlLoop:
             tick=latest,
             stats=self._stats(periods, starts, jitters, busy, publish, counters, latest),
             events=events,
+            rig=self._rig_status(),
         )
+
+    def _rig_status(self) -> RigStatus | None:
+        try:
+            return self._rig.status()
+        except Exception:  # the status bar must not take the GUI down with a broken rig
+            log.exception("rig.status() failed")
+            return None
 
     def events_since(self, seq: int) -> tuple[LoopEvent, ...]:
         """Events with `seq` above the given one, oldest first (those still kept)."""
@@ -708,7 +718,7 @@ class ControlLoop:
                 EventLevel.ERROR,
                 "source_error",
                 f"The source {self._source_label(source)} failed: {type(exc).__name__}: {exc}. The arm holds.",
-                "Choose the source again to retry, or pick another one.",
+                "Choose Teleop (or Policy) again to restart it, or pick another source.",
             )
             self._enter_mode(Mode.HOLD)
             return self._last_command, ControlSource.HOLD

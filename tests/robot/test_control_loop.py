@@ -483,6 +483,7 @@ def test_tick_records_carry_timings_and_events_are_incremental():
     first = loop.events_since(0)
     assert first and all(e.seq > 0 for e in first)
     assert loop.events_since(first[-1].seq) == ()
+    assert loop.snapshot().rig.name == "numpy-double"
 
 
 def test_loop_refuses_a_sim_rig_built_for_another_rate():
