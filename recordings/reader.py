@@ -42,6 +42,7 @@ class Episode:
         self._cache: dict[str, Any] = {}
         self._root: h5py.File | None = None
         self._pid: int | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Episode":
@@ -62,7 +63,7 @@ class Episode:
         except BaseException:
             root.close()
             raise
-        self._root, self._pid = root, os.getpid()
+        self._root, self._pid, self._datasets = root, os.getpid(), {}
 
     # ---- file handle (lazy, per process) ----
     def _file(self) -> h5py.File:
@@ -71,10 +72,20 @@ class Episode:
         if self._root is None or self._pid != os.getpid():
             # After a fork the parent's handle must not be used (nor closed) here.
             self._root, self._pid = open_readonly(self.path), os.getpid()
+            self._datasets = {}
         return self._root
+
+    def _dataset(self, path: str) -> h5py.Dataset:
+        """Dataset handles are cached: a path lookup costs more than reading a small frame."""
+        root = self._file()
+        dataset = self._datasets.get(path)
+        if dataset is None:
+            dataset = self._datasets[path] = root[path]
+        return dataset
 
     def close(self) -> None:
         root, self._root = self._root, None
+        self._datasets = {}
         if root is not None and self._pid == os.getpid():
             root.close()
 
@@ -86,7 +97,7 @@ class Episode:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_root"], state["_pid"], state["_cache"] = None, None, {}
+        state["_root"], state["_pid"], state["_cache"], state["_datasets"] = None, None, {}, {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -97,12 +108,16 @@ class Episode:
         return f"Episode({str(self.path)!r}, length={length})"
 
     # ---- layout and metadata ----
-    @property
-    def structure(self) -> Structure:
+    def _ensure_described(self) -> Structure:
         if self._structure is None:
             self._describe()
         assert self._structure is not None
         return self._structure
+
+    @property
+    def structure(self) -> Structure:
+        """Shapes and kind of file (read once, no data)."""
+        return self._ensure_described()
 
     @property
     def length(self) -> int:
@@ -126,7 +141,7 @@ class Episode:
 
     @property
     def metadata(self) -> EpisodeMetadata:
-        self.structure
+        self._ensure_described()
         if "metadata" not in self._cache:
             self._cache["metadata"] = EpisodeMetadata.from_attrs(self._attrs)
         return self._cache["metadata"]
@@ -141,12 +156,12 @@ class Episode:
 
     @property
     def frames_dropped(self) -> int:
-        self.structure
+        self._ensure_described()
         return int(self._attrs.get(schema.ATTR_FRAMES_DROPPED, 0))
 
     @property
     def recovered(self) -> bool:
-        self.structure
+        self._ensure_described()
         return bool(self._attrs.get(schema.ATTR_RECOVERED, False))
 
     @property
@@ -160,7 +175,7 @@ class Episode:
     # ---- per-step arrays (read once, cached) ----
     def _array(self, path: str, dtype: np.dtype | None = None) -> np.ndarray | None:
         if path not in self._cache:
-            item = self._file().get(path)
+            item = self._file().get(path)  # arrays are read whole once: no handle to cache
             if item is None:
                 self._cache[path] = None
             else:
@@ -237,17 +252,16 @@ class Episode:
         if not -n <= t < n:
             raise IndexError(f"step {t} is outside {self.path.name}'s {n} steps")
         t = int(t) % n
-        root = self._file()
-        dataset = root[schema.image_path(camera)]
+        dataset = self._dataset(schema.image_path(camera))
         if dataset.ndim == 4:
             return np.ascontiguousarray(dataset[t])
         length = None
         if self.is_ours:
             # Our rows are in `camera_names` order; read only the JPEG's bytes, not the padding.
-            length = int(root[schema.COMPRESS_LEN][c, t])
+            length = int(self._array(schema.COMPRESS_LEN)[c, t])
             row = dataset[t, :length] if 0 < length <= dataset.shape[1] else dataset[t]
         else:
-            row = dataset[t]
+            row = dataset[t]  # ALOHA's compress_len rows follow a camera order we cannot know
         try:
             return decode_jpeg(row, length)
         except ValueError:
