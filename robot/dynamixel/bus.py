@@ -281,6 +281,7 @@ class DynamixelBus:
         self._connected = False
         self._firmware: dict[int, int] = {}
         self._alerts: set[int] = set()
+        self._patience: tuple[int, float] | None = None  # (retries, budget ms) while connecting
 
     @property
     def port(self) -> str:
@@ -301,6 +302,9 @@ class DynamixelBus:
             if self._connected:
                 return
             self._link.open(self.config.baud_rate)
+            # Connecting is not real-time: a servo still booting, or a first packet after the port
+            # opened, gets more patience than a control tick could give.
+            self._patience = (max(self.config.retries, 3), max(self.config.call_budget_ms, 200.0))
             try:
                 for sid, model in self.servos.items():
                     found = self.ping(sid)
@@ -312,6 +316,8 @@ class DynamixelBus:
             except BaseException:
                 self._link.close()
                 raise
+            finally:
+                self._patience = None
             self._connected = True
             log.info("bus %s: %d servos answering at %d baud (fast sync read: %s)", self.port, len(self.servos),
                      self.config.baud_rate, self.fast_sync_read_supported(self.servos))
@@ -543,8 +549,9 @@ class DynamixelBus:
         (group reads), used to name it in the error.
         """
         with self._lock:
+            retries, budget_ms = self._patience or (self.config.retries, self.config.call_budget_ms)
             t0 = time.monotonic()
-            deadline = t0 + self.config.call_budget_ms * 1e-3
+            deadline = t0 + budget_ms * 1e-3
             self._stats.calls += 1
             tries = 0
             culprit = servo_id
@@ -563,7 +570,7 @@ class DynamixelBus:
                     culprit = values
                 detail = self._link.result_text(result) if result != _RESULT_SHORT else "reply shorter than asked"
                 self._record_failure(detail, result)
-                if tries > self.config.retries or time.monotonic() >= deadline:
+                if tries > retries or time.monotonic() >= deadline:
                     break
                 self._stats.retries += 1
                 # Late bytes of the failed attempt must not be taken for the next one's reply.

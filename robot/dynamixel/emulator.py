@@ -183,6 +183,7 @@ class EmulatedServo:
         self.current_ma = 0.0
         self.temperature_c = AMBIENT_C + 5.0
         self.voltage_v = NOMINAL_SUPPLY_V
+        self.supply_v = NOMINAL_SUPPLY_V
         self.silent = False
         self.motion: JointMotion | None = None
         self._motion_t0: float | None = None
@@ -396,6 +397,10 @@ class EmulatedServo:
         else:
             self._hand(now)
         self._thermal(dt)
+        volts = self.supply_v * 10  # 0.1 V units
+        if not self.get("Min_Voltage_Limit") <= volts <= self.get("Max_Voltage_Limit"):
+            if not self.hardware_error & HardwareError.INPUT_VOLTAGE:
+                self.raise_hardware_error(HardwareError.INPUT_VOLTAGE)
         self._t_phys = now
 
     def _max_speed_pulses_s(self) -> float:
@@ -487,7 +492,7 @@ class EmulatedServo:
         else:
             load = 1000.0 * self.current_ma / 1500.0
             self.set("Present_Load", int(max(-1000, min(1000, round(load)))))
-        self.voltage_v = NOMINAL_SUPPLY_V - 0.0002 * abs(self.current_ma)
+        self.voltage_v = self.supply_v - 0.0002 * abs(self.current_ma)
         self.set("Present_Input_Voltage", int(round(self.voltage_v / ct.VOLT_PER_UNIT)))
         self.set("Present_Temperature", int(round(self.temperature_c)))
         self.set("Moving", int(abs(vel_units) > self.get("Moving_Threshold")))
@@ -686,6 +691,13 @@ class ServoBusEmulator:
             self._advance_all(time.monotonic())
             self.servo(servo_id).raise_hardware_error(bits)
 
+    def set_supply_voltage(self, supply_v: float) -> None:
+        """The power supply of the whole bus (a sagging or wrong supply)."""
+        with self._lock:
+            self._advance_all(time.monotonic())
+            for s in self.servos:
+                s.supply_v = supply_v
+
     def set_temperature(self, servo_id: int, temperature_c: float) -> None:
         with self._lock:
             self._advance_all(time.monotonic())
@@ -870,7 +882,7 @@ class ServoBusEmulator:
     # -- instructions --
     def _ping(self, p: Packet, t: float) -> None:
         def params(s: EmulatedServo) -> bytes:
-            return le_bytes(s.model.model_number, 2) + bytes((s.get("Firmware_Version"),))
+            return le_bytes(s.get("Model_Number"), 2) + bytes((s.get("Firmware_Version"),))
 
         if p.servo_id == BROADCAST_ID:
             for s in sorted(self.servos, key=lambda s: s.servo_id):
