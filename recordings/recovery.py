@@ -111,6 +111,8 @@ def recover_partial(partial: str | os.PathLike, target_dir: str | os.PathLike | 
     try:
         root = _open_leftover(partial)
         with root:
+            if schema.ATTR_SCHEMA_VERSION not in root.attrs:
+                raise RecoveryError(partial, "it was not written by this studio's recorder; rename it if it is an episode")
             complete, present = committed_length(root)
             if complete == 0:
                 result = RecoveryResult(partial, None, 0, 0.0, present)
@@ -128,6 +130,9 @@ def recover_partial(partial: str | os.PathLike, target_dir: str | os.PathLike | 
                 except OSError as error:
                     _remove_quietly(staging)
                     raise RecoveryError(partial, f"writing {staging.name} failed ({error}); free disk space and retry") from error
+                except (KeyError, ValueError) as error:  # a dataset missing or misshapen
+                    _remove_quietly(staging)
+                    raise RecoveryError(partial, f"its layout is damaged ({error})") from error
                 verdict = check_episode(staging)
                 if not verdict.ok:
                     _remove_quietly(staging)

@@ -437,6 +437,11 @@ class EpisodeWriter:
     def _finalise(self, session: _Session) -> None:
         """Final attributes, fsync, rename to `episode_{idx}.hdf5` (a free name)."""
         with h5py.File(session.partial_path, "r+", locking=False) as root:
+            if self.config.image_format is ImageFormat.JPEG:
+                # ALOHA pads every row to the longest frame; drop the growth headroom.
+                longest = int(root[schema.COMPRESS_LEN][()].max())
+                for camera in self.camera_names:
+                    root[schema.image_path(camera)].resize(longest, axis=1)
             root.attrs[schema.ATTR_LABEL] = session.label.value
             if session.notes is not None:
                 root.attrs[schema.ATTR_NOTES] = session.notes

@@ -13,7 +13,6 @@ import h5py
 import numpy as np
 import pytest
 
-from recordings import schema
 from recordings.check import check_episode
 from recordings.reader import Episode
 from recordings.schema import Label
@@ -74,6 +73,8 @@ def test_act_and_lerobot_read_our_episodes(record_episode, image_format):
     with h5py.File(path, "r") as root:
         if image_format == "jpeg":
             assert root.attrs["compress"] and root["/compress_len"].shape == (3, 30)
+            padded_len = root["/compress_len"][()].max()  # ALOHA pads to the longest frame
+            assert all(root[f"/observations/images/{cam}"].shape == (30, padded_len) for cam in CAMERAS)
             assert root["/observations/images/cam_high"].chunks[0] == 1
         else:
             assert not root.attrs["compress"] and root["/observations/images/cam_high"].chunks == (1, 48, 64, 3)

@@ -120,6 +120,13 @@ def test_a_leftover_without_frames_is_removed_and_garbage_is_refused(tmp_path, m
     assert result.path is None and result.frames == 0 and not empty_copy.exists()
     assert "no complete frame" in result.message
 
+    foreign = tmp_path / "episode_6.hdf5.partial"
+    with h5py.File(foreign, "w") as root:
+        root["/action"] = np.zeros((3, 14), np.float32)
+    with pytest.raises(RecoveryError, match="not written by this studio"):
+        recover_partial(foreign)
+    assert foreign.exists()
+
     garbage = tmp_path / "episode_5.hdf5.partial"
     garbage.write_bytes(os.urandom(5000))
     with pytest.raises(RecoveryError, match="HDF5 cannot read it"):
