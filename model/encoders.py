@@ -160,7 +160,7 @@ class CausalVideoAutoencoder(nn.Module):
         z = latents * self.latent_std[:, None, None, None] + self.latent_mean[:, None, None, None]
         x = F.pixel_shuffle(self.decoder(z.transpose(1, 2).flatten(0, 1)), 4)  # (B*G, 12, H, W)
         x = x.unflatten(1, (4, 3)).unflatten(0, (b, g))  # (B, G, 4, 3, H, W)
-        frames = torch.cat([x[:, :1, -1:], x[:, 1:]], dim=1).flatten(1, 2)  # frame 0 once, then 4 per group
+        frames = torch.cat([x[:, 0, -1:], x[:, 1:].flatten(1, 2)], dim=1)  # frame 0 once, then 4 per group
         return frames.permute(0, 2, 1, 3, 4)
 
     def reconstruction_loss(self, video: torch.Tensor) -> torch.Tensor:

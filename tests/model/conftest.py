@@ -16,6 +16,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# One intra-op thread: the suite's tensors are small, the 2 cores are shared with other jobs,
+# and OpenMP workers spinning on a busy core make small ops 100x slower, not faster.
+torch.set_num_threads(1)
+
 
 def reference_dir() -> Path | None:
     env = os.environ.get("FASTWAM_REFERENCE_DIR")
