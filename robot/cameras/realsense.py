@@ -10,15 +10,16 @@ Host capture time. RealSense frames carry a timestamp in one of three domains:
   system clock (epoch ms) by librealsense, so it marks the moment of capture in host time;
 - system_time: the host's system clock when the driver received the frame;
 - hardware_clock: the device's own clock, with an unknown offset to ours.
-For the first two we subtract the current (wall - monotonic) offset, sampled next to the arrival,
-to get a monotonic capture time. For hardware_clock, and whenever the result is implausible (after
-arrival, or more than `MAX_PLAUSIBLE_LATENCY_S` before it - a stepped wall clock, or global time not
-yet converged), we stamp the frame with its arrival time instead.
+For the first two we subtract the current (wall - monotonic) offset, sampled at the arrival
+(`wall_minus_monotonic_s`), to get a monotonic capture time. For hardware_clock, and whenever the
+result is implausible (after arrival, or more than `MAX_PLAUSIBLE_LATENCY_S` before it - a stepped
+wall clock, or global time not yet converged), we stamp the frame with its arrival time instead.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -110,20 +111,36 @@ class FramesetSource(Protocol):
         """Reset the device and wait (until `stop` is set) for it to return. True if reset."""
 
 
+def wall_minus_monotonic_s() -> float:
+    """`time.time() - time.monotonic()` now, robust to a thread switch between the two reads.
+
+    Each try brackets the wall-clock read between two monotonic reads; the tightest bracket wins,
+    so a GIL switch (5 ms by default) inside one try does not skew the offset.
+    """
+    best_gap_s, best_s = math.inf, 0.0
+    for _ in range(3):
+        before_s = time.monotonic()
+        wall_s = time.time()
+        after_s = time.monotonic()
+        if after_s - before_s < best_gap_s:
+            best_gap_s, best_s = after_s - before_s, wall_s - (before_s + after_s) / 2.0
+    return best_s
+
+
 def host_capture_time_s(
     device_timestamp_ms: float,
     domain: rs.timestamp_domain,
     arrival_time_s: float,
-    wall_minus_monotonic_s: float,
+    clock_offset_s: float,
 ) -> float:
     """Monotonic capture time of a frame (see the module docstring for the rule).
 
-    arrival_time_s: `time.monotonic()` when the frame arrived; wall_minus_monotonic_s:
-    `time.time() - time.monotonic()` sampled right next to it.
+    arrival_time_s: `time.monotonic()` when the frame arrived; clock_offset_s: wall minus monotonic
+    time (`wall_minus_monotonic_s()`) sampled right after it.
     """
     if domain not in _HOST_CLOCK_DOMAINS:
         return arrival_time_s
-    capture_s = device_timestamp_ms / 1000.0 - wall_minus_monotonic_s
+    capture_s = device_timestamp_ms / 1000.0 - clock_offset_s
     if capture_s > arrival_time_s or capture_s < arrival_time_s - MAX_PLAUSIBLE_LATENCY_S:
         return arrival_time_s
     return capture_s
@@ -288,18 +305,15 @@ class RealSenseCamera(ThreadedCamera):
                 return None
             frameset = self._source.wait_for_frameset(remaining_ms)
             arrival_s = time.monotonic()
-            wall_minus_monotonic_s = time.time() - arrival_s
             if frameset is None:
                 return None
-            frame = self._frame_from(frameset, arrival_s, wall_minus_monotonic_s)
+            frame = self._frame_from(frameset, arrival_s, wall_minus_monotonic_s())
             if frame is not None:
                 return frame
             # A syncer matches streams only once it has seen each, so a session's first framesets
             # can hold one stream; wait for a complete one. If depth dies for good, this times out.
 
-    def _frame_from(
-        self, frameset: rs.composite_frame, arrival_s: float, wall_minus_monotonic_s: float
-    ) -> Frame | None:
+    def _frame_from(self, frameset: rs.composite_frame, arrival_s: float, clock_offset_s: float) -> Frame | None:
         colour = frameset.get_color_frame()
         depth = frameset.get_depth_frame() if self.config.use_depth else None
         if not colour or (self.config.use_depth and not depth):
@@ -319,7 +333,7 @@ class RealSenseCamera(ThreadedCamera):
             depth_units_m = float(depth.as_depth_frame().get_units())
         timestamp_ms = float(colour.get_timestamp())
         capture_s = host_capture_time_s(
-            timestamp_ms, colour.get_frame_timestamp_domain(), arrival_s, wall_minus_monotonic_s
+            timestamp_ms, colour.get_frame_timestamp_domain(), arrival_s, clock_offset_s
         )
         return Frame(
             image=image,

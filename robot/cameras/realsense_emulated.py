@@ -29,7 +29,7 @@ import numpy as np
 import pyrealsense2 as rs
 
 from robot.cameras.errors import CameraNotFound
-from robot.cameras.realsense import RealSenseCamera, RealSenseConfig, RealSenseDevice
+from robot.cameras.realsense import RealSenseCamera, RealSenseConfig, RealSenseDevice, wall_minus_monotonic_s
 from robot.cameras.registry import register_camera
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,9 @@ class SoftwareDeviceSource:
             self._sensors.append(depth_sensor)
             self._profiles[rs.stream.depth] = depth_profile
         device.create_matcher(rs.matchers.default)  # match colour and depth by timestamp
-        syncer = rs.syncer()
+        # Room for ~1/4 s of framesets, so a reader thread delayed by a busy machine catches up
+        # instead of losing frames in the emulation (losses are injected with drop_frames()).
+        syncer = rs.syncer(max(2, config.fps // 4))
         for sensor, profile in zip(self._sensors, self._profiles.values()):
             sensor.open(profile)
             sensor.start(syncer)
@@ -355,9 +357,9 @@ class SoftwareDeviceSource:
             if dropped:
                 frame_number += 1  # the sensor took it; it never arrived
                 continue
-            # Sample the clocks together: the timestamp is global time (host epoch ms), as on a D400.
+            # The timestamp is global time (host epoch ms) of the capture, as a D400 reports it.
             capture_s = time.monotonic()
-            timestamp_ms = time.time() * 1000.0
+            timestamp_ms = (capture_s + wall_minus_monotonic_s()) * 1000.0
             try:
                 image, depth = self._render(frame_number, capture_s)
             except Exception as exc:  # a broken frame_fn: the reader reports it and reconnects

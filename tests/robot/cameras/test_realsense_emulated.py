@@ -23,6 +23,7 @@ from robot.cameras import (
     EmulatedRealSenseConfig,
     make_camera,
 )
+from robot.cameras.realsense import wall_minus_monotonic_s
 from robot.cameras.realsense_emulated import replay
 
 W, H = 64, 48
@@ -81,10 +82,10 @@ def camera_factory():
 
 
 def test_frames_pushed_through_the_software_device_arrive_intact_and_timestamped(camera_factory):
-    produced = {}  # frame index -> (monotonic, wall) time at which the "sensor" rendered it
+    produced = {}  # frame index -> monotonic time at which the "sensor" rendered it
 
     def frame_fn(index: int, capture_time_s: float) -> np.ndarray:
-        produced[index] = (capture_time_s, time.time())
+        produced[index] = capture_time_s
         image = np.empty((H, W, 3), np.uint8)
         image[..., 0] = index % 256
         image[..., 1] = 255 - index % 256
@@ -110,11 +111,11 @@ def test_frames_pushed_through_the_software_device_arrive_intact_and_timestamped
         assert np.array_equal(frame.image[3, :, 2], np.arange(W, dtype=np.uint8))
         assert not frame.image.flags.writeable  # shared by every consumer
         assert frame.depth is None
-        rendered_s, rendered_wall_s = produced[index]
-        # global_time (host epoch ms) converted back to the monotonic clock: within a few ms.
-        assert frame.device_timestamp_ms == pytest.approx(rendered_wall_s * 1000.0, abs=5.0)
-        assert frame.capture_time_s == pytest.approx(rendered_s, abs=0.005)
-        assert frame.arrival_time_s - frame.capture_time_s == pytest.approx(0.030, abs=0.015)
+        rendered_s = produced[index]
+        # The device stamps global time (host epoch ms); the driver converts it back to monotonic.
+        assert frame.device_timestamp_ms == pytest.approx((rendered_s + wall_minus_monotonic_s()) * 1e3, abs=3.0)
+        assert frame.capture_time_s == pytest.approx(rendered_s, abs=0.003)
+        assert frame.arrival_time_s - frame.capture_time_s >= 0.029  # never earlier than the transfer
     indices = sorted(frames)
     assert indices == sorted(set(indices)) and indices[-1] > indices[0]
     status = camera.status()
@@ -258,10 +259,10 @@ def test_frames_lost_in_transfer_are_counted_as_dropped(camera_factory):
 
 
 def test_status_measures_fps_and_warns_when_it_is_low(camera_factory):
-    camera = camera_factory("cam_high")
+    camera = camera_factory("cam_high", fps=30)
     camera.connect()
     time.sleep(0.6)
-    assert 40.0 < camera.status().fps_measured < 70.0
+    assert 20.0 < camera.status().fps_measured < 34.0
 
     def slow_frame(index: int, t: float) -> np.ndarray:
         time.sleep(0.04)  # a sensor that can only manage ~25 of its 60 fps
@@ -272,7 +273,7 @@ def test_status_measures_fps_and_warns_when_it_is_low(camera_factory):
     status = wait_until(
         lambda: (s := slow.status()).warnings and s, timeout_s=4.0, what="a low frame rate warning"
     )
-    assert 15.0 < status.fps_measured < 35.0
+    assert 5.0 < status.fps_measured < 0.8 * 60
     assert any("low frame rate" in warning for warning in status.warnings)
 
 
