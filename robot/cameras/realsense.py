@@ -221,12 +221,17 @@ class PipelineSource:
         )
 
     def _configure_sensors(self, device: rs.device) -> None:
+        wanted = [(rs.option.global_time_enabled, 1.0)]  # timestamps in host time (host_capture_time_s)
+        if self._config.constant_fps:
+            wanted.append((rs.option.auto_exposure_priority, 0.0))
         for sensor in device.query_sensors():
-            # Global time makes frame timestamps host-clock times (see host_capture_time_s).
-            if sensor.supports(rs.option.global_time_enabled):
-                sensor.set_option(rs.option.global_time_enabled, 1)
-            if self._config.constant_fps and sensor.supports(rs.option.auto_exposure_priority):
-                sensor.set_option(rs.option.auto_exposure_priority, 0)
+            for option, value in wanted:
+                if not sensor.supports(option):
+                    continue
+                try:
+                    sensor.set_option(option, value)
+                except RuntimeError as exc:  # some firmware refuses an option while streaming
+                    logger.warning("camera %s: could not set %s: %s", self._config.name, option, exc)
 
     def wait_for_frameset(self, timeout_ms: float) -> rs.composite_frame | None:
         if self._pipeline is None:
