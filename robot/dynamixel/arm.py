@@ -22,6 +22,7 @@ from robot.aloha import ALOHA_GRIPPERS, GripperCalibration
 from robot.dynamixel import control_table as ct
 from robot.dynamixel.bus import BusConfig, DynamixelBus, SdkLink
 from robot.dynamixel.calibration import ArmCalibration
+from robot.dynamixel.errors import BusWatchdogTripped
 from robot.dynamixel.control_table import OperatingMode
 from robot.dynamixel.layout import VIPERX_300_FOLLOWER, WIDOWX_250_LEADER, ArmLayout
 from robot.types import JOINTS_PER_ARM
@@ -45,6 +46,9 @@ class ArmConfig:
       (Trossen: 300 = 0.81 A); with current-based position control the gripper cannot crush.
     bus_watchdog_ms: the servos' own watchdog (Bus_Watchdog, 20 ms steps): a follower stops where it
       is when no packet reaches it for this long, even if this process hangs or dies; 0 disables it.
+    watchdog_check_every: a stopped follower ignores goals without a word (sync writes get no
+      reply), so every this many reads the follower also reads Bus_Watchdog (one 1-byte sync
+      read) and raises BusWatchdogTripped. At 50 Hz, 5 = 100 ms.
     """
 
     arm_id: str
@@ -54,6 +58,7 @@ class ArmConfig:
     velocity_limit: int = 131
     gripper_current_limit: int = 300
     bus_watchdog_ms: int = 100
+    watchdog_check_every: int = 5
 
     def __post_init__(self) -> None:
         if not self.arm_id:
@@ -73,6 +78,8 @@ class ArmConfig:
                     f"{self.arm_id}: gripper_current_limit must be 1..{gripper_model.max_current_limit} "
                     f"(2.69 mA units), got {self.gripper_current_limit}; Trossen uses 300"
                 )
+        if self.watchdog_check_every < 1:
+            raise ValueError(f"{self.arm_id}: watchdog_check_every must be >= 1 (reads), got {self.watchdog_check_every}")
         if self.bus_watchdog_ms < 0 or self.bus_watchdog_ms > 127 * ct.MS_PER_WATCHDOG_UNIT or self.bus_watchdog_ms % ct.MS_PER_WATCHDOG_UNIT:
             raise ValueError(f"{self.arm_id}: bus_watchdog_ms must be a multiple of 20 up to 2540 (0 = off), got {self.bus_watchdog_ms}")
 
@@ -243,6 +250,7 @@ class FollowerArm(DynamixelArm):
         if config.role is not ArmRole.FOLLOWER:
             raise ValueError(f"{config.arm_id} is configured as a {config.role.value}, not a follower")
         super().__init__(config, calibration, link=link)
+        self._reads = 0
 
     def _eeprom_settings(self, joint: str, model: ct.ServoModel) -> dict[str, int]:
         settings = {"Return_Delay_Time": 0, "Velocity_Limit": self.config.velocity_limit}
@@ -260,6 +268,24 @@ class FollowerArm(DynamixelArm):
         if units:
             for sid in self.ids:
                 self.bus.write(sid, "Bus_Watchdog", units)
+
+    def read(self) -> ArmReading:
+        """As `DynamixelArm.read`; every `watchdog_check_every` reads also checks Bus_Watchdog and
+        raises BusWatchdogTripped if the servos stopped themselves."""
+        reading = super().read()
+        if self.config.bus_watchdog_ms:
+            self._reads += 1
+            if self._reads >= self.config.watchdog_check_every:
+                self._reads = 0
+                self.check_watchdog()
+        return reading
+
+    def check_watchdog(self) -> None:
+        raw = self.bus.sync_read("Bus_Watchdog", self.ids)
+        stopped = tuple(i for i in self.ids if raw[i] == -1)
+        if stopped:
+            names = tuple(self.layout.joints[self.ids.index(i)].name for i in stopped)
+            raise BusWatchdogTripped(self.bus.port, stopped, self.config.bus_watchdog_ms, names)
 
     def watchdog_ms(self) -> dict[str, int]:
         """Bus_Watchdog as configured on each joint (ms; -1: it expired and stopped the servo)."""

@@ -304,7 +304,7 @@ class DynamixelBus:
             self._link.open(self.config.baud_rate)
             # Connecting is not real-time: a servo still booting, or a first packet after the port
             # opened, gets more patience than a control tick could give.
-            self._patience = (max(self.config.retries, 3), max(self.config.call_budget_ms, 200.0))
+            self._patience = (max(self.config.retries, 5), max(self.config.call_budget_ms, 1000.0))
             try:
                 for sid, model in self.servos.items():
                     found = self.ping(sid)
@@ -555,6 +555,7 @@ class DynamixelBus:
             self._stats.calls += 1
             tries = 0
             culprit = servo_id
+            missing: collections.Counter[int] = collections.Counter()
             while True:
                 tries += 1
                 values, result, error = attempt()
@@ -566,8 +567,11 @@ class DynamixelBus:
                             raise ServoError(self.port, servo_id, register, number, _error_text(number))
                     self._stats.rtts_s.append(time.monotonic() - t0)
                     return values, error
-                if culprit_on_failure:
-                    culprit = values
+                if culprit_on_failure and values is not None:
+                    # Name the servo missing most often, not just last time: a hiccup of the host
+                    # can make a healthy servo look late once.
+                    missing[values] += 1
+                    culprit = max(missing, key=lambda i: (missing[i], i == values))
                 detail = self._link.result_text(result) if result != _RESULT_SHORT else "reply shorter than asked"
                 self._record_failure(detail, result)
                 if tries > retries or time.monotonic() >= deadline:

@@ -91,3 +91,20 @@ class ServoMismatch(DynamixelError):
             f"Servo {servo_id} on {port}: expected {expected}, found {found}. Is this the right arm on the "
             f"right port? Check the port names in the rig file, or recalibrate this arm if its servos were replaced."
         )
+
+
+class BusWatchdogTripped(DynamixelError):
+    """Servos stopped by their own Bus_Watchdog: no packet reached them for longer than its period.
+    They hold where they are and ignore new goals until the watchdog is re-armed."""
+
+    def __init__(self, port: str, servo_ids: tuple[int, ...], period_ms: int, joints: tuple[str, ...] = ()) -> None:
+        self.port = port
+        self.servo_ids = tuple(servo_ids)
+        self.period_ms = period_ms
+        self.joints = tuple(joints)
+        which = ", ".join(joints) if joints else ", ".join(str(i) for i in servo_ids)
+        super().__init__(
+            f"The servos of {which} on {port} stopped themselves: the computer did not talk to them for more "
+            f"than {period_ms} ms (a stalled control loop or an overloaded computer). They hold where they are. "
+            f"Close other programs if the computer is busy, then restart the arms from the rig panel."
+        )

@@ -1,8 +1,8 @@
 """Fixtures for the servo-side tests: emulated ALOHA buses on ptys and buses over the real SDK.
 
 Timeouts: the adapters' latency timer is 1 ms on a real rig; here the emulator thread shares two
-busy CPU cores with the test process and other jobs, so the fixtures use 6 ms (a reply timeout of
-~14 ms) and generous call budgets. Tests that are about timeouts set their own values.
+busy CPU cores with the test process and other jobs, so the fixtures use 10 ms (a reply timeout
+of ~22 ms) and generous call budgets. Tests that are about timeouts set their own values.
 
 The emulator is a thread in the test process, and dynamixel-sdk waits for replies in a busy loop
 that holds the GIL between its non-blocking reads; at CPython's default 5 ms switch interval the
@@ -37,7 +37,7 @@ def _responsive_emulator_thread():
 
 
 def relaxed_config(port: str, **overrides) -> BusConfig:
-    values = dict(latency_timer_ms=6.0, retries=3, call_budget_ms=100.0)
+    values = dict(latency_timer_ms=10.0, retries=3, call_budget_ms=400.0)
     values.update(overrides)
     return BusConfig(port, **values)
 
