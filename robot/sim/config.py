@@ -27,8 +27,10 @@ class SimRigConfig:
     #: One `command()` advances exactly 1/control_rate_hz of simulated time (ALOHA: 50 Hz).
     control_rate_hz: float = CONTROL_RATE_HZ
     #: Physics step (gym-aloha's 2 ms). The cloth's membrane forces are explicit, so the step
-    #: bounds its stiffness: at 2 ms a Young's modulus up to ~1e4 Pa is stable for a 20x20, 80 g
-    #: towel (at 4 ms only ~3e3). Must divide the control period.
+    #: bounds its stiffness (see towel_young_pa). 4 ms halves the physics cost but the towel is
+    #: four times as stretchy (the scripted fold then misses by ~4 cm, at the success threshold)
+    #: and gym-aloha's stiff arm servos (no modelled rotor inertia) went unstable once in 13
+    #: folds; the rig warns above 2 ms. Must divide the control period.
     physics_timestep_s: float = 0.002
 
     # --- cameras ------------------------------------------------------------------------------
@@ -51,10 +53,11 @@ class SimRigConfig:
     #: Uniform jitter of the towel's rotation about z per episode, +/- radians (< 45 deg so the
     #: "near" edge stays the one facing the operator).
     towel_rotation_jitter_rad: float = math.radians(15.0)
-    #: Membrane stiffness (Young's modulus) and thickness of the cloth model. 8e3 Pa x 2 mm is as
-    #: stiff as a 2 ms step allows with margin (see physics_timestep_s); lifted by a corner the
-    #: towel stretches a few percent.
-    towel_young_pa: float = 8e3
+    #: Membrane stiffness (Young's modulus, Pa) of the cloth. None: as stiff as the physics step
+    #: allows with margin (`towel_young_effective_pa`; 8e3 Pa at 2 ms, 2e3 Pa at 4 ms). The
+    #: membrane forces are explicit, so stiffness x step^2 / vertex mass is bounded (see
+    #: `max_stable_young_pa`); a value above the bound is refused.
+    towel_young_pa: float | None = None
     towel_thickness_m: float = 0.002
 
     # --- arms and grasp -------------------------------------------------------------------------
@@ -125,14 +128,47 @@ class SimRigConfig:
                 "towel_rotation_jitter_rad must be within 0 and pi/4 (below 45 deg the near edge is "
                 f"well defined), got {self.towel_rotation_jitter_rad}"
             )
-        if self.towel_young_pa <= 0 or self.towel_thickness_m <= 0:
-            raise ValueError("towel_young_pa and towel_thickness_m must be positive (e.g. 3e4 Pa, 0.002 m)")
+        if self.towel_thickness_m <= 0:
+            raise ValueError(f"towel_thickness_m must be positive (e.g. 0.002 m), got {self.towel_thickness_m}")
+        if self.towel_young_pa is not None:
+            if self.towel_young_pa <= 0:
+                raise ValueError(f"towel_young_pa must be positive or left out (automatic), got {self.towel_young_pa}")
+            if self.towel_young_pa > self.max_stable_young_pa:
+                raise ValueError(
+                    f"towel_young_pa = {self.towel_young_pa:g} Pa makes the cloth blow up at "
+                    f"physics_timestep_s = {self.physics_timestep_s} (at most {self.max_stable_young_pa:.0f} Pa "
+                    f"for this towel); lower it, shorten the step, or leave it out to pick the stiffest stable value"
+                )
         if self.max_joint_speed_rad_s <= 0 or self.max_gripper_speed_per_s <= 0:
             raise ValueError("max_joint_speed_rad_s and max_gripper_speed_per_s must be positive (e.g. 3.0 and 5.0)")
         if not 0.0 < self.grasp_close_threshold < 1.0:
             raise ValueError(f"grasp_close_threshold must be within 0 and 1 (normalised gripper), got {self.grasp_close_threshold}")
         if self.success_corner_distance_m <= 0 or self.settled_speed_m_s <= 0:
             raise ValueError("success_corner_distance_m and settled_speed_m_s must be positive (e.g. 0.04 m, 0.05 m/s)")
+
+    #: Stiffness number E * t * dt^2 / m_vertex (explicit membrane forces): measured on the 20x20
+    #: towel, 0.48 ran stably at rest, 1.6 blew up at once; the default uses 0.32, the bound 0.5.
+    DEFAULT_STIFFNESS_NUMBER = 0.32
+    MAX_STIFFNESS_NUMBER = 0.5
+
+    def _young_for(self, stiffness_number: float) -> float:
+        vertex_mass_kg = self.towel_mass_kg / self.towel_grid**2
+        return stiffness_number * vertex_mass_kg / (self.towel_thickness_m * self.physics_timestep_s**2)
+
+    @property
+    def max_stable_young_pa(self) -> float:
+        """Stiffest membrane (Pa) the physics step integrates stably for this towel."""
+        return self._young_for(self.MAX_STIFFNESS_NUMBER)
+
+    @property
+    def towel_young_effective_pa(self) -> float:
+        """The Young's modulus the cloth is built with (Pa)."""
+        if self.towel_young_pa is not None:
+            return float(self.towel_young_pa)
+        return self._young_for(self.DEFAULT_STIFFNESS_NUMBER)
+
+    #: The step the cloth, the arms and the scripted fold are tuned and tested at.
+    TUNED_TIMESTEP_S = 0.002
 
     @property
     def control_period_s(self) -> float:

@@ -24,23 +24,41 @@ EGL_PACKAGES = "libegl1 libegl-mesa0"
 OSMESA_PACKAGES = "libosmesa6"
 
 
+EGL_PLATFORM_DEVICE_EXT = 0x313F
+
+
 def _egl_works() -> bool:
-    """True when libEGL loads and its default display initialises (cheap, no context made)."""
+    """True when libEGL loads and a display initialises, through the EGL device platform that
+    mujoco.egl uses (headless: no X or Wayland) or else the default display. No context is made."""
     name = ctypes.util.find_library("EGL") or "libEGL.so.1"
     try:
         egl = ctypes.CDLL(name)
     except OSError:
         return False
-    egl.eglGetDisplay.restype = ctypes.c_void_p
-    egl.eglGetDisplay.argtypes = [ctypes.c_void_p]
+    egl.eglGetProcAddress.restype = ctypes.c_void_p
+    egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
     egl.eglInitialize.restype = ctypes.c_uint
     egl.eglInitialize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    query_devices_ptr = egl.eglGetProcAddress(b"eglQueryDevicesEXT")
+    platform_display_ptr = egl.eglGetProcAddress(b"eglGetPlatformDisplayEXT")
+    if query_devices_ptr and platform_display_ptr:
+        query_devices = ctypes.CFUNCTYPE(
+            ctypes.c_uint, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int)
+        )(query_devices_ptr)
+        platform_display = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p)(
+            platform_display_ptr
+        )
+        devices = (ctypes.c_void_p * 8)()
+        count = ctypes.c_int(0)
+        if query_devices(8, devices, ctypes.byref(count)):
+            for device in devices[: count.value]:
+                display = platform_display(EGL_PLATFORM_DEVICE_EXT, device, None)
+                if display and egl.eglInitialize(ctypes.c_void_p(display), None, None):
+                    return True
+    egl.eglGetDisplay.restype = ctypes.c_void_p
+    egl.eglGetDisplay.argtypes = [ctypes.c_void_p]
     display = egl.eglGetDisplay(None)  # EGL_DEFAULT_DISPLAY
-    if not display:
-        # Headless machines often have no default display but do have a device display (the
-        # path mujoco.egl takes), so a loadable libEGL with the device extension is enough.
-        return hasattr(egl, "eglQueryDevicesEXT") or hasattr(egl, "eglGetProcAddress")
-    return bool(egl.eglInitialize(ctypes.c_void_p(display), None, None))
+    return bool(display) and bool(egl.eglInitialize(ctypes.c_void_p(display), None, None))
 
 
 def _osmesa_works() -> bool:

@@ -185,7 +185,7 @@ def _towel_xml(config) -> str:
       <contact condim="3" solref="0.01 1" solimp="0.95 0.99 0.001" friction="0.8"
                selfcollide="none" internal="false"
                contype="{CLOTH_CONTYPE}" conaffinity="{CLOTH_CONAFFINITY}"/>
-      <elasticity young="{config.towel_young_pa}" poisson="0.2" thickness="{config.towel_thickness_m}"
+      <elasticity young="{config.towel_young_effective_pa:.1f}" poisson="0.2" thickness="{config.towel_thickness_m}"
                   damping="0.001" elastic2d="both"/>
     </flexcomp>
   </worldbody>

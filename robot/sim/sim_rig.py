@@ -97,6 +97,15 @@ class SimRig(Rig):
         if self._data is not None:
             return
         started = time.monotonic()
+        if self.config.physics_timestep_s > SimRigConfig.TUNED_TIMESTEP_S + 1e-12:
+            message = (
+                f"physics_timestep_s = {self.config.physics_timestep_s} s is above the "
+                f"{SimRigConfig.TUNED_TIMESTEP_S} s the simulation is tuned for: the towel is stretchier, "
+                "the scripted fold less reliable and the arms can go unstable. Set physics_timestep_s = "
+                "0.002 in the [sim] section of the rig file."
+            )
+            log.warning(message)
+            self._messages = (message,)
         scene = build_scene(self.config)
         self._scene = scene
         self._model = scene.model
@@ -235,7 +244,7 @@ class SimRig(Rig):
             data.ctrl[left_act], data.ctrl[right_act] = finger_m, -finger_m
             self._grasp.before_step(data, arm, float(action[base + 6]))
 
-        unstable_before = data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+        unstable_before = self._instability_count(data)
         for _ in range(self.config.substeps):
             update_cloth_table_friction(model, data, scene)
             mujoco.mj_step(model, data)
@@ -243,18 +252,26 @@ class SimRig(Rig):
         data.time = self._ticks * self.config.control_period_s
         # Bring positions (and the flex, for rendering) up to the state after the last step.
         mujoco.mj_kinematics(model, data)
-        if data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number != unstable_before:
+        if self._instability_count(data) != unstable_before:
             seed = self._episode_seed
             self.reset_episode(seed)
             raise RigError(
                 "The simulation became numerically unstable (MuJoCo reset it), so the episode was "
-                f"restarted from seed {seed}. If it repeats, lower towel_young_pa or "
-                "physics_timestep_s in the [sim] section of the rig file."
+                f"restarted from seed {seed}. If it repeats, lower towel_young_pa (or leave it out) "
+                "or physics_timestep_s in the [sim] section of the rig file."
             )
         for k, arm in enumerate(ARM_NAMES):
             self._grasp.after_step(data, arm, float(action[k * JOINTS_PER_ARM + 6]))
         with self._lock:
             self._tick_wall_s.append(time.monotonic())
+
+    @staticmethod
+    def _instability_count(data: mujoco.MjData) -> int:
+        """MuJoCo's count of NaN/huge states; each time, it has reset the data."""
+        return sum(
+            int(data.warning[w].number)
+            for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL, mujoco.mjtWarning.mjWARN_BADQACC)
+        )
 
     def joint_limits(self) -> JointLimits:
         model, _, scene = self._require()

@@ -170,3 +170,53 @@ def test_config_accepts_toml_style_lists():
     config = SimRigConfig(camera_names=["cam_high"], towel_center_m=[0.0, 0.52])
     assert config.camera_names == ("cam_high",) and config.towel_center_m == (0.0, 0.52)
     assert config.substeps == 10
+
+
+def test_renderer_follows_the_thread_that_reads():
+    """GL contexts belong to a thread: a rig read from a new control thread renders there."""
+    import threading
+
+    with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64)) as sim:
+        first = sim.read().images["cam_high"]
+        out = {}
+
+        def control_thread():
+            for _ in range(2):
+                sim.command(start_pose())
+            out["image"] = sim.read().images["cam_high"]
+
+        worker = threading.Thread(target=control_thread)
+        worker.start()
+        worker.join(timeout=30)
+        assert out["image"].shape == first.shape and out["image"].mean() > 20
+        assert sim._renderer_thread == worker.ident
+
+
+def test_no_gl_context_becomes_a_rig_error_naming_the_packages(monkeypatch):
+    import mujoco
+
+    def no_context(*args, **kwargs):
+        raise mujoco.FatalError("gladLoadGL error")  # what mujoco raises without a usable GL
+
+    monkeypatch.setattr(mujoco, "Renderer", no_context)
+    with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64)) as sim:
+        with pytest.raises(RigError, match="libegl1 libegl-mesa0.*libosmesa6"):
+            sim.read()
+
+
+def test_a_blown_up_simulation_restarts_the_episode_and_says_so(rig):
+    rig.reset_episode(4)
+    for _ in range(3):
+        rig.command(start_pose())
+    before = rig.towel_vertices_m().copy()
+    rig.data.qvel[rig._scene.towel_vertex_dof_adr[0, 2]] = 1e12  # what an exploding cloth looks like to MuJoCo
+    with pytest.raises(RigError, match="unstable.*seed 4"):
+        rig.command(start_pose())
+    assert rig.sim_time_s == 0.0 and rig.episode_seed == 4
+    rig.reset_episode(4)
+    assert rig.towel_vertices_m() == pytest.approx(before, abs=0.003)
+
+
+def test_a_step_above_the_tuned_one_is_reported_in_the_status():
+    with SimRig(SimRigConfig(camera_names=(), physics_timestep_s=0.004)) as sim:
+        assert any("physics_timestep_s = 0.002" in message for message in sim.status().messages)
