@@ -36,14 +36,14 @@ class _FusedBlock:
 
     w_qkv: torch.Tensor  # (3 * attn_dim, D): q, k, v stacked
     b_qkv: torch.Tensor
-    qk_norm: torch.Tensor  # (2, attn_dim): norm_q.weight * Dh^-0.5, norm_k.weight
+    qk_norm: torch.Tensor  # (2, attn_dim): norm_q.weight * Dh^-0.5, norm_k.weight (both * sqrt(attn_dim))
     w_o: torch.Tensor
     b_o: torch.Tensor
     norm3_w: torch.Tensor
     norm3_b: torch.Tensor
     w_cq: torch.Tensor
     b_cq: torch.Tensor
-    cq_norm: torch.Tensor  # cross_attn.norm_q.weight * Dh^-0.5
+    cq_norm: torch.Tensor  # cross_attn.norm_q.weight * Dh^-0.5 * sqrt(attn_dim)
     w_co: torch.Tensor
     b_co: torch.Tensor
     w_f1: torch.Tensor
@@ -56,13 +56,14 @@ class _FusedBlock:
     def from_block(cls, block, head_dim: int) -> "_FusedBlock":
         a, c = block.self_attn, block.cross_attn
         scale = head_dim**-0.5
+        root_d = a.norm_q.weight.shape[0] ** 0.5  # see SinglePassSampler._rms
         return cls(
             w_qkv=torch.cat([a.q.weight, a.k.weight, a.v.weight]).contiguous(),
             b_qkv=torch.cat([a.q.bias, a.k.bias, a.v.bias]).contiguous(),
-            qk_norm=torch.stack([a.norm_q.weight * scale, a.norm_k.weight]),
+            qk_norm=torch.stack([a.norm_q.weight * scale, a.norm_k.weight]) * root_d,
             w_o=a.o.weight, b_o=a.o.bias,
             norm3_w=block.norm3.weight, norm3_b=block.norm3.bias,
-            w_cq=c.q.weight, b_cq=c.q.bias, cq_norm=c.norm_q.weight * scale,
+            w_cq=c.q.weight, b_cq=c.q.bias, cq_norm=c.norm_q.weight * (scale * root_d),
             w_co=c.o.weight, b_co=c.o.bias,
             w_f1=block.ffn[0].weight, b_f1=block.ffn[0].bias,
             w_f2=block.ffn[2].weight, b_f2=block.ffn[2].bias,
@@ -167,9 +168,11 @@ class SinglePassSampler:
         return torch.softmax(scores, dim=-1) @ v
 
     def _rms(self, x, weight):
-        # RMSNorm in float32 (as the reference), one fewer op than F.rms_norm + scale on CPU.
+        """RMSNorm in float32 (as the reference). x * rsqrt(mean(x^2) + eps) * w is computed as
+        x * rsqrt(sum(x^2) + d eps) * (w sqrt(d)), the sqrt(d) folded into the weight at refresh:
+        a sum is cheaper than a mean on CPU, and it is the same number."""
         xf = x.float()
-        return (xf * torch.rsqrt((xf * xf).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * weight
+        return (xf * torch.rsqrt((xf * xf).sum(-1, keepdim=True).add_(x.shape[-1] * self.eps))).to(x.dtype).mul_(weight)
 
     def _layer(self, i, fb: _FusedBlock, x, mod, cache: ActionStepCache, cos, sin):
         """x (B, Sa, D) -> x after one action block, attending to the cached video K/V."""
@@ -204,7 +207,7 @@ class SinglePassSampler:
         return x
 
     # -- public ---------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, first_latent, context, context_mask, proprio, noise=None, generator=None) -> torch.Tensor:
         model, cfg = self.model, self.model.config
         b, device, dtype = first_latent.shape[0], first_latent.device, model.dtype

@@ -428,7 +428,8 @@ class FastWAM(nn.Module):
 
     # -- small helpers -----------------------------------------------------------------------------
     def _rope(self, kind: str, shape: tuple, device, dtype) -> Rope:
-        key = (kind, shape, str(device), dtype)
+        # Tables made under inference_mode cannot be saved for backward: keep them apart.
+        key = (kind, shape, str(device), dtype, torch.is_inference_mode_enabled())
         rope = self._rope_cache.get(key)
         if rope is None:
             c = self.config

@@ -214,7 +214,7 @@ def test_action_expert_initialised_from_video():
     interpolated = init_action_expert_from_video(model)
     video, action = model.video.state_dict(), model.action.state_dict()
     assert "blocks.0.ffn.0.weight" in interpolated
-    # q maps hidden -> attn dim: only the input (last) dim shrinks (256 -> 64): scaled by 2.
+    # q maps hidden -> attn dim: only the input (last) dim shrinks (video -> action width): scaled.
     src, dst = video["blocks.0.self_attn.q.weight"], action["blocks.0.self_attn.q.weight"]
     torch.testing.assert_close(dst[:, 0], src[:, 0] * (src.shape[1] / dst.shape[1]) ** 0.5)
     torch.testing.assert_close(dst[:, -1], src[:, -1] * (src.shape[1] / dst.shape[1]) ** 0.5)

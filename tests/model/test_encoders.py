@@ -121,3 +121,26 @@ def test_wan_vae_without_diffusers_says_pip_install(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(MissingDependency, match="pip install diffusers"):
         WanVideoEncoder.from_pretrained(tmp_path)
+
+
+def test_wan_vae_wrapper_on_a_tiny_random_autoencoder(tmp_path):
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install diffusers)")
+    torch.manual_seed(0)
+    # Wan2.2's layout (residual blocks, 2x2 patchify -> 12 input channels, 16x spatial) at toy width.
+    vae = diffusers.AutoencoderKLWan(
+        base_dim=8, decoder_base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, is_residual=True,
+        patch_size=2, in_channels=12, out_channels=12, scale_factor_spatial=16,
+        latents_mean=[0.1, 0.2, 0.3, 0.4], latents_std=[1.0, 2.0, 3.0, 4.0],
+    )
+    vae.save_pretrained(tmp_path / "vae")
+    encoder = WanVideoEncoder.from_pretrained(tmp_path)  # the folder of a full Wan2.2 download
+    video = torch.rand(1, 3, 5, 32, 48) * 2 - 1
+    z = encoder.encode(video)
+    assert z.shape == (1, 4, 2, 2, 3)  # 1 + 4 frames -> 2 latent frames, 16x spatial
+    with torch.no_grad():
+        mu = vae.encode(video).latent_dist.mode()
+    expected = (mu - torch.tensor([0.1, 0.2, 0.3, 0.4])[:, None, None, None]) / torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None, None]
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(encoder.encode(video[:, :, :1])[:, :, 0], z[:, :, 0], atol=1e-5, rtol=0)  # causal
+    with pytest.raises(Exception, match="not a Wan2.2 VAE folder"):
+        WanVideoEncoder.from_pretrained(tmp_path / "vae" / "missing")
