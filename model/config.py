@@ -58,7 +58,8 @@ class EncoderConfig:
     tasks: tuple[str, ...] = ()
     #: Context tokens per task for the learned embedding (umT5 gives up to 128).
     tokens_per_task: int = 4
-    #: Widths of our causal autoencoder: after space-to-depth by 4, then after each 2x down step.
+    #: Widths of our causal autoencoder: after space-to-depth by 4, then after each 2x down step
+    #: (multiples of 8: GroupNorm uses 8 groups).
     vae_channels: tuple[int, int, int] = (64, 96, 128)
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class EncoderConfig:
             raise ValueError(f"EncoderConfig.text must be 'umt5' or 'learned', got {self.text!r}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError("EncoderConfig.tasks has duplicates; each task string must appear once")
+        if any(c % 8 for c in self.vae_channels):
+            raise ValueError(f"EncoderConfig.vae_channels must be multiples of 8 (GroupNorm), got {self.vae_channels}")
         if self.tokens_per_task < 1:
             raise ValueError(f"EncoderConfig.tokens_per_task must be >= 1, got {self.tokens_per_task}")
 
@@ -266,7 +269,7 @@ PRESETS: dict[str, FastWAMConfig] = {
         action=ActionExpertConfig(hidden_dim=32, ffn_dim=128, freq_dim=64),
         canvas_hw=(128, 160),
         encoder=EncoderConfig(vae="causal_conv", text="learned", tasks=("fold the towel",), tokens_per_task=2,
-                              vae_channels=(48, 64, 96)),
+                              vae_channels=(32, 48, 64)),
     ),
 }
 
