@@ -196,14 +196,20 @@ def content_problems(root: h5py.File, structure: Structure, spot_checks: int = 3
         if dropped:
             warnings.append(f"{dropped} control ticks were dropped while recording (gaps in /tick_index)")
         stamps = root[schema.TIMESTAMP][()]
+        sim_times = root[schema.SIM_TIME][()] if schema.SIM_TIME in root else None
+        if sim_times is not None and n and np.all(np.isfinite(sim_times)):
+            # A simulation keeps exact time in /sim_time whatever the host's pace; judge its rate there.
+            stamps_for_rate = sim_times
+        else:
+            stamps_for_rate = stamps
         if n and not np.all(np.isfinite(stamps)):
             reasons.append(f"{schema.TIMESTAMP} has {int(np.count_nonzero(~np.isfinite(stamps)))} missing values")
         elif n > 1:
             steps_s = np.diff(stamps)
             if np.any(steps_s < 0):
                 reasons.append(f"{schema.TIMESTAMP} goes backwards at {int(np.count_nonzero(steps_s < 0))} steps")
-            elif stamps[-1] > stamps[0]:
-                rate = (n - 1) / (stamps[-1] - stamps[0])
+            elif stamps_for_rate[-1] > stamps_for_rate[0]:
+                rate = (n - 1) / (stamps_for_rate[-1] - stamps_for_rate[0])
                 expected = float(attrs.get(schema.ATTR_CONTROL_RATE_HZ, 50.0))
                 if rate < MIN_RATE_FRACTION * expected:
                     warnings.append(

@@ -71,6 +71,7 @@ def create_episode(
     _step_dataset(root, schema.TIMESTAMP, length, None, schema.TIME_DTYPE, fill=np.nan)
     _step_dataset(root, schema.CONTROL_SOURCE, length, None, schema.CONTROL_SOURCE_DTYPE)
     _step_dataset(root, schema.TICK_INDEX, length, None, schema.TICK_INDEX_DTYPE, fill=-1)
+    _step_dataset(root, schema.SIM_TIME, length, None, schema.TIME_DTYPE, fill=np.nan)
     images = obs.require_group("images")
     obs.require_group("image_timestamps")
     for camera in layout.camera_names:

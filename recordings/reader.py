@@ -166,8 +166,9 @@ class Episode:
 
     @property
     def duration_s(self) -> float:
-        """Host time from the first to the last step; ALOHA files: steps / control rate."""
-        stamps = self.timestamps
+        """Time from the first to the last step: simulated time for a simulation, host time for a
+        real rig; ALOHA files: steps / control rate."""
+        stamps = self.sim_times if self.sim_times is not None else self.timestamps
         if stamps is not None and len(stamps) > 1:
             return float(stamps[-1] - stamps[0])
         return self.length / self.metadata.control_rate_hz
@@ -213,6 +214,14 @@ class Episode:
         if not self.is_ours:
             return None
         return self._array(schema.image_time_path(camera), schema.TIME_DTYPE)
+
+    @property
+    def sim_times(self) -> np.ndarray | None:
+        """(T,) float64 simulated seconds of each step; None for real rigs and ALOHA files."""
+        if not self.is_ours or schema.SIM_TIME not in self._file():
+            return None
+        times = self._array(schema.SIM_TIME, schema.TIME_DTYPE)
+        return times if np.all(np.isfinite(times)) else None
 
     @property
     def tick_indices(self) -> np.ndarray | None:

@@ -211,6 +211,7 @@ def _copy(source: h5py.File, target: Path, n: int) -> None:
         out.attrs[schema.ATTR_RECOVERED] = True
         step_paths = [schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION, schema.TIMESTAMP, schema.CONTROL_SOURCE, schema.TICK_INDEX]
         step_paths += [schema.image_time_path(c) for c in cameras]
+        step_paths += [path for path in (schema.SIM_TIME,) if path in source]
         for path in step_paths:
             out[path][:] = source[path][:n]
         if compress_len is not None:

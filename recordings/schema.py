@@ -52,6 +52,9 @@ TIMESTAMP = "/timestamp"
 IMAGE_TIMES_GROUP = "/observations/image_timestamps"
 CONTROL_SOURCE = "/control_source"
 TICK_INDEX = "/tick_index"
+#: (T,) float64 simulated seconds of each step; NaN on a real rig. A simulation stepped faster or
+#: slower than real time keeps its exact timing here, while /timestamp stays host time.
+SIM_TIME = "/sim_time"
 
 #: Per-step (T, 14) arrays every episode has (effort is optional in ALOHA files: sim has none).
 STATE_DATASETS: tuple[str, ...] = (QPOS, QVEL, ACTION)

@@ -136,6 +136,7 @@ class _Pending:
     jpeg_lengths: list[int]
     source: bytes
     tick_index: int
+    sim_time_s: float
 
 
 class _Session:
@@ -569,6 +570,7 @@ class _EpisodeSink:
                 jpeg_lengths=lengths,
                 source=source.encode("ascii", "replace")[: schema.CONTROL_SOURCE_DTYPE.itemsize],
                 tick_index=int(record.index),
+                sim_time_s=np.nan if record.sim_time_s is None else float(record.sim_time_s),
             )
         )
 
@@ -608,6 +610,7 @@ class _EpisodeSink:
             schema.ACTION: np.stack([p.action for p in pending]),
             schema.CONTROL_SOURCE: np.array([p.source for p in pending], dtype=schema.CONTROL_SOURCE_DTYPE),
             schema.TICK_INDEX: np.array([p.tick_index for p in pending], dtype=schema.TICK_INDEX_DTYPE),
+            schema.SIM_TIME: np.array([p.sim_time_s for p in pending], dtype=schema.TIME_DTYPE),
         }
         image_times = np.array([p.image_times_s for p in pending], dtype=schema.TIME_DTYPE)  # (n, n_cams)
         for i, camera in enumerate(self.camera_names):

@@ -209,3 +209,38 @@ def test_episode_pickles_without_its_file_handle_and_reopens_in_another_process(
     assert child.stdout.split() == [str(expected).encode(), b"5"]
     copy = pickle.loads(blob)
     np.testing.assert_array_equal(copy.qpos, episode.qpos)
+
+
+def test_simulated_time_is_kept_and_judges_a_simulation_stepped_faster_than_real_time(tmp_path, make_tick, wait_until):
+    """A sim stepped as fast as the CPU goes has host stamps far apart from 50 Hz; /sim_time keeps
+    the exact simulated timing, the duration uses it and check does not call it a slow loop."""
+    import dataclasses
+
+    from recordings.check import check_episode
+    from recordings.metadata import EpisodeMetadata
+    from recordings.reader import Episode
+    from recordings.writer import EpisodeWriter
+
+    rng = np.random.default_rng(3)
+    writer = EpisodeWriter(tmp_path / "store", ("cam_high",), EpisodeMetadata(task="t", sim=True))
+    writer.start()
+    for i in range(30):
+        # Host time 0.1 s a step (10 Hz), simulated time exactly 0.02 s a step.
+        record = dataclasses.replace(make_tick(i, 50.0 + 0.1 * i, rng, cameras=("cam_high",)), sim_time_s=0.02 * i)
+        writer.on_tick(record)
+        wait_until(lambda: writer.status().queue_depth < 20, what="queue to drain")
+    path = writer.stop("success")
+
+    episode = Episode.open(path)
+    np.testing.assert_allclose(episode.sim_times, 0.02 * np.arange(30))
+    assert episode.duration_s == pytest.approx(0.58)
+    result = check_episode(path)
+    assert result.ok, result.reasons
+    assert not any("mean rate" in warning for warning in result.warnings), result.warnings
+
+
+def test_a_real_rig_episode_has_no_simulated_time(record_episode):
+    from recordings.reader import Episode
+
+    path, _ = record_episode(n=5)
+    assert Episode.open(path).sim_times is None
