@@ -1,0 +1,366 @@
+"""Encoded video latents, cached per episode on disk, so only the first epoch runs the encoder.
+
+Why a cache is right here: the video encoder is frozen while the DiT trains (Fast-WAM freezes the
+Wan2.2 VAE; our tiny/small autoencoder is pretrained first, then frozen - see `model.train`), so an
+episode's latents never change during a run, and across runs they change only when the frames or
+the encoder do.
+
+Key = (encoder key, frames key):
+- encoder key: sha256 of the encoder's class, every weight and buffer (bytes, dtype, shape), the
+  canvas layout (size, cameras, camera map) and the window layout (frame stride, groups).
+- frames key: sha256 of the episode's frames for the cameras the canvas uses (dataset bytes,
+  shapes, JPEG lengths). Not of the whole file: relabelling an episode or editing its notes
+  rewrites its attributes but not its pictures, and must not cost a re-encode; re-recording,
+  recovering or editing frames changes the key. A memo (`file_keys.json`) maps (path, size,
+  mtime, inode) to the frames key, so unchanged files are not re-read on the next start.
+
+Files: `<root>/<encoder key[:24]>/<frames key[:32]>.npy` (float32) and a `.json` beside it with
+the layout; both are written under temporary names and renamed (the `.json` last, so a reader that
+sees it sees a complete array). A killed run leaves at most a temporary file, never a bad entry.
+
+Two layouts:
+- "groups" (our `CausalVideoAutoencoder`, whose latent frames depend only on their own RGB
+  frames): rows [0, T) are the current-frame latents of every step; then one row per end step e
+  of a 4-frame group (frames e-12, e-8, e-4, e, clamped to the episode). A window at t takes the
+  current latent of t and the groups ending at t+16 and t+32: ~2T encoder groups per episode
+  instead of 3T per epoch.
+- "clips" (any other encoder, e.g. Wan2.2's VAE, whose causal convolutions carry state across
+  groups): one (C, F, h, w) clip per step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from model.data import CanvasSpec, EpisodeInfo, WindowSpec, episode_canvases, video_to_model
+from model.encoders import CausalVideoAutoencoder
+from recordings import schema
+from recordings.layout import camera_names_of
+from recordings.reader import Episode
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+MEMO_FILE = "file_keys.json"
+
+# ------------------------------------------------------------------------------------------------
+# Keys
+# ------------------------------------------------------------------------------------------------
+
+
+def encoder_key(encoder: torch.nn.Module, canvas: CanvasSpec, window: WindowSpec) -> str:
+    """sha256 hex identifying what the encoder makes of an episode (weights, canvas, window)."""
+    h = hashlib.sha256()
+    layout = {
+        "format": CACHE_FORMAT,
+        "class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+        "canvas": canvas.key(),
+        "window": [window.frame_stride, window.temporal_compression, window.latent_frames],
+    }
+    h.update(json.dumps(layout, sort_keys=True).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def frames_key(path: str | os.PathLike, cameras: Sequence[str]) -> str:
+    """sha256 hex of an episode's frames of `cameras` (raw or JPEG bytes, shapes, JPEG lengths)."""
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as root:
+        names = tuple(camera_names_of(root))
+        h.update(json.dumps({"cameras": list(cameras)}).encode())
+        for camera in cameras:
+            ds = root[schema.image_path(camera)]
+            h.update(f"{camera}|{ds.dtype}|{ds.shape}".encode())
+            step = max(1, (64 << 20) // max(1, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize))
+            for start in range(0, ds.shape[0], step):  # bounded memory for raw 640x480 episodes
+                h.update(np.ascontiguousarray(ds[start : start + step]).tobytes())
+        if schema.COMPRESS_LEN in root and names:
+            lengths = root[schema.COMPRESS_LEN][()]
+            for camera in cameras:
+                if camera in names and names.index(camera) < len(lengths):
+                    h.update(np.ascontiguousarray(lengths[names.index(camera)]).tobytes())
+    return h.hexdigest()
+
+
+class FramesKeyMemo:
+    """(path, size, mtime, inode, cameras) -> frames key, kept in `<root>/file_keys.json`.
+
+    Several processes (DDP ranks) may update it at once; each rewrites it atomically, so at worst
+    an entry is lost and recomputed next time."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / MEMO_FILE
+        try:
+            self._table: dict[str, dict] = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self._table = {}
+
+    def key(self, path: str | os.PathLike, cameras: Sequence[str]) -> str:
+        path = Path(path).resolve()
+        st = path.stat()
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "cameras": list(cameras)}
+        entry = self._table.get(str(path))
+        if entry is not None and {k: entry.get(k) for k in stamp} == stamp:
+            return entry["key"]
+        key = frames_key(path, cameras)
+        self._table[str(path)] = {**stamp, "key": key}
+        self._save()
+        return key
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(self.path, json.dumps(self._table, indent=0).encode())
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------
+# One episode's latents
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpisodeLatents:
+    """One cache entry, memory-mapped on first use in each process (picklable for workers).
+
+    layout "groups": rows [0, length) current-frame latents, rows [length, ...) the groups ending
+    at steps group_first .. group_last. layout "clips": rows (length, C, F, h, w)."""
+
+    path: Path
+    layout: str
+    length: int
+    group_first: int = 0
+    group_last: int = -1
+
+    def __post_init__(self) -> None:
+        self._array: np.ndarray | None = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_array"], state["_pid"] = None, None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def array(self) -> np.ndarray:
+        if self._array is None or self._pid != os.getpid():
+            self._array = np.load(self.path, mmap_mode="r")
+            self._pid = os.getpid()
+        return self._array
+
+    def current(self, t: int) -> np.ndarray:
+        """(C, h, w) latent of step t's canvas alone (what the policy computes at run time)."""
+        if self.layout == "clips":
+            return np.asarray(self.array()[t, :, 0])
+        return np.asarray(self.array()[t])
+
+    def window(self, t: int, spec: WindowSpec) -> np.ndarray:
+        """(C, latent_frames, h, w) float32 latents of the clip starting at step t (padding past
+        the end repeats the last frame, as `WindowSpec.frame_indices` does)."""
+        arr = self.array()
+        if self.layout == "clips":
+            return np.array(arr[t], dtype=np.float32)
+        rows = [t]
+        for j in range(1, spec.latent_frames):
+            end = min(spec.group_end(t, j), self.group_last)
+            rows.append(self.length + end - self.group_first)
+        return np.stack([arr[r] for r in rows], axis=1).astype(np.float32, copy=False)
+
+
+def group_range(length: int, spec: WindowSpec) -> tuple[int, int]:
+    """(first, last) end steps of the groups an episode of `length` steps needs. Beyond
+    `last` every frame of a group is clamped to the last step, so all such groups are equal."""
+    last = length - 1 + (spec.temporal_compression - 1) * spec.frame_stride
+    return min(spec.group_span, last), last
+
+
+def group_steps(end: int, length: int, spec: WindowSpec) -> np.ndarray:
+    """(temporal_compression,) steps of the group ending at `end`, clamped to the episode."""
+    steps = end - spec.frame_stride * np.arange(spec.temporal_compression - 1, -1, -1)
+    return np.clip(steps, 0, length - 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Encoding
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def encode_episode(
+    episode: Episode,
+    encoder: torch.nn.Module,
+    canvas: CanvasSpec,
+    spec: WindowSpec,
+    device: torch.device | str = "cpu",
+    chunk: int = 32,
+) -> tuple[np.ndarray, dict]:
+    """Encode one episode: (array float32, layout dict) for the cache (see the module docstring).
+
+    Groups ("groups" layout) are encoded as stride-4 sub-videos, one per phase (end step mod 16):
+    a video [f(r), f(r+4), ..., f(r+16k)] yields the groups ending at r+16, ..., r+16k for the
+    price of k+1 encoder groups, where encoding each group as its own 5-frame clip would cost 2k.
+    """
+    frames = episode_canvases(episode, canvas)  # (T, H, W, 3) uint8
+    length = len(frames)
+    dtype = next(encoder.parameters()).dtype if any(True for _ in encoder.parameters()) else torch.float32
+
+    def encode(steps: np.ndarray) -> torch.Tensor:
+        video = video_to_model(torch.from_numpy(frames[steps])[None]).to(device=device, dtype=dtype)
+        return encoder.encode(video)[0].float().cpu()  # (C, F, h, w)
+
+    if not isinstance(encoder, CausalVideoAutoencoder):
+        clips = []
+        for t in range(length):
+            steps, _ = spec.frame_indices(t, length)
+            clips.append(encode(steps).numpy())
+        return np.stack(clips).astype(np.float32), {"layout": "clips", "length": length}
+
+    current = []
+    for start in range(0, length, chunk):
+        video = video_to_model(torch.from_numpy(frames[start : start + chunk])[:, None]).to(device=device, dtype=dtype)
+        current.append(encoder.encode(video)[:, :, 0].float().cpu())  # (B, C, h, w)
+    current_np = torch.cat(current).numpy()
+
+    first, last = group_range(length, spec)
+    groups: dict[int, np.ndarray] = {}
+    span, stride, tc = spec.group_span, spec.frame_stride, spec.temporal_compression
+    for phase in range(span):
+        ends = [e for e in range(phase + span, last + 1, span) if e >= first]
+        for c in range(0, len(ends), chunk):
+            part = ends[c : c + chunk]
+            # Frames: the one before the first group (discarded latent), then each group's four.
+            start = part[0] - span
+            steps = np.clip(start + stride * np.arange(1 + tc * len(part)), 0, length - 1)
+            latents = encode(steps)  # (C, 1 + len(part), h, w)
+            for i, end in enumerate(part):
+                groups[end] = latents[:, 1 + i].numpy()
+    for end in range(first, last + 1):  # short episodes: ends below one group span
+        if end not in groups:
+            steps = group_steps(end, length, spec)
+            groups[end] = encode(np.concatenate([steps[:1], steps]))[:, 1].numpy()
+    grouped = np.stack([groups[e] for e in range(first, last + 1)])
+    array = np.concatenate([current_np, grouped]).astype(np.float32)
+    return array, {"layout": "groups", "length": length, "group_first": first, "group_last": last}
+
+
+# ------------------------------------------------------------------------------------------------
+# The cache
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CacheReport:
+    hits: int = 0
+    built: int = 0
+    seconds: float = 0.0
+
+
+class LatentCache:
+    """The latents of one encoder (by key) under `root`. Any process may read; writers rename
+    complete files into place, so concurrent builders of the same entry are harmless."""
+
+    def __init__(self, root: str | os.PathLike, encoder_key_hex: str):
+        self.root = Path(root)
+        self.encoder_key = encoder_key_hex
+        self.folder = self.root / encoder_key_hex[:24]
+        self.memo = FramesKeyMemo(self.root)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.folder / f"{key[:32]}.npy", self.folder / f"{key[:32]}.json"
+
+    def get(self, key: str) -> EpisodeLatents | None:
+        """The entry for a frames key, or None when absent (or left incomplete)."""
+        array_path, meta_path = self._paths(key)
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if meta.get("format") != CACHE_FORMAT or meta.get("frames_key") != key or not array_path.is_file():
+            return None
+        return EpisodeLatents(array_path, meta["layout"], int(meta["length"]),
+                              int(meta.get("group_first", 0)), int(meta.get("group_last", -1)))
+
+    def put(self, key: str, array: np.ndarray, layout: dict, source: str = "") -> EpisodeLatents:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        array_path, meta_path = self._paths(key)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{array_path.name}.", suffix=".npy")
+        os.close(fd)
+        try:
+            np.save(tmp, np.ascontiguousarray(array, dtype=np.float32))
+            os.replace(tmp, array_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        meta = {"format": CACHE_FORMAT, "frames_key": key, "encoder_key": self.encoder_key, "source": source,
+                "shape": list(array.shape), **layout}
+        _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+        entry = self.get(key)
+        assert entry is not None
+        return entry
+
+    def ensure(
+        self,
+        episodes: Sequence[EpisodeInfo],
+        encoder: torch.nn.Module,
+        canvas: CanvasSpec,
+        spec: WindowSpec,
+        device: torch.device | str = "cpu",
+        share: tuple[int, int] = (0, 1),
+        progress: Callable[[dict], None] | None = None,
+    ) -> tuple[list[EpisodeLatents | None], CacheReport]:
+        """The entry of every episode, building the missing ones among this process's share
+        (episode i is built by rank i % world); others' entries are None if not there yet."""
+        rank, world = share
+        report = CacheReport()
+        started = time.monotonic()
+        entries: list[EpisodeLatents | None] = []
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            for i, info in enumerate(episodes):
+                key = self.memo.key(info.path, canvas.source_cameras)
+                entry = self.get(key)
+                if entry is not None and entry.length != info.length:
+                    entry = None  # cannot happen with a frames key, but never serve a wrong shape
+                if entry is None and i % world == rank:
+                    t0 = time.monotonic()
+                    with Episode.open(info.path) as episode:
+                        array, layout = encode_episode(episode, encoder, canvas, spec, device)
+                    entry = self.put(key, array, layout, source=str(info.path))
+                    report.built += 1
+                    if progress:
+                        progress({"episode": info.name, "index": i, "of": len(episodes), "hit": False,
+                                  "seconds": round(time.monotonic() - t0, 2)})
+                elif entry is not None:
+                    report.hits += 1
+                entries.append(entry)
+        finally:
+            encoder.train(was_training)
+        report.seconds = time.monotonic() - started
+        return entries, report

@@ -1,0 +1,189 @@
+"""`python run.py train`: a short tiny run end to end, resume after a cancel or a crash, 2-process
+DDP (gloo) against one process, the no-video-co-training switch, and errors as JSON lines.
+
+Runs are real: episodes written by the recordings writer, the autoencoder stage, the latent
+cache on disk, the training loop, checkpoints in our format, and the policy loading the result.
+The model is `tiny` shrunk by --set overrides (one layer, narrow) so a step takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model import train as train_module
+from model.policy import FastWAMPolicy, PolicyInput
+
+_spec = importlib.util.spec_from_file_location("train_support", Path(__file__).with_name("test_train_support.py"))
+support = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(support)
+
+torch.set_num_threads(1)
+
+
+def _args(store: Path, out: Path, cache: Path, *extra: str, steps: int = 6) -> list[str]:
+    args = ["--episodes", str(store), "--out", str(out), "--cache-dir", str(cache), "--steps", str(steps),
+            "--batch-size", "4", "--log-every", "1", "--val-every", "3", "--checkpoint-every", "3",
+            "--val-samples", "8", "--seed", "3", *extra]
+    for item in support.TEST_MODEL_OVERRIDES:
+        args += ["--set", item]
+    return args
+
+
+def _run(capsys, args: list[str]) -> tuple[int, list[dict]]:
+    code = train_module.main(args)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    return code, lines
+
+
+def _losses(lines: list[dict]) -> dict[int, list[float]]:
+    return {e["step"]: [e["loss"]["total"], e["loss"]["video"], e["loss"]["action"]] for e in lines if e["event"] == "progress"}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return {"store": support.make_store(root), "cache": root / "cache", "root": root}
+
+
+@pytest.fixture(scope="module")
+def base_run(workspace):
+    """The uninterrupted 6-step run the other tests compare with."""
+    import io
+    import contextlib
+
+    out = workspace["root"] / "base"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = train_module.main(_args(workspace["store"], out, workspace["cache"], "--vae-steps", "3",
+                                       "--vae-batch-size", "2"))
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    return code, lines, out
+
+
+def test_short_training_run_produces_a_checkpoint_the_policy_loads(base_run):
+    code, lines, out = base_run
+    assert code == 0, lines[-1]
+    events = [e["event"] for e in lines]
+    for expected in ("episodes", "autoencoder", "autoencoder_ready", "cache", "cache_ready", "progress", "validation",
+                     "checkpoint", "summary"):
+        assert expected in events, expected
+    summary = lines[-1]
+    assert summary["event"] == "summary" and summary["steps"] == 6 and summary["val_episodes"] == 1
+    progress = [e for e in lines if e["event"] == "progress"]
+    assert [e["step"] for e in progress] == [1, 2, 3, 4, 5, 6]
+    for e in progress:
+        assert set(e["loss"]) == {"total", "video", "action"} and e["loss"]["video"] > 0
+        assert e["samples_per_s"] > 0 and e["eta_s"] >= 0 and e["lr"] > 0
+    assert progress[0]["lr"] > progress[-1]["lr"]  # the cosine decays
+    cache_ready = next(e for e in lines if e["event"] == "cache_ready")
+    assert cache_ready["built"] == 4 and cache_ready["hits"] == 0
+
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["step_00000003", "step_00000006"]
+    for name in ("model.safetensors", "config.json", "normalization.json", "step.json", "training_state.pt", "trainer.json"):
+        assert (out / "checkpoints" / "step_00000006" / name).is_file(), name
+    assert json.loads((out / "best" / "validation.json").read_text())["step"] in (3, 6)
+
+    policy = FastWAMPolicy.from_checkpoint(out / "best", device="cpu")
+    assert policy.config.action_horizon == 8 and policy.config.encoder.tasks == ("fold the towel",)
+    images = {c: np.full((48, 64, 3), support.frame_value(5, k), np.uint8) for k, c in enumerate(support.CAMERAS)}
+    chunk = policy.predict_chunk(PolicyInput(qpos=support.qpos_of(5), images=images, task="fold the towel"))
+    assert chunk.shape == (8, 14) and np.isfinite(chunk).all()
+    # De-normalised into the data's range (actions are ~1000 + step), not left z-scored.
+    assert 900 < float(chunk.mean()) < 1100
+
+
+def test_resume_after_cancel_or_crash_matches_the_uninterrupted_run(base_run, workspace, capsys, tmp_path):
+    _, base_lines, base_out = base_run
+    base_losses = _losses(base_lines)
+    final = load_file(str(base_out / "checkpoints" / "step_00000006" / "model.safetensors"))
+
+    # Cancel at step 4 (the same path as SIGTERM from the app): a checkpoint, exit 130, then --resume.
+    out = tmp_path / "cancelled"
+    args = _args(workspace["store"], out, workspace["cache"], "--vae-from", str(base_out))
+    code, lines = _run(capsys, [*args, "--stop-after-steps", "4"])
+    assert code == 130 and lines[-1]["event"] == "cancelled" and lines[-1]["step"] == 4
+    code, lines = _run(capsys, args)
+    assert code == 2 and lines[-1]["kind"] == "run_folder" and "--resume" in lines[-1]["message"]
+    code, lines = _run(capsys, [*args, "--resume"])
+    assert code == 0, lines[-1]
+    assert next(e for e in lines if e["event"] == "resumed")["step"] == 4
+    assert _losses(lines) == {s: base_losses[s] for s in (5, 6)}
+    resumed = load_file(str(out / "checkpoints" / "step_00000006" / "model.safetensors"))
+    assert resumed.keys() == final.keys()
+    assert all(torch.equal(resumed[k], final[k]) for k in final), "weights differ from the uninterrupted run"
+
+    # A crash after the step-3 checkpoint: whatever came later is lost; resuming redoes steps 4-6.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(base_out, crashed)
+    shutil.rmtree(crashed / "checkpoints" / "step_00000006")
+    shutil.rmtree(crashed / "best")
+    (crashed / "latest.json").unlink()
+    code, lines = _run(capsys, [*_args(workspace["store"], crashed, workspace["cache"]), "--resume"])
+    assert code == 0, lines[-1]
+    assert _losses(lines) == {s: base_losses[s] for s in (4, 5, 6)}
+    again = load_file(str(crashed / "checkpoints" / "step_00000006" / "model.safetensors"))
+    assert all(torch.equal(again[k], final[k]) for k in final)
+
+
+def test_two_process_ddp_matches_one_process(base_run, workspace, tmp_path):
+    _, base_lines, base_out = base_run
+    out = tmp_path / "ddp"
+    code, lines, stderr = support.run_train(
+        _args(workspace["store"], out, workspace["cache"], "--vae-from", str(base_out), "--device", "cpu"),
+        torchrun=2, timeout_s=300)
+    assert code == 0, stderr[-3000:]
+    assert lines[-1]["event"] == "summary" and lines[-1]["rank"] == 0
+    assert all(e.get("rank", 0) == 0 for e in lines)  # one voice on stdout
+    ddp, single = _losses(lines), _losses(base_lines)
+    assert ddp.keys() == single.keys()
+    for step in single:
+        np.testing.assert_allclose(ddp[step], single[step], rtol=1e-4, atol=1e-6, err_msg=f"step {step}")
+    a = load_file(str(out / "checkpoints" / "step_00000006" / "model.safetensors"))
+    b = load_file(str(base_out / "checkpoints" / "step_00000006" / "model.safetensors"))
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
+def test_no_video_cotraining_switch(base_run, workspace, capsys, tmp_path):
+    out = tmp_path / "novideo"
+    code, lines = _run(capsys, _args(workspace["store"], out, workspace["cache"], "--vae-from", str(base_run[2]),
+                                     "--no-video-cotraining", steps=2))
+    assert code == 0, lines[-1]
+    assert all(e["loss"]["video"] == 0.0 and e["loss"]["action"] > 0 for e in lines if e["event"] == "progress")
+    assert next(e for e in lines if e["event"] == "cache_ready")["built"] == 0  # same encoder: all cached
+    config = json.loads((out / "checkpoints" / "step_00000002" / "config.json").read_text())
+    assert config["variant"] == "no_video_cotraining"
+
+
+def test_errors_are_json_lines_with_what_to_do(workspace, capsys, tmp_path, monkeypatch):
+    store, cache = workspace["store"], workspace["cache"]
+    code, lines = _run(capsys, _args(store, tmp_path / "a", cache, "--task", "sort the socks"))
+    assert code == 3 and lines[-1]["event"] == "error" and lines[-1]["kind"] == "no_episodes"
+    assert "sort the socks" in lines[-1]["message"] and lines[-1]["what_to_do"]
+
+    bad = tmp_path / "bad"
+    shutil.copytree(store, bad)
+    (bad / "episode_7.hdf5").write_bytes(b"\0" * 4096)
+    code, lines = _run(capsys, _args(bad, tmp_path / "b", cache))
+    assert code == 3 and lines[-1]["kind"] == "corrupt_episode" and "episode_7.hdf5" in lines[-1]["message"]
+
+    code, lines = _run(capsys, _args(store, tmp_path / "c", cache, "--set", "num_layerz=2"))
+    assert code == 2 and lines[-1]["kind"] == "invalid_argument" and "num_layerz" in lines[-1]["message"]
+    code, lines = _run(capsys, ["--lr", "-1", "--episodes", str(store)])
+    assert code == 2 and "--lr" in lines[-1]["message"]
+
+    def out_of_memory(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_module.Trainer, "run", out_of_memory)
+    code, lines = _run(capsys, _args(store, tmp_path / "d", cache))
+    assert code == 5 and lines[-1]["kind"] == "out_of_memory" and "--batch-size (now 4)" in lines[-1]["what_to_do"]
