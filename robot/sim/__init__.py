@@ -20,6 +20,7 @@ _EXPORTS = {
     "TowelTask": "robot.sim.towel_task",
     "TowelFoldResult": "robot.sim.towel_task",
     "ScriptedFoldDemonstrator": "robot.sim.demonstrator",
+    "DemonstratorConfig": "robot.sim.demonstrator",
 }
 
 __all__ = list(_EXPORTS)

@@ -13,17 +13,20 @@ position normalised; velocities likewise (gripper in normalised units/s); effort
 due when sim time reaches the next multiple of 1/fps, so recordings are deterministic), inside
 `read()`, on the calling thread; each frame carries the host monotonic time of its render.
 
-Physics choices (measured on the 2-core CPU this was built on, llvmpipe rendering; see
-benchmarks/sim_demonstrator.py for the numbers):
-- 2 ms step, implicitfast integrator, CG solver on the sparse Jacobian: ~0.6 ms a step with a
-  20x20 towel, ~6-7 ms of physics per 20 ms tick.
-- Cloth: flexcomp grid with membrane+bending elasticity (passive forces, no per-edge constraints).
-  It rests on the table through its vertices' z-slide limits with Coulomb friction switched per
-  vertex (`scene.update_cloth_table_friction`) instead of element contacts, which cost ~28 ms a
-  tick at rest and are capped at 50 per body (the towel sagged through). Cloth collides with the
-  arm links (not the fingers, see `robot.sim.grasp`) and not with itself.
+Physics choices (measured on the shared 2-core CPU this was built on, llvmpipe rendering;
+benchmarks/sim_demonstrator.py prints the numbers with the load average they were taken at):
+- 2 ms step (gym-aloha's), implicitfast integrator, CG solver on the sparse Jacobian: ~0.6 ms a
+  step with the 20x20 towel on an idle core, so command() (10 steps, grasp model, friction) is
+  ~7 ms idle and ~11 ms p50 with neighbours loading the CPU.
+- Cloth: flexcomp grid with membrane+bending elasticity (passive forces; per-edge equality
+  constraints cost ~60 ms a tick). It rests on the table through its vertices' z-slide limits
+  with Coulomb friction switched per vertex (`scene.update_cloth_table_friction`) instead of
+  element contacts, which cost ~28 ms a tick at rest and are capped at 50 per body (the towel
+  sagged through between them). Cloth collides with the arm links (not the fingers, see
+  `robot.sim.grasp`) and not with itself. Its stiffness is bounded by the step (SimRigConfig).
 - Rendering: no shadows, no MSAA, one `mujoco.Renderer` per image size, created lazily on the
-  thread that renders (GL contexts belong to a thread).
+  thread that renders (GL contexts belong to a thread). Three 240x320 cameras take ~24 ms idle
+  (~44 ms p50 under load), hence the default 25 fps: every 2nd tick.
 """
 
 from __future__ import annotations

@@ -39,6 +39,13 @@ def test_three_named_cameras_render_the_towel_at_the_start_pose():
         assert all(blue_fraction(image) < 0.001 for image in sim.read().images.values())
 
 
+def test_the_full_aloha_image_size_is_selectable():
+    with SimRig(SimRigConfig(camera_names=("cam_left_wrist",), image_height=480, image_width=640)) as sim:
+        image = sim.read().images["cam_left_wrist"]
+        assert image.shape == (480, 640, 3)
+        assert blue_fraction(image) > 0.02
+
+
 def test_cameras_render_every_second_tick_by_simulated_time():
     with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64)) as sim:
         times = []
