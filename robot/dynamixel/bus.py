@@ -276,7 +276,8 @@ class DynamixelBus:
         self.servos = dict(servos)
         self.joint_names = dict(joint_names or {})
         self._link = link if link is not None else DynamixelSdkLink(config.port, config.latency_timer_ms)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held for whole transactions
+        self._stats_lock = threading.Lock()  # statistics and alerts only, so the GUI never waits on the wire
         self._stats = _Stats()
         self._connected = False
         self._firmware: dict[int, int] = {}
@@ -377,7 +378,8 @@ class DynamixelBus:
             return (), result, error
 
         self._call(attempt, servo_id, "reboot")
-        self._alerts.discard(servo_id)
+        with self._stats_lock:
+            self._alerts.discard(servo_id)
 
     def _read_raw(self, servo_id: int, address: int, length: int, register: str) -> bytes:
         def attempt():
@@ -402,7 +404,7 @@ class DynamixelBus:
         blocks = self.sync_read_block(ct.STATE_BLOCK_ADDRESS, ct.STATE_BLOCK_SIZE, ids, "Present_Position")
         t = time.monotonic()
         raw = np.frombuffer(b"".join(blocks[i] for i in ids), dtype="<i2,<i4,<i4")
-        with self._lock:
+        with self._stats_lock:
             alerts = tuple(i for i in ids if i in self._alerts)
         return StateReading(
             ids=tuple(ids),
@@ -431,7 +433,7 @@ class DynamixelBus:
             got, result = self._link.sync_read(address, length, ids, fast)
             if fast and result != COMM_SUCCESS:
                 self._record_failure(f"fast sync read: {self._link.result_text(result)}", result)
-                self._stats.retries += 1
+                self._count("retries")
                 time.sleep(self.config.settle_ms * 1e-3)
                 self._link.clear_input()
                 got, result = self._link.sync_read(address, length, ids, False)
@@ -457,11 +459,11 @@ class DynamixelBus:
         with self._lock:
             t0 = time.monotonic()
             result = self._link.sync_write(reg.address, reg.size, payload)
-            self._stats.calls += 1
+            self._count("calls")
             if result != COMM_SUCCESS:
                 self._record_failure(self._link.result_text(result), result)
                 raise CommError(self.port, None, register, f"sync write failed: {self._link.result_text(result)}")
-            self._stats.rtts_s.append(time.monotonic() - t0)
+            self._record_rtt(t0)
 
     def set_torque(self, ids: Iterable[int], enabled: bool) -> None:
         """Torque on/off for `ids` (one sync write; shadows follow their primaries)."""
@@ -506,7 +508,7 @@ class DynamixelBus:
     # -- statistics and alerts --
     @property
     def stats(self) -> BusStats:
-        with self._lock:
+        with self._stats_lock:
             s = self._stats
             rtts = np.asarray(s.rtts_s, dtype=np.float64) * 1e3
             now = time.monotonic()
@@ -529,16 +531,25 @@ class DynamixelBus:
     def alerts(self) -> tuple[int, ...]:
         """Servos whose last status packet carried the hardware-alert bit (read
         Hardware_Error_Status to know why; a reboot clears it)."""
-        with self._lock:
+        with self._stats_lock:
             return tuple(sorted(self._alerts))
 
+    def _count(self, name: str) -> None:
+        with self._stats_lock:
+            setattr(self._stats, name, getattr(self._stats, name) + 1)
+
+    def _record_rtt(self, t0: float) -> None:
+        with self._stats_lock:
+            self._stats.rtts_s.append(time.monotonic() - t0)
+
     def _note_alert(self, servo_id: int, error: int) -> None:
-        if error & ALERT_BIT:
-            if servo_id not in self._alerts:
-                log.warning("bus %s: servo %d raised its hardware alert", self.port, servo_id)
-            self._alerts.add(servo_id)
-        else:
-            self._alerts.discard(servo_id)
+        with self._stats_lock:
+            if error & ALERT_BIT:
+                if servo_id not in self._alerts:
+                    log.warning("bus %s: servo %d raised its hardware alert", self.port, servo_id)
+                self._alerts.add(servo_id)
+            else:
+                self._alerts.discard(servo_id)
 
     # -- the retry loop --
     def _call(self, attempt, servo_id: int | None, register: str, culprit_on_failure: bool = False):
@@ -552,7 +563,7 @@ class DynamixelBus:
             retries, budget_ms = self._patience or (self.config.retries, self.config.call_budget_ms)
             t0 = time.monotonic()
             deadline = t0 + budget_ms * 1e-3
-            self._stats.calls += 1
+            self._count("calls")
             tries = 0
             culprit = servo_id
             missing: collections.Counter[int] = collections.Counter()
@@ -565,7 +576,7 @@ class DynamixelBus:
                         number = error & ~ALERT_BIT
                         if number:
                             raise ServoError(self.port, servo_id, register, number, _error_text(number))
-                    self._stats.rtts_s.append(time.monotonic() - t0)
+                    self._record_rtt(t0)
                     return values, error
                 if culprit_on_failure and values is not None:
                     # Name the servo missing most often, not just last time: a hiccup of the host
@@ -576,11 +587,11 @@ class DynamixelBus:
                 self._record_failure(detail, result)
                 if tries > retries or time.monotonic() >= deadline:
                     break
-                self._stats.retries += 1
+                self._count("retries")
                 # Late bytes of the failed attempt must not be taken for the next one's reply.
                 time.sleep(self.config.settle_ms * 1e-3)
                 self._link.clear_input()
-            self._stats.failures += 1
+            self._count("failures")
             elapsed_ms = (time.monotonic() - t0) * 1e3
             detail = f"{detail} ({tries} attempt{'s' if tries > 1 else ''} in {elapsed_ms:.1f} ms)"
             if culprit is not None and self._connected:
@@ -588,13 +599,14 @@ class DynamixelBus:
             raise CommError(self.port, culprit, register, detail)
 
     def _record_failure(self, detail: str, result: int) -> None:
-        s = self._stats
-        s.fail_times.append(time.monotonic())
-        s.last_error = detail
-        if result == -3001:  # COMM_RX_TIMEOUT
-            s.timeouts += 1
-        else:
-            s.corrupt += 1
+        with self._stats_lock:
+            s = self._stats
+            s.fail_times.append(time.monotonic())
+            s.last_error = detail
+            if result == -3001:  # COMM_RX_TIMEOUT
+                s.timeouts += 1
+            else:
+                s.corrupt += 1
 
     def _model(self, servo_id: int) -> ServoModel:
         try:
