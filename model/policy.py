@@ -6,7 +6,9 @@ chunk (single-pass, or Joint imagination for the Joint variant) and returns de-n
 (H, 14) float32 - or raises `PolicyOutputInvalid` rather than return NaN/inf.
 
 Threading: a policy object belongs to one thread (the policy thread of the control loop); it keeps
-no per-episode state besides its noise generator, which `reset()` re-seeds.
+no per-episode state besides its noise generator, which `reset()` re-seeds. On a small shared CPU
+(the 2-core lab machine) call `torch.set_num_threads(1)` in the process: measured there, a second
+OpenMP thread spinning on a core the control loop needs makes inference slower, not faster.
 
 The observation is duck-typed: anything with `.qpos` (14,) and `.images` {camera: (H, W, 3) uint8},
 and optionally `.task` (str) - `robot.types.Observation` qualifies, as does `PolicyInput`.

@@ -221,3 +221,34 @@ def test_action_expert_initialised_from_video():
     # Same-shape tensors are copied (norm_q over the shared attn dim).
     assert torch.equal(action["blocks.0.self_attn.norm_q.weight"], video["blocks.0.self_attn.norm_q.weight"])
     assert torch.equal(model.action.action_encoder.weight, encoder_before)
+
+
+def test_video_expert_matches_diffusers_wan_transformer():
+    """diffusers' own WanTransformer3DModel (Wan's layout: hidden = heads x head_dim) loaded into
+    our video expert gives the same prediction for a current frame (t = 0, where our first-frame
+    mask and per-token timesteps coincide with plain Wan)."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install diffusers)")
+    from model.config import VideoExpertConfig
+
+    base = get_preset("tiny")
+    cfg = base.replace(video=VideoExpertConfig(hidden_dim=base.attn_dim, ffn_dim=2 * base.attn_dim, in_dim=16, freq_dim=64))
+    torch.manual_seed(0)
+    wan = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=cfg.num_heads, attention_head_dim=cfg.attn_head_dim,
+        in_channels=cfg.video.in_dim, out_channels=cfg.video.in_dim, text_dim=cfg.text_dim,
+        freq_dim=cfg.video.freq_dim, ffn_dim=cfg.video.ffn_dim, num_layers=cfg.num_layers,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=cfg.eps,
+    ).eval()
+    with torch.no_grad():
+        for p in wan.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # no all-ones norms or zero tables
+    model = FastWAM(cfg).eval()
+    load_wan_dit_into_video_expert(model, wan.state_dict())  # diffusers names, converted
+    lh, lw = cfg.latent_hw
+    latent = torch.randn(1, cfg.video.in_dim, 1, lh, lw)
+    ctx, mask, proprio = torch.randn(1, 3, cfg.text_dim), torch.ones(1, 3, dtype=torch.bool), torch.randn(1, 14)
+    with torch.no_grad():
+        ours, _ = model(latent, torch.zeros(1), torch.randn(1, cfg.action_horizon, 14), torch.tensor([300.0]), ctx, mask, proprio)
+        full_ctx, _ = model.build_context(ctx, mask, proprio)
+        theirs = wan(hidden_states=latent, timestep=torch.zeros(1), encoder_hidden_states=full_ctx, return_dict=False)[0]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
