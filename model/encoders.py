@@ -156,6 +156,21 @@ class CausalVideoAutoencoder(nn.Module):
         z = self.encode_raw(video)
         return (z - self.latent_mean[:, None, None, None]) / self.latent_std[:, None, None, None]
 
+    def encode_groups(self, groups: torch.Tensor) -> torch.Tensor:
+        """Independent 4-frame groups (N, 4, 3, H, W) in [-1, 1] -> normalised latents (N, C, H/16, W/16).
+
+        `encode`'s latent frame j >= 1 is exactly this of its 4 frames, and latent frame 0 is this
+        of frame 0 repeated 4 times; the latent cache uses it to encode each distinct group of an
+        episode once instead of every overlapping window."""
+        n, four, c, h, w = groups.shape
+        if four != 4 or c != 3:
+            raise ValueError(f"groups must have shape (N, 4, 3, H, W), got {tuple(groups.shape)}")
+        if h % 16 or w % 16:
+            raise ValueError(f"frame size {h}x{w} must be a multiple of 16")
+        x = F.pixel_unshuffle(groups.reshape(n, 4 * c, h, w), 4)  # channels frame-major, as _groups
+        z = self.encoder(x.to(self.latent_mean.dtype))
+        return (z - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents (B, C, 1 + k, h, w) -> video (B, 3, 1 + 4k, 16h, 16w) in about [-1, 1]."""
         b, c, g = latents.shape[:3]
