@@ -22,7 +22,7 @@ from robot.aloha import ALOHA_GRIPPERS, GripperCalibration
 from robot.dynamixel import control_table as ct
 from robot.dynamixel.bus import BusConfig, DynamixelBus, SdkLink
 from robot.dynamixel.calibration import ArmCalibration
-from robot.dynamixel.errors import BusWatchdogTripped
+from robot.dynamixel.errors import BusWatchdogTripped, DynamixelError
 from robot.dynamixel.control_table import OperatingMode
 from robot.dynamixel.layout import VIPERX_300_FOLLOWER, WIDOWX_250_LEADER, ArmLayout
 from robot.types import JOINTS_PER_ARM
@@ -161,16 +161,19 @@ class DynamixelArm:
         torque off). If any had to be written the torque is now off and the arm limp: call
         `set_torque(True)` next. Returns whether that happened.
         """
-        todo = []
+        wanted: dict[str, dict[int, int]] = {}  # register -> {servo id: value}
         for joint in self.layout.joints:
             for sid in (joint.servo_id, *joint.shadow_ids):  # EEPROM can't be reached through Secondary_ID
                 for register, value in self._eeprom_settings(joint.name, joint.model).items():
-                    if self.bus.read(sid, register) != value:
-                        todo.append((sid, register, value))
+                    wanted.setdefault(register, {})[sid] = value
+        todo = []
+        for register, values in wanted.items():  # one sync read per register: a few ms per arm
+            current = self.bus.sync_read(register, list(values))
+            todo += [(sid, register, value) for sid, value in values.items() if current[sid] != value]
         if todo:
             self.bus.set_torque(self.ids, False)
             for sid, register, value in todo:
-                self.bus.write(sid, register, value)
+                self.bus.write(sid, register, value)  # acknowledged, one by one: these must not be lost
         self._configure_ram()
         return bool(todo)
 
@@ -179,8 +182,7 @@ class DynamixelArm:
 
     def _configure_ram(self) -> None:
         # A stopped watchdog (-1) is cleared by writing 0; the servo ignores goals until then.
-        for sid in self.ids:
-            self.bus.write(sid, "Bus_Watchdog", 0)
+        self.bus.sync_write("Bus_Watchdog", {sid: 0 for sid in self.ids})
 
     # -- reading --
     def read_pulses(self) -> np.ndarray:
@@ -263,17 +265,27 @@ class FollowerArm(DynamixelArm):
 
     def _configure_ram(self) -> None:
         super()._configure_ram()
-        self.bus.write(self.layout.joints[GRIPPER].servo_id, "Goal_Current", self.config.gripper_current_limit)
+        gripper = self.layout.joints[GRIPPER].servo_id
+        self.bus.sync_write("Goal_Current", {gripper: self.config.gripper_current_limit})
         units = self.config.bus_watchdog_ms // ct.MS_PER_WATCHDOG_UNIT
         if units:
-            for sid in self.ids:
-                self.bus.write(sid, "Bus_Watchdog", units)
+            self.bus.sync_write("Bus_Watchdog", {sid: units for sid in self.ids})
+        # Sync writes get no reply: read back what matters.
+        armed = self.bus.sync_read("Bus_Watchdog", self.ids)
+        current = self.bus.read(gripper, "Goal_Current")
+        if any(v != units for v in armed.values()) or current != self.config.gripper_current_limit:
+            raise DynamixelError(
+                f"{self.arm_id}: the servos on {self.bus.port} did not take their settings (Bus_Watchdog "
+                f"{sorted(set(armed.values()))}, gripper Goal_Current {current}). Reconnect the arm; if it "
+                f"happens again, check the cable."
+            )
 
-    def read(self) -> ArmReading:
+    def read(self, check_watchdog: bool = True) -> ArmReading:
         """As `DynamixelArm.read`; every `watchdog_check_every` reads also checks Bus_Watchdog and
-        raises BusWatchdogTripped if the servos stopped themselves."""
+        raises BusWatchdogTripped if the servos stopped themselves (`check_watchdog=False`: the
+        caller already knows the arm is not being driven)."""
         reading = super().read()
-        if self.config.bus_watchdog_ms:
+        if self.config.bus_watchdog_ms and check_watchdog:
             self._reads += 1
             if self._reads >= self.config.watchdog_check_every:
                 self._reads = 0

@@ -130,6 +130,7 @@ class SafeStart:
             self.error = None
             self.progress = 0.0
             self._rebooted = False
+            self._configured = 0
             self._enter(SafeStartState.REBOOT_GRIPPERS)
 
     def abort(self) -> None:
@@ -166,8 +167,11 @@ class SafeStart:
             elif now - self._t0 >= cfg.reboot_wait_s:
                 self._enter(SafeStartState.CONFIGURE)
         elif self.state is SafeStartState.CONFIGURE:
-            for arm in self.arms:
-                arm.configure()
+            # One arm per tick, so no tick is held up for long; then torque on, all in one tick.
+            if self._configured < len(self.arms):
+                self.arms[self._configured].configure()
+                self._configured += 1
+                return
             for arm in self.arms:
                 arm.set_torque(True)  # goals = present first: no jump at torque-on
             self._from = [arm.read().joint_pos_rad for arm in self.arms]
@@ -201,6 +205,7 @@ class SafeStart:
                 self._enter(SafeStartState.READY)
 
     _rebooted = False
+    _configured = 0
 
     def _start_pose(self, arm: DynamixelArm) -> np.ndarray:
         g = self.config.grippers

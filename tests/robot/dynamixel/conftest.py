@@ -37,7 +37,7 @@ def _responsive_emulator_thread():
 
 
 def relaxed_config(port: str, **overrides) -> BusConfig:
-    values = dict(latency_timer_ms=10.0, retries=3, call_budget_ms=400.0)
+    values = dict(latency_timer_ms=10.0, retries=8, call_budget_ms=500.0)
     values.update(overrides)
     return BusConfig(port, **values)
 

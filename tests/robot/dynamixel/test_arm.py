@@ -42,8 +42,9 @@ def test_follower_connect_sets_modes_limits_and_bus_watchdog(follower_emulator, 
                                                             "wrist_angle", "wrist_rotate", "gripper")}
         assert not any(arm.torque_enabled().values())
         written = []
-        real_write = arm.bus.write
+        real_write, real_sync_write = arm.bus.write, arm.bus.sync_write
         monkeypatch.setattr(arm.bus, "write", lambda sid, reg, value: (written.append(reg), real_write(sid, reg, value)))
+        monkeypatch.setattr(arm.bus, "sync_write", lambda reg, values: (written.append(reg), real_sync_write(reg, values)))
         assert not arm.configure()  # again: EEPROM already right, only the RAM settings are written
         assert sorted(set(written)) == ["Bus_Watchdog", "Goal_Current"]
 

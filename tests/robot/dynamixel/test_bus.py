@@ -102,7 +102,11 @@ def test_a_lost_reply_is_retried_within_the_budget(follower_bus, follower_emulat
     assert follower_bus.read(4, "Goal_Position") == follower_emulator.read_register(4, "Goal_Position")
 
 
-def test_a_silent_servo_is_named_in_a_typed_error(follower_bus, follower_emulator):
+def test_a_silent_servo_is_named_in_a_typed_error(follower_emulator, bus_config):
+    names = {j.servo_id: j.name for j in FOLLOWER.joints}
+    follower_bus = DynamixelBus(bus_config(follower_emulator.port_name, retries=2, call_budget_ms=200),
+                                MODELS, joint_names=names)
+    follower_bus.connect()
     follower_emulator.set_silent(6)
     t0 = time.monotonic()
     with pytest.raises(ServoNotResponding) as err:
@@ -115,6 +119,7 @@ def test_a_silent_servo_is_named_in_a_typed_error(follower_bus, follower_emulato
     assert follower_bus.stats.failures == 2
     follower_emulator.set_silent(6, False)
     assert follower_bus.read_state(IDS).position.shape == (7,)
+    follower_bus.disconnect()
 
 
 def test_retries_stop_when_the_budget_is_spent(follower_emulator, bus_config):
