@@ -174,12 +174,20 @@ class SinglePassSampler:
         xf = x.float()
         return (xf * torch.rsqrt((xf * xf).sum(-1, keepdim=True).add_(x.shape[-1] * self.eps))).to(x.dtype).mul_(weight)
 
+    def _modulated_norm(self, x, shift, scale_plus_1):
+        """LN(x) * (1 + scale) + shift. With one sample the modulation is a plain (D,) vector,
+        so LayerNorm's own affine does it in one kernel instead of two."""
+        d = x.shape[-1]
+        if x.shape[0] == 1:
+            return F.layer_norm(x, (d,), scale_plus_1.reshape(d), shift.reshape(d), self.eps)
+        return torch.addcmul(shift, F.layer_norm(x, (d,), eps=self.eps), scale_plus_1)
+
     def _layer(self, i, fb: _FusedBlock, x, mod, cache: ActionStepCache, cos, sin):
         """x (B, Sa, D) -> x after one action block, attending to the cached video K/V."""
         shift1, scale1p, gate1, shift2, scale2p, gate2 = mod
         b, s, d = x.shape
         heads, eps = self.num_heads, self.eps
-        h = torch.addcmul(shift1, F.layer_norm(x, (d,), eps=eps), scale1p)
+        h = self._modulated_norm(x, shift1, scale1p)
         qkv = F.linear(h, fb.w_qkv, fb.b_qkv).view(b, s, 3, -1)
         qk = self._rms(qkv[:, :, :2], fb.qk_norm).view(b, s, 2 * heads, -1)  # q and k together
         qk = self._apply_rope(qk, cos, sin)
@@ -192,7 +200,7 @@ class SinglePassSampler:
         c = self._rms(c, fb.cq_norm).view(b, s, heads, -1).transpose(1, 2)
         out = self._attend(c, cache.ctx_k[i], cache.ctx_v[i], cache.ctx_mask)
         x = x + F.linear(out.transpose(1, 2).reshape(b, s, -1), fb.w_co, fb.b_co)
-        h = torch.addcmul(shift2, F.layer_norm(x, (d,), eps=eps), scale2p)
+        h = self._modulated_norm(x, shift2, scale2p)
         h = F.linear(F.gelu(F.linear(h, fb.w_f1, fb.b_f1), approximate="tanh"), fb.w_f2, fb.b_f2)
         return torch.addcmul(x, gate2, h)
 
