@@ -82,11 +82,13 @@ _SOURCE_BY_NAME = {s.name: s for s in SOURCE_OPTIONS}
 class RecordingStatus:
     """What the recording panel shows.
 
-    active: ticks are being recorded; busy: a start, save, discard or towel reset is in progress
+    active: ticks are being recorded; failed: the writer stopped on an error and the episode
+    waits for Stop (keeps the frames written) or Discard; busy: a start, save, discard or towel reset is in progress
     (text says which); elapsed_s: host time covered by the recorded ticks; frames: ticks received.
     """
 
     active: bool = False
+    failed: bool = False  # the writer stopped on an error: Stop keeps what was written, Discard drops it
     busy: str = ""
     elapsed_s: float = 0.0
     frames: int = 0
@@ -337,6 +339,7 @@ class StudioBridge:
             busy = self._busy
             recording = RecordingStatus(
                 active=writer_status is not None and writer_status.recording,
+                failed=writer_status is not None and writer_status.state is WriterState.ERROR,
                 busy=busy or ("saving the episode…" if writer_status is not None and writer_status.state is WriterState.FINISHING else ""),
                 elapsed_s=writer_status.duration_s if writer_status is not None and writer_status.recording else 0.0,
                 frames=writer_status.frames_received if writer_status is not None else 0,
@@ -615,6 +618,7 @@ class StudioBridge:
             try:
                 if recording_label is None:
                     writer.discard()
+                    self.events.add(Severity.INFO, "recorder", "The recording was discarded on closing.")
                 else:
                     path = writer.stop(recording_label)
                     self.events.add(Severity.INFO, "recorder", f"Saved {path.name} on closing.")

@@ -241,14 +241,14 @@ class StudioWindow(QMainWindow):
         self.bridge.start_recording(self.control_panel.task_edit.text(), self.control_panel.operator_edit.text())
 
     def stop_recording(self, success: bool) -> None:
-        if not self.bridge.snapshot().recording.active:
-            return
-        self.bridge.stop_recording(success)
+        rec = self.bridge.snapshot().recording
+        if (rec.active or rec.failed) and not rec.busy:
+            self.bridge.stop_recording(success)
 
     def discard_recording(self) -> None:
-        if not self.bridge.snapshot().recording.active:
-            return
-        self.bridge.discard_recording()
+        rec = self.bridge.snapshot().recording
+        if (rec.active or rec.failed) and not rec.busy:
+            self.bridge.discard_recording()
 
     def _on_jog_pad(self, arm: str, x: float, y: float, z: float) -> None:
         self.bridge.jog(arm, (x, y, z))
@@ -346,9 +346,14 @@ class StudioWindow(QMainWindow):
             kind = ControlSource.HOLD if mode is Mode.HOLD else ControlSource.NONE
             panel.show_source("hold" if mode is Mode.HOLD else "", label, kind)
         rec = snap.recording
-        panel.set_recording(rec.active, bool(rec.busy) or snap.phase is not Phase.RUNNING, rec.elapsed_s, rec.frames)
+        panel.set_recording(
+            rec.active, bool(rec.busy) or snap.phase is not Phase.RUNNING, rec.elapsed_s, rec.frames, rec.failed
+        )
         panel.new_episode_button.setEnabled(
-            snap.phase is Phase.RUNNING and snap.resettable and not rec.active and not rec.busy and snap.mode is not Mode.ESTOP
+            snap.phase is Phase.RUNNING
+            and snap.resettable
+            and not (rec.active or rec.failed or rec.busy)
+            and snap.mode is not Mode.ESTOP
         )
         panel.show_episode_count(rec.episode_count)
         panel.show_last_saved(rec.busy or rec.last_saved)
@@ -439,7 +444,8 @@ class StudioWindow(QMainWindow):
         if self._shutdown_future is not None:
             return  # already winding down; the paint timer closes the window when done
         label: Label | None = Label.UNKNOWN
-        if self.bridge.snapshot().recording.active:
+        rec = self.bridge.snapshot().recording
+        if rec.active or rec.failed:
             choice = self.ask_recording_choice()
             if choice is False:
                 return

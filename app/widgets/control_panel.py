@@ -182,15 +182,21 @@ class ControlPanelWidget(QWidget):
             if (source_name == name) != button.isChecked():
                 button.setChecked(source_name == name)
 
-    def set_recording(self, active: bool, busy: bool, elapsed_s: float = 0.0, frames: int = 0) -> None:
-        """Enable the buttons that make sense now; `busy` while a save or reset is in progress."""
-        self.start_button.setEnabled(not active and not busy)
+    def set_recording(
+        self, active: bool, busy: bool, elapsed_s: float = 0.0, frames: int = 0, failed: bool = False
+    ) -> None:
+        """Enable the buttons that make sense now; `busy` while a save or reset is in progress;
+        `failed` when the writer stopped on an error (Stop then keeps what was written)."""
+        open_episode = active or failed
+        self.start_button.setEnabled(not open_episode and not busy)
         for button in (self.success_button, self.failure_button, self.discard_button):
-            button.setEnabled(active and not busy)
-        self.new_episode_button.setEnabled(not active and not busy)
-        self.task_edit.setReadOnly(active)
-        self.operator_edit.setReadOnly(active)
-        if active:
+            button.setEnabled(open_episode and not busy)
+        self.new_episode_button.setEnabled(not open_episode and not busy)
+        self.task_edit.setReadOnly(open_episode)
+        self.operator_edit.setReadOnly(open_episode)
+        if failed and not busy:
+            text, colour = "recording stopped by an error", theme.ERROR_COLOUR
+        elif active:
             text, colour = f"● REC  {frames} frames", theme.RECORDING_COLOUR
         elif busy:
             text, colour = "saving…", theme.WARN_COLOUR

@@ -34,15 +34,19 @@ def shared(qapp, tmp_path_factory):
     bridge.start()
     assert bridge.wait_until_running(60), [e.message for e in bridge.events.all()]
     yield window, bridge, store
+    window.ask_recording_choice = lambda: None  # a failed test may leave a recording: discard it
     window.close()
     if bridge.snapshot().phase is not Phase.STOPPED:
-        bridge.shutdown()
+        bridge.shutdown(recording_label=None)
 
 
 @pytest.fixture
 def studio(shared, qtbot):
     """The shared window, holding, with no recording and no E-stop."""
     window, bridge, store = shared
+    rec = bridge.snapshot().recording
+    if rec.active or rec.failed:  # left over by a failed test
+        bridge.discard_recording()
     bridge.clear_estop()
     bridge.select_source("hold")
     qtbot.waitUntil(lambda: bridge.snapshot().mode is Mode.HOLD, timeout=WAIT_MS)
@@ -189,7 +193,7 @@ def test_jog_keys_move_the_arm_but_not_while_typing(studio, qtbot):
     panel = window.control_panel
     qtbot.keyClick(window, Qt.Key.Key_F2)  # source: jog
     qtbot.waitUntil(lambda: bridge.snapshot().mode is Mode.TELEOP and not bridge.snapshot().loop.blending, timeout=WAIT_MS)
-    assert panel.source_buttons["keyboard"].isChecked()
+    qtbot.waitUntil(lambda: panel.source_buttons["keyboard"].isChecked(), timeout=WAIT_MS)
 
     # Typing a jog letter into the task field types it and moves nothing.
     panel.task_edit.setFocus()
@@ -230,3 +234,41 @@ def test_new_episode_resets_the_towel_with_the_seed_shown(studio, qtbot):
     wait_ticks(qtbot, bridge, 5)
     assert bridge.snapshot().mode is Mode.HOLD
     assert bridge.snapshot().tick.sim_time_s < 5.0  # a fresh episode's clock
+
+
+def test_a_full_disk_is_shown_with_what_to_do_and_the_frames_are_kept(studio, qtbot):
+    """A real write failure: once the first frames are on disk, the process may grow no file
+    beyond its current size plus 50 kB (RLIMIT_FSIZE); the writer meets EFBIG ("File too
+    large"), which is what a full disk looks like to it."""
+    import resource
+    import signal
+
+    window, bridge, store = studio
+    panel = window.control_panel
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bridge._writer.status().frames_written >= 1, timeout=WAIT_MS)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills us
+    try:
+        size = bridge._writer.status().partial_path.stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 50_000, hard))
+        qtbot.waitUntil(lambda: bridge.snapshot().recording.failed, timeout=WAIT_MS)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    qtbot.waitUntil(lambda: window.banner.isVisible() and "could not write" in window.banner.label.text(), timeout=WAIT_MS)
+    text = window.banner.label.text()
+    assert "free some space" in text and "frames written before the error are kept" in text
+    assert window.events_list.item(0).text().count("recorder") >= 1
+    qtbot.waitUntil(lambda: panel.recording_badge.text() == "recording stopped by an error", timeout=WAIT_MS)
+    assert panel.failure_button.isEnabled() and panel.discard_button.isEnabled()
+    assert not panel.start_button.isEnabled()
+    # The disk has room again: Stop keeps what was written.
+    saved_before = bridge.snapshot().recording.last_saved
+    qtbot.mouseClick(panel.failure_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bridge.snapshot().recording.last_saved not in ("", saved_before), timeout=WAIT_MS)
+    path = store / bridge.snapshot().recording.last_saved.split()[1].rstrip(":")
+    with Episode.open(path) as episode:
+        assert len(episode) >= 1
+        assert episode.label is Label.FAILURE
+    qtbot.waitUntil(lambda: panel.start_button.isEnabled(), timeout=WAIT_MS)
