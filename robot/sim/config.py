@@ -40,6 +40,13 @@ class SimRigConfig:
     #: Frames per simulated second; rendering is the dominant cost (three 240x320 views take
     #: ~20 ms on llvmpipe), so 25 fps = every 2nd tick at 50 Hz. Decided by simulated time.
     camera_fps: float = 25.0
+    #: Render the cameras on their own thread (one GL context) from a copy of the state taken
+    #: when a frame is due, so the control tick never waits for the ~24 ms (idle) software
+    #: render; `read()` returns the latest finished frames (each stamped with the host time of
+    #: its state copy). False renders inside `read()` on the calling thread: every frame is
+    #: exactly the state at its due tick, as reproducible data collection and unpaced stepping
+    #: need (`SimRig.set_render_thread(False)`; `run.py demos` does so).
+    render_thread: bool = True
 
     # --- towel --------------------------------------------------------------------------------
     towel_size_m: float = 0.35
@@ -113,6 +120,8 @@ class SimRigConfig:
                 f"camera_fps must be above 0 and at most control_rate_hz ({self.control_rate_hz}), "
                 f"got {self.camera_fps}; 25 renders every 2nd tick at 50 Hz"
             )
+        if not isinstance(self.render_thread, bool):
+            raise ValueError(f"render_thread must be true or false, got {self.render_thread!r}")
         if not 0.1 <= self.towel_size_m <= 0.6:
             raise ValueError(f"towel_size_m must be within 0.1..0.6 m (the arms' shared reach), got {self.towel_size_m}")
         if not isinstance(self.towel_grid, int) or not 4 <= self.towel_grid <= 40:

@@ -9,9 +9,17 @@ What one control tick does (`command(action)`, control thread):
 
 `read()` returns the state in the same convention: arm joints (rad), gripper = follower finger
 position normalised; velocities likewise (gripper in normalised units/s); effort = actuator force
-(N*m for joints, N for the finger). Cameras render at `camera_fps` of *simulated* time (a frame is
-due when sim time reaches the next multiple of 1/fps, so recordings are deterministic), inside
-`read()`, on the calling thread; each frame carries the host monotonic time of its render.
+(N*m for joints, N for the finger). A camera frame is due at `camera_fps` of *simulated* time
+(when sim time reaches the next multiple of 1/fps). How it is rendered (`render_thread`):
+- True (default, the studio): at a due tick `read()` only copies qpos, with its sim and host time,
+  to `CameraRenderThread`, which renders on its own thread and GL context; `read()` returns the
+  latest finished frames without waiting (except for the first frame after connect()/
+  reset_episode(), which it waits for so no observation lacks an image). Frames are stamped
+  with the host time of their state copy and lag the arm by about one render (~24 ms idle);
+  when the renderer falls behind it skips to the newest state. Like a real camera.
+- False: rendered inside `read()` on the calling thread; each frame carries the host time of
+  its render and is exactly the state at its due tick, so recordings are reproducible from the
+  seed whatever the CPU load (`run.py demos`, unpaced stepping: `set_render_thread(False)`).
 
 Physics choices (measured on the shared 2-core CPU this was built on, llvmpipe rendering;
 benchmarks/sim_demonstrator.py prints the numbers with the load average they were taken at):
@@ -24,14 +32,16 @@ benchmarks/sim_demonstrator.py prints the numbers with the load average they wer
   element contacts, which cost ~28 ms a tick at rest and are capped at 50 per body (the towel
   sagged through between them). Cloth collides with the arm links (not the fingers, see
   `robot.sim.grasp`) and not with itself. Its stiffness is bounded by the step (SimRigConfig).
-- Rendering: no shadows, no MSAA, one `mujoco.Renderer` per image size, created lazily on the
-  thread that renders (GL contexts belong to a thread). Three 240x320 cameras take ~24 ms idle
-  (~44 ms p50 under load), hence the default 25 fps: every 2nd tick.
+- Rendering: no shadows, no MSAA, one `mujoco.Renderer` per image size, created on the thread
+  that renders (GL contexts belong to a thread). Three 240x320 cameras take ~24 ms idle
+  (~44 ms p50 under load), hence the default 25 fps: every 2nd tick. MuJoCo's bindings release
+  the GIL while rendering, so the render thread runs beside the control thread on the 2nd core.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -42,6 +52,7 @@ import numpy as np
 from robot.aloha import ALOHA_GRIPPERS, START_ARM_POSE_RAD, START_FINGER_POS_M, GripperCalibration
 from robot.rig import Rig, RigError
 from robot.sim import gl
+from robot.sim.camera_render_thread import CameraRenderThread, RendererFactory, RenderStats, make_camera_renderer
 from robot.sim.config import SimRigConfig
 from robot.sim.grasp import GraspModel
 from robot.sim.scene import FINGER_RANGE_M, SceneModel, build_scene, update_cloth_table_friction
@@ -60,17 +71,29 @@ log = logging.getLogger(__name__)
 
 #: Ticks over which the real-time factor and camera rates are measured.
 STATUS_WINDOW_TICKS = 50
+#: How long `read()` waits for the render thread's first frame of an episode (seconds): far
+#: above a render under load (~0.1 s), so only a stuck or starved renderer trips it.
+FIRST_FRAME_TIMEOUT_S = 20.0
 
 
 class SimRig(Rig):
     """The MuJoCo rig. `read()`/`command()` and the extras that touch the simulation
     (`reset_episode`, `towel_vertices_m`, `gripper_poses`, `evaluate_task`) belong to the control
-    thread; `status()` and `sim_time_s` may be read from any thread.
+    thread; `status()`, `render_stats()` and `sim_time_s` may be read from any thread. With
+    `render_thread` the cameras render on a thread of their own (`CameraRenderThread`).
+
+    renderer_factory: builds each `mujoco.Renderer` as (model, height, width) (default
+    `mujoco.Renderer`); a test hook to inject GL failures at the real seam.
     """
 
     simulated = True
 
-    def __init__(self, config: SimRigConfig | None = None, grippers: GripperCalibration = ALOHA_GRIPPERS) -> None:
+    def __init__(
+        self,
+        config: SimRigConfig | None = None,
+        grippers: GripperCalibration = ALOHA_GRIPPERS,
+        renderer_factory: RendererFactory | None = None,
+    ) -> None:
         self.config = config or SimRigConfig()
         self.name = self.config.name
         self.camera_names = tuple(self.config.camera_names)
@@ -84,8 +107,14 @@ class SimRig(Rig):
         self._ticks = 0
         self._episode_seed = self.config.seed
         self._towel_pose = (np.zeros(2), 0.0)
+        self._renderer_factory = renderer_factory
         self._renderer: mujoco.Renderer | None = None
         self._renderer_thread: int | None = None
+        self._render_thread: CameraRenderThread | None = None
+        # Episode counter stamped on snapshots: frames of an earlier episode are never handed out.
+        self._episode = 0
+        self._snapshot_episode = -1
+        self._image_sim_time_s: float | None = None
         self._images: dict[str, np.ndarray] = {}
         self._image_times_s: dict[str, float] = {}
         self._next_frame_index = 0
@@ -122,16 +151,23 @@ class SimRig(Rig):
             text=self.config.task,
         )
         self.reset_episode(self.config.seed)
+        try:
+            self._start_render_thread()
+        except RigError:
+            self.disconnect()
+            raise
         log.info(
-            "Simulated rig %r ready in %.2f s (%d cloth vertices, %d dofs, GL backend %s)",
+            "Simulated rig %r ready in %.2f s (%d cloth vertices, %d dofs, GL backend %s, cameras rendered %s)",
             self.name,
             time.monotonic() - started,
             len(scene.towel_vertex_body_ids),
             self._model.nv,
             gl.backend_in_use(),
+            "on their own thread" if self._render_thread is not None else "inside read()",
         )
 
     def disconnect(self) -> None:
+        self._stop_render_thread()
         self._close_renderer()
         self._data = None
         self._model = None
@@ -178,6 +214,8 @@ class SimRig(Rig):
         self._next_frame_index = 0
         self._images = {}
         self._image_times_s = {}
+        self._episode += 1
+        self._image_sim_time_s = None
         with self._lock:
             self._tick_wall_s.clear()
             self._frame_wall_s.clear()
@@ -202,7 +240,11 @@ class SimRig(Rig):
 
     def read(self) -> Observation:
         model, data, scene = self._require()
-        self._render_if_due()
+        if self._render_thread is not None:
+            images, image_times_s = self._latest_threaded_frames()
+        else:
+            self._render_if_due()
+            images, image_times_s = dict(self._images), dict(self._image_times_s)
         time_s = time.monotonic()
         qpos = np.zeros(STATE_DIM, dtype=np.float32)
         qvel = np.zeros(STATE_DIM, dtype=np.float32)
@@ -221,8 +263,8 @@ class SimRig(Rig):
             qpos=qpos,
             qvel=qvel,
             effort=effort,
-            images={name: image for name, image in self._images.items()},
-            image_times_s=dict(self._image_times_s),
+            images=images,
+            image_times_s=image_times_s,
             time_s=time_s,
             task=self.config.task,
         )
@@ -298,7 +340,10 @@ class SimRig(Rig):
         if len(ticks) >= 2 and ticks[-1] > ticks[0]:
             rtf = (len(ticks) - 1) * self.config.control_period_s / (ticks[-1] - ticks[0])
         fps = 0.0
-        if len(frames) >= 2 and frames[-1] > frames[0]:
+        render_thread = self._render_thread
+        if render_thread is not None:
+            fps = render_thread.stats().render_fps
+        elif len(frames) >= 2 and frames[-1] > frames[0]:
             fps = (len(frames) - 1) / (frames[-1] - frames[0])
         return RigStatus(
             name=self.name,
@@ -356,12 +401,84 @@ class SimRig(Rig):
         """The live MjData; control thread only."""
         return self._require()[1]
 
+    @property
+    def image_sim_time_s(self) -> float | None:
+        """Simulated time (s) of the state the latest images show; None before the first frame."""
+        return self._image_sim_time_s
+
     # -- rendering --------------------------------------------------------------------------------
+
+    @property
+    def render_thread_enabled(self) -> bool:
+        return self.config.render_thread
+
+    def set_render_thread(self, enabled: bool) -> None:
+        """Render the cameras on their own thread (True) or inside `read()` (False: every frame
+        is the state at its due tick, reproducible from the seed - what unpaced stepping and
+        scripted data collection need). Control thread (or before connect); takes effect at the
+        next `read()`, which then waits for (or renders) a fresh frame.
+        """
+        if not isinstance(enabled, bool):
+            raise ValueError(f"set_render_thread takes True or False, got {enabled!r}")
+        if enabled == self.config.render_thread:
+            return
+        self.config = dataclasses.replace(self.config, render_thread=enabled)
+        if self._data is None:
+            return
+        self._stop_render_thread()
+        self._close_renderer()
+        self._images, self._image_times_s = {}, {}
+        self._image_sim_time_s = None
+        self._start_render_thread()
+        log.info("Simulated cameras now render %s", "on their own thread" if enabled else "inside read()")
+
+    def render_stats(self) -> RenderStats | None:
+        """The render thread's rate and dropped snapshots; None when rendering inside `read()`."""
+        render_thread = self._render_thread
+        return None if render_thread is None else render_thread.stats()
+
+    def _start_render_thread(self) -> None:
+        if not self.config.render_thread or not self.camera_names:
+            return
+        render_thread = CameraRenderThread(
+            self._require()[0],
+            self.camera_names,
+            self.config.image_height,
+            self.config.image_width,
+            self._renderer_factory,
+        )
+        render_thread.start()
+        self._render_thread = render_thread
+        self._snapshot_episode = -1
+
+    def _stop_render_thread(self) -> None:
+        render_thread, self._render_thread = self._render_thread, None
+        if render_thread is not None:
+            render_thread.stop()
+
+    def _due_frame_index(self) -> int:
+        """Index of the newest frame due by now (frame k is due at sim time k / camera_fps)."""
+        return int(np.floor(self._ticks * self.config.camera_fps / self.control_rate_hz + 1e-9))
+
+    def _latest_threaded_frames(self) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Threaded mode: hand the render thread the state when a frame is due, return the newest
+        published frames (waiting only for an episode's first)."""
+        render_thread = self._render_thread
+        due_index = self._due_frame_index()
+        if self._snapshot_episode != self._episode or due_index >= self._next_frame_index:
+            render_thread.submit(self._data.qpos, self.sim_time_s, time.monotonic(), self._episode)
+            self._snapshot_episode = self._episode
+            self._next_frame_index = due_index + 1
+        frames = render_thread.latest()
+        if frames is None or frames.episode != self._episode:
+            frames = render_thread.wait_for_frames(self._episode, FIRST_FRAME_TIMEOUT_S)
+        self._image_sim_time_s = frames.sim_time_s
+        return dict(frames.images), {name: frames.capture_time_s for name in frames.images}
 
     def _render_if_due(self) -> None:
         if not self.camera_names:
             return
-        due_index = int(np.floor(self._ticks * self.config.camera_fps / self.control_rate_hz + 1e-9))
+        due_index = self._due_frame_index()
         if self._images and due_index < self._next_frame_index:
             return
         renderer = self._renderer_for_this_thread()
@@ -377,6 +494,7 @@ class SimRig(Rig):
             self._images[name] = image
             self._image_times_s[name] = time.monotonic()
         self._next_frame_index = due_index + 1
+        self._image_sim_time_s = self.sim_time_s
         with self._lock:
             self._frame_wall_s.append(time.monotonic())
 
@@ -386,17 +504,7 @@ class SimRig(Rig):
             return self._renderer
         self._close_renderer()
         model = self._require()[0]
-        try:
-            renderer = mujoco.Renderer(model, height=self.config.image_height, width=self.config.image_width)
-        except Exception as exc:
-            raise RigError(
-                f"Could not create an offscreen OpenGL context for the simulated cameras with "
-                f"MUJOCO_GL={gl.backend_in_use()} ({exc}); {gl.gl_help()}"
-            ) from exc
-        # Only what the cameras should see: no site/joint decorations, cloth drawn as a skin.
-        option = renderer.scene.flags
-        option[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-        option[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        renderer = make_camera_renderer(model, self.config.image_height, self.config.image_width, self._renderer_factory)
         self._renderer = renderer
         self._renderer_thread = thread
         return renderer

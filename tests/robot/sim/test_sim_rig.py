@@ -24,7 +24,7 @@ def blue_fraction(image: np.ndarray) -> float:
 
 
 def test_three_named_cameras_render_the_towel_at_the_start_pose():
-    with SimRig(SimRigConfig(image_height=120, image_width=160)) as sim:
+    with SimRig(SimRigConfig(image_height=120, image_width=160, render_thread=False)) as sim:
         observation = sim.read()
         assert set(observation.images) == set(DEFAULT_CAMERA_NAMES)
         for name, image in observation.images.items():
@@ -47,7 +47,7 @@ def test_the_full_aloha_image_size_is_selectable():
 
 
 def test_cameras_render_every_second_tick_by_simulated_time():
-    with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64)) as sim:
+    with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64, render_thread=False)) as sim:
         times = []
         for _ in range(6):
             times.append(sim.read().image_times_s["cam_high"])
@@ -183,7 +183,7 @@ def test_renderer_follows_the_thread_that_reads():
     """GL contexts belong to a thread: a rig read from a new control thread renders there."""
     import threading
 
-    with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64)) as sim:
+    with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64, render_thread=False)) as sim:
         first = sim.read().images["cam_high"]
         out = {}
 
@@ -206,7 +206,7 @@ def test_no_gl_context_becomes_a_rig_error_naming_the_packages(monkeypatch):
         raise mujoco.FatalError("gladLoadGL error")  # what mujoco raises without a usable GL
 
     monkeypatch.setattr(mujoco, "Renderer", no_context)
-    with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64)) as sim:
+    with SimRig(SimRigConfig(camera_names=("cam_high",), image_height=48, image_width=64, render_thread=False)) as sim:
         with pytest.raises(RigError, match="libegl1 libegl-mesa0.*libosmesa6"):
             sim.read()
 
