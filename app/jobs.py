@@ -124,6 +124,9 @@ def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_
     if not rig.simulated or not hasattr(rig, "reset_episode"):
         session.close()
         raise JobError(f"demos needs the simulated rig; {rig_path} opens {rig.name}.")
+    # Unpaced stepping outruns a camera thread; render inside read() so every frame is the state
+    # at its due tick and an episode is reproducible from its seed.
+    rig.set_render_thread(False)
     results = []
     max_ticks = int(max_seconds * rig.control_rate_hz)
     try:
