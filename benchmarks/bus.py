@@ -71,7 +71,9 @@ def run(baud: int, fast: bool, cycles: int, warmup: int = 50) -> list[dict]:
             # ALOHA's 1 ms to measure cycles, not retries. Retries are reported.
             bus = BusConfig(ports[name], baud_rate=baud, latency_timer_ms=16.0, call_budget_ms=100.0,
                             fast_sync_read="on" if fast else "off")
-            return ArmConfig(name, role, bus)
+            # The servos' Bus_Watchdog is off: a stall of this shared machine would stop the
+            # followers and turn the rest of the run into errors; stalls show in cycle_ms_max.
+            return ArmConfig(name, role, bus, bus_watchdog_ms=0)
 
         leaders = [LeaderArm(config(f"leader_{s}", ArmRole.LEADER)) for s in SIDES]
         followers = [FollowerArm(config(f"follower_{s}", ArmRole.FOLLOWER)) for s in SIDES]
@@ -84,9 +86,11 @@ def run(baud: int, fast: bool, cycles: int, warmup: int = 50) -> list[dict]:
         results = []
         for with_state in (False, True):
             times = np.empty(cycles)
+            cpu = np.empty(cycles)
             failed = []
             for k in range(warmup + cycles):
                 t0 = time.perf_counter()
+                c0 = time.process_time()
                 try:
                     for leader, follower in zip(leaders, followers):
                         action = mapping.action_from_leader(leader.read().joint_pos_rad)
@@ -98,6 +102,7 @@ def run(baud: int, fast: bool, cycles: int, warmup: int = 50) -> list[dict]:
                     failed.append(str(exc))
                 if k >= warmup:
                     times[k - warmup] = time.perf_counter() - t0
+                    cpu[k - warmup] = time.process_time() - c0
             stats = [a.bus.stats for a in arms]
             mean = float(times.mean())
             wire = wire_bytes_per_cycle(fast, with_state)
@@ -112,6 +117,9 @@ def run(baud: int, fast: bool, cycles: int, warmup: int = 50) -> list[dict]:
                 "cycle_ms_mean": round(mean * 1e3, 3),
                 "cycle_ms_max": round(float(times.max()) * 1e3, 3),
                 "max_rate_hz": round(1.0 / mean, 1),
+                # CPU this process spent per cycle (SDK, pyserial, mapping): what the control
+                # thread costs, whatever else the machine is doing.
+                "host_cpu_ms_per_cycle": round(float(cpu.mean()) * 1e3, 3),
                 "wire_ms_per_cycle": round(wire * 10 / baud * 1e3, 3),  # four buses, one after another
                 "retries": sum(s.retries for s in stats),
                 "failed_cycles": len(failed),

@@ -29,9 +29,8 @@ import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -51,7 +50,7 @@ from robot.dynamixel.arm import (
 )
 from robot.dynamixel.bus import BusConfig
 from robot.dynamixel.calibration import ArmCalibration, CalibrationStore
-from robot.dynamixel.errors import BusWatchdogTripped, DynamixelError
+from robot.dynamixel.errors import BusWatchdogTripped
 from robot.dynamixel.health import HealthThresholds, read_health
 from robot.dynamixel.layout import LAYOUTS
 from robot.dynamixel.safe_start import (
@@ -363,6 +362,9 @@ class AlohaRig(Rig):
     def read(self) -> Observation:
         if not self.followers:
             raise RigError(f"{self.name} is not connected. Connect the rig first.")
+        if self._watchdog is not None and self._watchdog.tripped:
+            self._watchdog.stop()  # it cut the torque once; a new one watches the resumed loop
+            self._watchdog = None
         if self._watchdog is None:  # armed on the first tick: from now on the loop must keep ticking
             self._watchdog = TorqueWatchdog(self.arms, self.config.settings.torque_watchdog_ms,
                                             on_trip=self._on_watchdog_trip).start()

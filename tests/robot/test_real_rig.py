@@ -26,7 +26,10 @@ def emulated_rig_file(tmp_path: Path, **overrides) -> Path:
     text = (ROOT / "configs" / "emulated.toml").read_text()
     text = text.replace('calibration_dir = "../calibration/emulated"', f'calibration_dir = "{tmp_path / "calibration"}"')
     settings = {"arm_ramp_s": 0.5, "gripper_ramp_s": 0.2, **overrides}
-    text = text.replace("[aloha]\n", "[aloha]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()), 1)
+    for key, value in settings.items():
+        text, found = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+        if not found:
+            text = text.replace("[aloha]\n", f"[aloha]\n{key} = {value}\n", 1)
     text = re.sub(r"fps = 15", "fps = 6", text)
     # One camera is enough here; three more threads per camera would only load the shared CPUs.
     text = text[: text.index("[[cameras]]\nkind = \"realsense-emulated\"\nname = \"cam_left_wrist\"")]
@@ -96,13 +99,18 @@ def test_opening_ceremony_then_teleop_through_the_control_loop(rig_and_loop):
     loop.set_source(rig.leader_source())
     loop.request_mode(Mode.TELEOP)
     assert wait_until(lambda: loop.snapshot().mode is Mode.TELEOP and not loop.snapshot().blending, 5.0)
-    time.sleep(0.5)
-    # The followers track the swaying leaders: the observation trails the action by little.
+    actions = []
+    unsubscribe = loop.subscribe(lambda record: actions.append(record.action[0]))
+    time.sleep(1.0)
+    unsubscribe()
+    # The followers track the swaying leaders: the action moves with the leader's waist, and the
+    # observation trails it by little. The leader moves at <= 0.24 rad/s, so allow for tick age.
     snap = loop.snapshot()
     leader = rig.emulators["leader_left"].position_rad(1)
-    assert abs(snap.tick.action[0] - leader) < 0.1
+    age_s = time.monotonic() - snap.tick.observation.time_s
+    assert abs(snap.tick.action[0] - leader) < 0.05 + 0.25 * age_s
     assert abs(snap.tick.observation.qpos[0] - snap.tick.action[0]) < 0.1
-    assert snap.stats.achieved_rate_hz > 20
+    assert max(actions) - min(actions) > 0.02 and len(actions) > 10
 
     loop.estop()
     assert wait_until(lambda: not rig.started and torque(rig, "follower_right") == [0, 0, 0, 0], 2.0)
@@ -120,3 +128,24 @@ def test_a_servo_that_goes_silent_holds_the_loop_and_is_named(rig_and_loop):
     assert "Servo 7 (wrist_angle joint)" in event.message
     rig.emulators["follower_right"].set_silent(7, False)
     assert wait_until(lambda: any(e.code == "rig_read" and "reading again" in e.message for e in loop.snapshot().events), 5.0)
+
+
+def test_a_stopped_control_loop_cuts_the_torque_and_needs_a_new_start(tmp_path):
+    rig, rig_file = open_rig(emulated_rig_file(tmp_path, torque_watchdog_ms=300.0))
+    rig.connect()
+    loop = ControlLoop(rig, rig_file.control)
+    try:
+        loop.start()
+        rig.begin_start()
+        assert wait_until(lambda: rig.started, 15.0), rig.start_prompt
+        loop.stop()  # the control thread is gone (as if it hung): nothing kicks the watchdog
+        assert wait_until(lambda: torque(rig, "follower_left") == [0, 0, 0, 0], 3.0)
+        assert not rig.started and "control loop stopped" in rig.start_prompt
+        loop = ControlLoop(rig, rig_file.control)
+        loop.start()  # reading resumes; driving needs the ceremony again
+        assert wait_until(lambda: loop.snapshot().tick is not None, 5.0)
+        rig.command(np.zeros(14))
+        assert torque(rig, "follower_left") == [0, 0, 0, 0]
+    finally:
+        loop.stop()
+        rig.disconnect()

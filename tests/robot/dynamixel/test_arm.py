@@ -1,7 +1,6 @@
 """Follower and leader arms on the emulator, calibration and the ALOHA gripper mapping."""
 
 import json
-import math
 
 import numpy as np
 import pytest

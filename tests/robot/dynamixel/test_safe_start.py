@@ -17,7 +17,6 @@ from robot.dynamixel.emulator import ServoBusEmulator, Sinusoid, Squeeze, arm_se
 from robot.dynamixel.errors import BusWatchdogTripped, ServoNotResponding
 from robot.dynamixel.layout import VIPERX_300_FOLLOWER, WIDOWX_250_LEADER
 from robot.dynamixel.safe_start import (
-    ExitGuard,
     HandoverFilter,
     SafeStart,
     SafeStartConfig,
