@@ -176,7 +176,7 @@ class StudioBridge:
         self._demo_kinematics = None  # robot.kinematics.BimanualKinematics, built at the first demo
         self._source: SourceOption | None = None
         self._pending_estop: str | None = None
-        self._loop_event_seq = 0
+        self._loop_event_cursor: tuple[ControlLoop | None, int] = (None, 0)
         self._monitor = _Monitor()
         self._monitor_stop = threading.Event()
         self._monitor_thread: threading.Thread | None = None
@@ -500,7 +500,6 @@ class StudioBridge:
 
     def _start_loop(self, loop: ControlLoop) -> None:
         self._unsubscribe = [loop.subscribe(self.history.on_tick), loop.subscribe(self._writer.on_tick)]
-        self._loop_event_seq = 0
         loop.start()
         # Start holding: nothing moves until the user picks a source.
         loop.request_mode(Mode.HOLD)
@@ -681,10 +680,15 @@ class StudioBridge:
 
     def _pull_loop_events(self, loop: ControlLoop, snapshot: LoopSnapshot | None) -> None:
         with self._lock:
-            seq = self._loop_event_seq
+            # Event numbers restart with each loop (a towel reset runs a fresh one): the cursor
+            # belongs to one loop, and a caller still holding the previous loop reads nothing.
+            cursor_loop, seq = self._loop_event_cursor
+            if cursor_loop is not loop:
+                if loop is not self._loop:
+                    return
+                seq = 0
             new = loop.events_since(seq)
-            if new:
-                self._loop_event_seq = new[-1].seq
+            self._loop_event_cursor = (loop, new[-1].seq if new else seq)
         severity = {EventLevel.INFO: Severity.INFO, EventLevel.WARNING: Severity.WARNING, EventLevel.ERROR: Severity.ERROR}
         for event in new:
             self.events.add(severity[event.level], "loop", event.message, event.what_to_do)

@@ -28,7 +28,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("stop_success", ("F6",), "Stop recording, label success"),
     Shortcut("stop_failure", ("F7",), "Stop recording, label failure"),
     Shortcut("discard", ("F8",), "Discard the recording in progress"),
-    Shortcut("new_episode", ("Ctrl+N",), "New episode: reset the towel with the seed shown"),
+    Shortcut("new_episode", ("Ctrl+N",), "New episode: reset the towel with the next seed"),
+    Shortcut("help", ("F1",), "Show these keys"),
 )
 
 
@@ -70,22 +71,33 @@ FINE_MODIFIER_TEXT = "Shift"  # hold for slow, fine jogging
 
 
 def help_html() -> str:
-    """The help panel: every shortcut and jog key."""
+    """The help panel: every shortcut and jog key, in two columns so that it fits without scrolling."""
     rows = "".join(
-        f"<tr><td><b>{' / '.join(s.keys)}</b></td><td>{s.description}</td></tr>" for s in SHORTCUTS
+        f"<tr><td><b>{' / '.join(s.keys)}</b>&nbsp;&nbsp;</td><td>{s.description}</td></tr>" for s in SHORTCUTS
     )
     axis_text = {"x": "forward / back", "y": "left / right", "z": "up / down", "gripper": "open / close"}
     jog_rows = ""
-    for arm in ("left", "right"):
-        for axis in ("x", "y", "z", "gripper"):
-            keys = [k.label for k in JOG_KEYS if k.arm == arm and k.axis == axis]
-            jog_rows += f"<tr><td><b>{' / '.join(keys)}</b></td><td>{arm} {axis_text[axis]}</td></tr>"
+    for axis in ("x", "y", "z", "gripper"):
+        cells = ""
+        for arm in ("left", "right"):
+            keys = " / ".join(k.label for k in JOG_KEYS if k.arm == arm and k.axis == axis)
+            cells += f"<td><b>{keys}</b>&nbsp;&nbsp;</td>"
+        jog_rows += f"<tr>{cells}<td>{axis_text[axis]}</td></tr>"
+    shortcuts = (
+        "<b>Shortcuts</b> (work anywhere in the window, also while typing)"
+        f"<table cellspacing='1'>{rows}</table>"
+    )
+    jogging = (
+        "<b>Jog keys</b> (source: Jog)"
+        "<table cellspacing='1'><tr><td><i>left arm</i>&nbsp;&nbsp;</td><td><i>right arm</i>&nbsp;&nbsp;</td><td></td></tr>"
+        f"{jog_rows}</table>"
+        f"<p>Hold a key to move, release to stop; hold {FINE_MODIFIER_TEXT} for slow, fine moves. "
+        "Jog keys do nothing while a text field has the focus (click a camera view first).</p>"
+        "<p><b>Mouse</b>: drag in an arm's jog pad to move its gripper over the table; drag with the "
+        "right button for up / down.</p>"
+    )
     return (
-        "<p><b>Shortcuts</b> (work anywhere in the window)</p>"
-        f"<table cellspacing='2'>{rows}</table>"
-        "<p><b>Jog keys</b> (source: Jog; not while typing in a field; "
-        f"hold {FINE_MODIFIER_TEXT} for fine)</p>"
-        f"<table cellspacing='2'>{jog_rows}</table>"
-        "<p><b>Mouse</b>: drag in an arm's jog pad to move it in the table plane; "
-        "drag with the right button for up / down.</p>"
+        "<table width='100%' cellspacing='0'><tr>"
+        f"<td valign='top' width='52%'>{shortcuts}</td><td valign='top'>{jogging}</td>"
+        "</tr></table>"
     )

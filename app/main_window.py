@@ -116,6 +116,10 @@ class StudioWindow(QMainWindow):
         centre.addWidget(bottom)
         centre.setSizes([380, 300, 220])
         centre.setChildrenCollapsible(False)
+        self._centre = centre
+        self._camera_widget = camera_widget
+        self._user_sized_rows = False
+        centre.splitterMoved.connect(lambda *_: setattr(self, "_user_sized_rows", True))
 
         # Side panel: E-stop on top and never scrolled away; the rest may scroll on small screens.
         self.control_panel = ControlPanelWidget([(s.name, s.button) for s in bridge.source_options], keys)
@@ -177,6 +181,8 @@ class StudioWindow(QMainWindow):
         view = CameraViewWidget(name)
         self.camera_views[name] = view
         self._camera_row.addWidget(view)
+        if hasattr(self, "_centre"):
+            self._fit_camera_row()
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -211,6 +217,7 @@ class StudioWindow(QMainWindow):
             "stop_failure": lambda: self.stop_recording(False),
             "discard": self.discard_recording,
             "new_episode": lambda: self.bridge.new_episode(self.control_panel.seed_spin.value()),
+            "help": lambda: self.bottom_tabs.setCurrentIndex(1),
         }
         self.shortcuts: dict[str, list[QShortcut]] = {}
         for spec in SHORTCUTS:
@@ -227,6 +234,29 @@ class StudioWindow(QMainWindow):
                 shortcut.setAutoRepeat(False)
                 shortcut.activated.connect(handler)
                 self.shortcuts[spec.action].append(shortcut)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._fit_camera_row()
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        self._fit_camera_row()
+
+    def _fit_camera_row(self) -> None:
+        """Make the camera row as tall as its 4:3 frames at the row's width (no black bands),
+        at most half the height, until the user drags the splitter themselves."""
+        if self._user_sized_rows:
+            return
+        total = sum(self._centre.sizes()) or self._centre.height()
+        if total <= 0:
+            return
+        views = max(1, len(self.camera_views))
+        spacing = self._camera_row.spacing() * (views - 1)
+        view_width = (self._centre.width() - spacing) / views
+        camera_h = int(min(0.5 * total, max(150, view_width * 3 / 4)))
+        rest = total - camera_h
+        self._centre.setSizes([camera_h, int(rest * 0.56), rest - int(rest * 0.56)])
 
     # ------------------------------------------------------------------ user actions
 
@@ -251,7 +281,7 @@ class StudioWindow(QMainWindow):
             self.bridge.discard_recording()
 
     def _on_jog_pad(self, arm: str, x: float, y: float, z: float) -> None:
-        self.bridge.jog(arm, (x, y, z))
+        self._send_jog()
 
     # ------------------------------------------------------------------ jog keys
 
@@ -292,16 +322,23 @@ class StudioWindow(QMainWindow):
                 gripper[key.arm] += key.sign
             else:
                 velocity[key.arm][axes[key.axis]] += key.sign
+        pads_active = False
         for arm in ("left", "right"):
-            self.bridge.jog(arm, velocity[arm], fine=self._fine_jog)
+            pad = self.jog_pads[arm].direction
+            pads_active = pads_active or any(pad)
+            direction = [max(-1.0, min(1.0, k + p)) for k, p in zip(velocity[arm], pad)]
+            self.bridge.jog(arm, direction, fine=self._fine_jog)
             self.bridge.jog_gripper(arm, max(-1.0, min(1.0, gripper[arm])), fine=self._fine_jog)
-        if self._held_jog_keys and not self.jog_timer.isActive():
+        # Refresh held keys and pads inside the jog source's dead-man time; stop when all are let go.
+        if (self._held_jog_keys or pads_active) and not self.jog_timer.isActive():
             self.jog_timer.start()
-        elif not self._held_jog_keys:
+        elif not (self._held_jog_keys or pads_active):
             self.jog_timer.stop()
 
     def _release_jog_keys(self) -> None:
         self._held_jog_keys.clear()
+        for pad in self.jog_pads.values():
+            pad.direction = (0.0, 0.0, 0.0)
         self.jog_timer.stop()
         self.bridge.stop_jogging()
 

@@ -178,9 +178,12 @@ class ControlPanelWidget(QWidget):
         if self.source_badge.text() != label:
             self.source_badge.setText(label)
             self.source_badge.setStyleSheet(theme.badge_style(theme.SOURCE_COLOURS[kind]))
-        for source_name, button in self.source_buttons.items():
-            if (source_name == name) != button.isChecked():
+        if any((source_name == name) != button.isChecked() for source_name, button in self.source_buttons.items()):
+            # An exclusive group refuses to uncheck its last checked button (no source driving).
+            self._source_group.setExclusive(False)
+            for source_name, button in self.source_buttons.items():
                 button.setChecked(source_name == name)
+            self._source_group.setExclusive(True)
 
     def set_recording(
         self, active: bool, busy: bool, elapsed_s: float = 0.0, frames: int = 0, failed: bool = False

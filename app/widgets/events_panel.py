@@ -16,8 +16,12 @@ from app.events import Severity, StudioEvent
 SEVERITY_COLOURS = {Severity.INFO: theme.MUTED, Severity.WARNING: theme.WARN_COLOUR, Severity.ERROR: theme.ERROR_COLOUR}
 
 
+#: What the user reads for each origin of an event.
+ORIGIN_NAMES = {"loop": "Control", "recorder": "Recording", "rig": "Rig", "studio": "Studio"}
+
+
 def event_text(event: StudioEvent) -> str:
-    text = f"{event.clock}  {event.origin}: {event.message}"
+    text = f"{event.clock}  {ORIGIN_NAMES.get(event.origin, event.origin)}: {event.message}"
     if event.what_to_do:
         text += f"\n    → {event.what_to_do}"
     return text
@@ -70,7 +74,7 @@ class ErrorBannerWidget(QWidget):
         self.hide()
 
     def show_event(self, event: StudioEvent) -> None:
-        text = f"{event.origin}: {event.message}"
+        text = f"{ORIGIN_NAMES.get(event.origin, event.origin)}: {event.message}"
         if event.what_to_do:
             text += f"  —  {event.what_to_do}"
         self.label.setText(text)

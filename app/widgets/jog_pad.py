@@ -23,6 +23,9 @@ class JogPadWidget(QWidget):
         self._origin: QPointF | None = None
         self._pointer: QPointF | None = None
         self._vertical = False
+        #: (x, y, z) in [-1, 1] while the mouse is held, else zeros; the window re-sends it
+        #: periodically, because the jog source forgets a velocity that is not refreshed.
+        self.direction: tuple[float, float, float] = (0.0, 0.0, 0.0)
         self.setMinimumSize(110, 110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip(f"Drag to jog the {arm} gripper: left button in the table plane, right button up/down.")
@@ -44,6 +47,7 @@ class JogPadWidget(QWidget):
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
         self._origin = self._pointer = None
+        self.direction = (0.0, 0.0, 0.0)
         self.jog_changed.emit(self.arm, 0.0, 0.0, 0.0)
         self.update()
 
@@ -53,10 +57,11 @@ class JogPadWidget(QWidget):
         dx = max(-1.0, min(1.0, (position.x() - self._origin.x()) / r))
         dy = max(-1.0, min(1.0, (position.y() - self._origin.y()) / r))
         if self._vertical:
-            self.jog_changed.emit(self.arm, 0.0, 0.0, -dy)
+            self.direction = (0.0, 0.0, -dy)
         else:
             # Screen up = forward (+x), screen left = +y (the robot's left, seen from behind it).
-            self.jog_changed.emit(self.arm, -dy, -dx, 0.0)
+            self.direction = (-dy, -dx, 0.0)
+        self.jog_changed.emit(self.arm, *self.direction)
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802
