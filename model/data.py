@@ -376,6 +376,7 @@ class EpisodeSource:
     info: EpisodeInfo
     task_index: int
     latents: object | None = None  # model.latent_cache.EpisodeLatents
+    canvases: object | None = None  # model.latent_cache.EpisodeCanvases: read instead of decoding
     episode: Episode | None = field(default=None, repr=False)
 
     def reader(self) -> Episode:
@@ -387,7 +388,8 @@ class EpisodeSource:
 class WindowDataset(torch.utils.data.Dataset):
     """Every step of every episode as a training sample (a map-style dataset).
 
-    mode "frames": item["video"] (video_frames, H, W, 3) uint8 canvases at t, t+4, ..., t+32.
+    mode "frames": item["video"] (video_frames, H, W, 3) uint8 canvases at t, t+4, ..., t+32
+    (from the sources' cached canvases when they have them, else decoded from the file).
     mode "latents": item["latents"] (C, latent_frames, h, w) float32 from the latent cache.
     Both: "action" (H, 14) float32 and "proprio" (14,) float32, z-scored with `norm_stats` when
     given (raw otherwise); "action_is_pad" (H,) bool; "image_is_pad" (video_frames,) bool;
@@ -457,7 +459,10 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.mode == "frames":
             # Repeated steps (padding) are decoded once.
             unique, inverse = np.unique(f_idx, return_inverse=True)
-            frames = episode_canvases(episode, self.canvas, unique)
+            if source.canvases is not None:
+                frames = source.canvases.frames(unique)
+            else:
+                frames = episode_canvases(episode, self.canvas, unique)
             item["video"] = torch.from_numpy(frames[inverse])
         else:
             item["latents"] = torch.from_numpy(source.latents.window(t, self.window))

@@ -22,10 +22,15 @@ Two layouts:
 - "groups" (our `CausalVideoAutoencoder`, whose latent frames depend only on their own RGB
   frames): rows [0, T) are the current-frame latents of every step; then one row per end step e
   of a 4-frame group (frames e-12, e-8, e-4, e, clamped to the episode). A window at t takes the
-  current latent of t and the groups ending at t+16 and t+32: ~2T encoder groups per episode
-  instead of 3T per epoch.
+  current latent of t and the groups ending at t+16 and t+32. Each *distinct* canvas and group
+  is encoded once: cameras slower than the control rate (the sim renders at 25 fps for 50 Hz
+  control) repeat frames, so about half the groups of a sim episode are duplicates.
 - "clips" (any other encoder, e.g. Wan2.2's VAE, whose causal convolutions carry state across
   groups): one (C, F, h, w) clip per step.
+
+`CanvasCache` keeps the decoded canvases of an episode (uint8 (T, H, W, 3), keyed by the frames
+and the canvas layout) for the autoencoder stage, which would otherwise decode 27 JPEGs for every
+clip it trains on; the latent encoder reads them too instead of decoding again.
 """
 
 from __future__ import annotations
@@ -193,6 +198,35 @@ class EpisodeLatents:
         return np.stack([arr[r] for r in rows], axis=1).astype(np.float32, copy=False)
 
 
+@dataclass
+class EpisodeCanvases:
+    """An episode's canvases (length, H, W, 3) uint8, memory-mapped on first use per process."""
+
+    path: Path
+    length: int
+
+    def __post_init__(self) -> None:
+        self._array: np.ndarray | None = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_array"], state["_pid"] = None, None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def array(self) -> np.ndarray:
+        if self._array is None or self._pid != os.getpid():
+            self._array = np.load(self.path, mmap_mode="r")
+            self._pid = os.getpid()
+        return self._array
+
+    def frames(self, steps) -> np.ndarray:
+        return np.asarray(self.array()[np.asarray(steps)])
+
+
 def group_range(length: int, spec: WindowSpec) -> tuple[int, int]:
     """(first, last) end steps of the groups an episode of `length` steps needs. Beyond
     `last` every frame of a group is clamped to the last step, so all such groups are equal."""
@@ -211,6 +245,19 @@ def group_steps(end: int, length: int, spec: WindowSpec) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
+def _distinct(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, ...) array -> (index of the first of each distinct row, inverse (N,) into those)."""
+    seen: dict[bytes, int] = {}
+    first, inverse = [], np.empty(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        key = hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest()
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        inverse[i] = seen[key]
+    return np.asarray(first, dtype=np.int64), inverse
+
+
 @torch.no_grad()
 def encode_episode(
     episode: Episode,
@@ -218,54 +265,48 @@ def encode_episode(
     canvas: CanvasSpec,
     spec: WindowSpec,
     device: torch.device | str = "cpu",
-    chunk: int = 32,
+    chunk: int = 16,
+    canvases: EpisodeCanvases | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Encode one episode: (array float32, layout dict) for the cache (see the module docstring).
-
-    Groups ("groups" layout) are encoded as stride-4 sub-videos, one per phase (end step mod 16):
-    a video [f(r), f(r+4), ..., f(r+16k)] yields the groups ending at r+16, ..., r+16k for the
-    price of k+1 encoder groups, where encoding each group as its own 5-frame clip would cost 2k.
-    """
-    frames = episode_canvases(episode, canvas)  # (T, H, W, 3) uint8
+    `canvases`: the episode's cached canvases, read instead of decoding the frames again."""
+    frames = canvases.array() if canvases is not None else episode_canvases(episode, canvas)  # (T, H, W, 3) uint8
     length = len(frames)
-    dtype = next(encoder.parameters()).dtype if any(True for _ in encoder.parameters()) else torch.float32
+    params = list(encoder.parameters())
+    dtype = params[0].dtype if params else torch.float32
 
-    def encode(steps: np.ndarray) -> torch.Tensor:
-        video = video_to_model(torch.from_numpy(frames[steps])[None]).to(device=device, dtype=dtype)
-        return encoder.encode(video)[0].float().cpu()  # (C, F, h, w)
+    def to_model(steps) -> torch.Tensor:
+        return video_to_model(torch.from_numpy(np.asarray(frames[np.asarray(steps)]))[None]).to(device=device, dtype=dtype)
 
     if not isinstance(encoder, CausalVideoAutoencoder):
         clips = []
         for t in range(length):
             steps, _ = spec.frame_indices(t, length)
-            clips.append(encode(steps).numpy())
+            clips.append(encoder.encode(to_model(steps))[0].float().cpu().numpy())
         return np.stack(clips).astype(np.float32), {"layout": "clips", "length": length}
 
-    current = []
-    for start in range(0, length, chunk):
-        video = video_to_model(torch.from_numpy(frames[start : start + chunk])[:, None]).to(device=device, dtype=dtype)
-        current.append(encoder.encode(video)[:, :, 0].float().cpu())  # (B, C, h, w)
-    current_np = torch.cat(current).numpy()
+    def encode_groups(step_groups: np.ndarray) -> np.ndarray:
+        """(G, 4) steps -> (G, C, h, w) latents, in chunks. The uint8 frames are gathered and
+        converted straight into the (G, 4, 3, H, W) layout: one float copy, no intermediate
+        permuted copies (memory traffic, not arithmetic, is what this costs on a busy CPU)."""
+        out = []
+        for c in range(0, len(step_groups), chunk):
+            part = np.asarray(frames[np.asarray(step_groups[c : c + chunk])])  # (G, 4, H, W, 3) uint8
+            x = torch.from_numpy(part).permute(0, 1, 4, 2, 3).to(device=device, dtype=dtype,
+                                                                 memory_format=torch.contiguous_format)
+            x.mul_(1.0 / 127.5).sub_(1.0)  # [-1, 1], as video_to_model
+            out.append(encoder.encode_groups(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
+    # Distinct canvases (a repeated camera frame is encoded once).
+    firsts, canvas_id = _distinct(np.asarray(frames))
+    current = encode_groups(np.repeat(firsts[:, None], 4, axis=1))[canvas_id]  # (T, C, h, w)
     first, last = group_range(length, spec)
-    groups: dict[int, np.ndarray] = {}
-    span, stride, tc = spec.group_span, spec.frame_stride, spec.temporal_compression
-    for phase in range(span):
-        ends = [e for e in range(phase + span, last + 1, span) if e >= first]
-        for c in range(0, len(ends), chunk):
-            part = ends[c : c + chunk]
-            # Frames: the one before the first group (discarded latent), then each group's four.
-            start = part[0] - span
-            steps = np.clip(start + stride * np.arange(1 + tc * len(part)), 0, length - 1)
-            latents = encode(steps)  # (C, 1 + len(part), h, w)
-            for i, end in enumerate(part):
-                groups[end] = latents[:, 1 + i].numpy()
-    for end in range(first, last + 1):  # short episodes: ends below one group span
-        if end not in groups:
-            steps = group_steps(end, length, spec)
-            groups[end] = encode(np.concatenate([steps[:1], steps]))[:, 1].numpy()
-    grouped = np.stack([groups[e] for e in range(first, last + 1)])
-    array = np.concatenate([current_np, grouped]).astype(np.float32)
+    ends = np.arange(first, last + 1)
+    steps = np.stack([group_steps(int(e), length, spec) for e in ends])  # (G, 4)
+    group_first, group_id = _distinct(canvas_id[steps])  # groups of the same canvases are the same group
+    grouped = encode_groups(steps[group_first])[group_id]
+    array = np.concatenate([current, grouped]).astype(np.float32)
     return array, {"layout": "groups", "length": length, "group_first": first, "group_last": last}
 
 
@@ -285,11 +326,11 @@ class LatentCache:
     """The latents of one encoder (by key) under `root`. Any process may read; writers rename
     complete files into place, so concurrent builders of the same entry are harmless."""
 
-    def __init__(self, root: str | os.PathLike, encoder_key_hex: str):
+    def __init__(self, root: str | os.PathLike, encoder_key_hex: str, memo: FramesKeyMemo | None = None):
         self.root = Path(root)
         self.encoder_key = encoder_key_hex
         self.folder = self.root / encoder_key_hex[:24]
-        self.memo = FramesKeyMemo(self.root)
+        self.memo = memo or FramesKeyMemo(self.root)
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         return self.folder / f"{key[:32]}.npy", self.folder / f"{key[:32]}.json"
@@ -333,9 +374,11 @@ class LatentCache:
         device: torch.device | str = "cpu",
         share: tuple[int, int] = (0, 1),
         progress: Callable[[dict], None] | None = None,
+        canvases: Sequence[EpisodeCanvases | None] | None = None,
     ) -> tuple[list[EpisodeLatents | None], CacheReport]:
         """The entry of every episode, building the missing ones among this process's share
-        (episode i is built by rank i % world); others' entries are None if not there yet."""
+        (episode i is built by rank i % world); others' entries are None if not there yet.
+        canvases: cached canvases per episode (or None), read instead of decoding frames."""
         rank, world = share
         report = CacheReport()
         started = time.monotonic()
@@ -351,7 +394,8 @@ class LatentCache:
                 if entry is None and i % world == rank:
                     t0 = time.monotonic()
                     with Episode.open(info.path) as episode:
-                        array, layout = encode_episode(episode, encoder, canvas, spec, device)
+                        array, layout = encode_episode(episode, encoder, canvas, spec, device,
+                                                       canvases=canvases[i] if canvases else None)
                     entry = self.put(key, array, layout, source=str(info.path))
                     report.built += 1
                     if progress:
@@ -362,5 +406,70 @@ class LatentCache:
                 entries.append(entry)
         finally:
             encoder.train(was_training)
+        report.seconds = time.monotonic() - started
+        return entries, report
+
+
+class CanvasCache:
+    """Decoded canvases per episode under `<root>/canvases/<canvas layout key>/`, same rules as
+    `LatentCache` (frames key, atomic files, share of the building per rank)."""
+
+    def __init__(self, root: str | os.PathLike, canvas: CanvasSpec, memo: FramesKeyMemo | None = None):
+        self.root = Path(root)
+        self.canvas = canvas
+        layout = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **canvas.key()}, sort_keys=True).encode()).hexdigest()
+        self.folder = self.root / "canvases" / layout[:24]
+        self.memo = memo or FramesKeyMemo(self.root)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.folder / f"{key[:32]}.npy", self.folder / f"{key[:32]}.json"
+
+    def get(self, key: str) -> EpisodeCanvases | None:
+        array_path, meta_path = self._paths(key)
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if meta.get("frames_key") != key or not array_path.is_file():
+            return None
+        return EpisodeCanvases(array_path, int(meta["length"]))
+
+    def ensure(
+        self,
+        episodes: Sequence[EpisodeInfo],
+        share: tuple[int, int] = (0, 1),
+        progress: Callable[[dict], None] | None = None,
+    ) -> tuple[list[EpisodeCanvases | None], CacheReport]:
+        rank, world = share
+        report = CacheReport()
+        started = time.monotonic()
+        entries: list[EpisodeCanvases | None] = []
+        for i, info in enumerate(episodes):
+            key = self.memo.key(info.path, self.canvas.source_cameras)
+            entry = self.get(key)
+            if entry is None and i % world == rank:
+                t0 = time.monotonic()
+                with Episode.open(info.path) as episode:
+                    array = episode_canvases(episode, self.canvas)
+                self.folder.mkdir(parents=True, exist_ok=True)
+                array_path, meta_path = self._paths(key)
+                fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{array_path.name}.", suffix=".npy")
+                os.close(fd)
+                try:
+                    np.save(tmp, array)
+                    os.replace(tmp, array_path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+                _atomic_write_bytes(meta_path, json.dumps({"frames_key": key, "length": len(array),
+                                                           "source": str(info.path)}).encode())
+                entry = self.get(key)
+                report.built += 1
+                if progress:
+                    progress({"episode": info.name, "index": i, "of": len(episodes), "hit": False,
+                              "seconds": round(time.monotonic() - t0, 2), "what": "canvases"})
+            elif entry is not None:
+                report.hits += 1
+            entries.append(entry)
         report.seconds = time.monotonic() - started
         return entries, report

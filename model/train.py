@@ -91,7 +91,7 @@ from model.encoders import CausalVideoAutoencoder, PrecomputedTextEmbeddings, Ta
 from model.errors import CheckpointError, ModelError, UnknownTask
 from model.fastwam import FastWAM
 from model.flow import shifted_sigma, training_loss
-from model.latent_cache import LatentCache, encoder_key
+from model.latent_cache import CanvasCache, FramesKeyMemo, LatentCache, encoder_key
 from model.normalization import DEFAULT_STD_FLOOR, compute_norm_stats
 from recordings.errors import EpisodeFormatError
 
@@ -573,6 +573,7 @@ def load_autoencoder(path: str | os.PathLike, config: FastWAMConfig) -> CausalVi
 def pretrain_autoencoder(
     vae: CausalVideoAutoencoder,
     episodes: Sequence[EpisodeInfo],
+    canvases: Sequence,
     canvas: CanvasSpec,
     window: WindowSpec,
     hyper: TrainHyper,
@@ -583,8 +584,10 @@ def pretrain_autoencoder(
     cancelled: Callable[[], bool],
 ) -> dict:
     """Stage 1: train the autoencoder to reconstruct training clips (the 9-frame windows the DiT
-    will see), then fit its per-channel latent statistics. Returns a summary for the run folder."""
-    dataset = WindowDataset([EpisodeSource(info, 0) for info in episodes], window, canvas, mode="frames")
+    will see), then fit its per-channel latent statistics. Returns a summary for the run folder.
+    canvases: each episode's cached canvases (or None to decode its frames for every clip)."""
+    dataset = WindowDataset([EpisodeSource(info, 0, canvases=c) for info, c in zip(episodes, canvases)], window,
+                            canvas, mode="frames")
     stream = SampleStream(len(dataset), seed + 7919)  # its own order, not the DiT's
     steps, batch = hyper.vae_steps, hyper.vae_batch_size
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=_StepBatches(stream, 0, steps, batch, DistContext()),
@@ -707,15 +710,18 @@ class Trainer:
                   val_names=[e.name for e in val_eps])
 
         # 2. The video encoder (frozen from here on) and the text side.
+        self.memo = FramesKeyMemo(Path(args.cache_dir))
+        self.canvases = None
         video_encoder = self._video_encoder(ctx, config, args, hyper, run_dir, train_eps, canvas, window, resume_from)
         text = self._text_side(config, args, tasks)
 
         # 3. Latents of every episode, each rank encoding its share.
         self.emit("stage", stage="cache", message="encoding episodes (cached after the first time)")
-        cache = LatentCache(args.cache_dir, encoder_key(video_encoder, canvas, window))
+        cache = LatentCache(args.cache_dir, encoder_key(video_encoder, canvas, window), self.memo)
         everything = list(train_eps) + list(val_eps)
+        canvases = list(self.canvases) + [None] * len(val_eps) if self.canvases else None
         _, mine = cache.ensure(everything, video_encoder, canvas, window, ctx.device, share=(ctx.rank, ctx.world_size),
-                               progress=lambda p: self.emit("cache", **p))
+                               progress=lambda p: self.emit("cache", **p), canvases=canvases)
         dist_utils.barrier(ctx)
         entries, _ = cache.ensure(everything, video_encoder, canvas, window, ctx.device)
         built = int(dist_utils.all_reduce_sum(ctx, torch.tensor([float(mine.built)], device=ctx.device)).item())
@@ -794,13 +800,19 @@ class Trainer:
             if hyper.vae_steps < 1:
                 raise UsageError("this preset's autoencoder must be trained first: set --vae-steps (e.g. 600) or "
                                  "reuse one with --vae-from RUN_FOLDER")
+            # Canvases decoded once for the autoencoder's many clips (each rank decodes its share).
+            self.emit("stage", stage="canvases", message="decoding the training episodes' frames once")
+            canvas_cache = CanvasCache(args.cache_dir, canvas, self.memo)
+            canvas_cache.ensure(train_eps, share=(ctx.rank, ctx.world_size), progress=lambda p: self.emit("cache", **p))
+            dist_utils.barrier(ctx)
+            self.canvases, _ = canvas_cache.ensure(train_eps)
             if ctx.is_main:
                 self.emit("stage", stage="autoencoder", message=f"pretraining the video autoencoder ({hyper.vae_steps} steps)")
                 torch.manual_seed(args.seed + 1)
                 vae = CausalVideoAutoencoder(config.video.in_dim, config.encoder.vae_channels)
-                workers = self._workers(ctx, frames=True)
-                meta = pretrain_autoencoder(vae, train_eps, canvas, window, hyper, args.seed, ctx.device, workers,
-                                            self.emit, self.cancelled)
+                workers = self._workers(ctx)
+                meta = pretrain_autoencoder(vae, train_eps, self.canvases, canvas, window, hyper, args.seed, ctx.device,
+                                            workers, self.emit, self.cancelled)
                 save_autoencoder(folder, vae.cpu(), meta)
                 self.emit("autoencoder_ready", source=str(folder), trained=True, loss=_r(meta["final_loss"]),
                           seconds=meta["seconds"])
@@ -871,16 +883,14 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": hyper.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=hyper.lr, betas=(0.9, 0.95), eps=1e-8)
 
-    def _workers(self, ctx: DistContext, frames: bool = False) -> int:
+    def _workers(self, ctx: DistContext) -> int:
         if self.args.workers is not None:
             if self.args.workers < 0:
                 raise UsageError(f"--workers must be >= 0, got {self.args.workers}")
             return self.args.workers
-        # CPU: cached latents load in microseconds and worker processes would take cores from the
-        # model; decoding JPEG frames for the autoencoder is worth one helper. GPU: decode ahead.
-        if ctx.device.type == "cuda":
-            return 4
-        return 1 if frames and (os.cpu_count() or 1) > 1 else 0
+        # CPU: cached latents and canvases load in microseconds (memory-mapped), and worker
+        # processes would only take cores from the model (benchmarks/loader.py). GPU: load ahead.
+        return 4 if ctx.device.type == "cuda" else 0
 
     # -- the loop -----------------------------------------------------------------------------
     def _train_loop(self, ctx, wrapped, module, optimizer, config, hyper, norm, video_encoder, train_ds, val_ds,

@@ -33,7 +33,7 @@ from model.data import (
 )
 from model.encoders import CausalVideoAutoencoder, build_encoders
 from model.fastwam import FastWAM
-from model.latent_cache import LatentCache, encoder_key
+from model.latent_cache import CanvasCache, LatentCache, encoder_key
 from model.normalization import compute_norm_stats, norm_stats_from_arrays
 from recordings.store import set_label
 
@@ -207,6 +207,31 @@ def test_latent_cache_hits_matches_the_encoder_and_invalidates(store, tmp_path):
     other = _encoder(seed=1)
     assert encoder_key(other, CANVAS, WINDOW) != key
     assert LatentCache(tmp_path / "cache", encoder_key(other, CANVAS, WINDOW)).ensure(infos, other, CANVAS, WINDOW)[1].built == 2
+
+
+def test_repeated_frames_are_encoded_once_and_canvases_cache(tmp_path):
+    path = support.write_episode(tmp_path / "slow_camera", 30, repeat=2)  # 25 fps camera at 50 Hz
+    [info] = find_episodes([path.parent])
+    canvases, report = CanvasCache(tmp_path / "cache", CANVAS).ensure([info])
+    assert report.built == 1 and CanvasCache(tmp_path / "cache", CANVAS).ensure([info])[1].hits == 1
+    decoded = WindowDataset([EpisodeSource(info, 0)], WINDOW, CANVAS, mode="frames")
+    cached = WindowDataset([EpisodeSource(info, 0, canvases=canvases[0])], WINDOW, CANVAS, mode="frames")
+    for t in (0, 13, 29):
+        assert torch.equal(decoded[t]["video"], cached[t]["video"])
+
+    vae = _encoder()
+    encoded_rows = []
+    original = vae.encode_groups
+    vae.encode_groups = lambda groups: encoded_rows.append(len(groups)) or original(groups)
+    [entry], _ = LatentCache(tmp_path / "cache", encoder_key(vae, CANVAS, WINDOW)).ensure(
+        [info], vae, CANVAS, WINDOW, canvases=canvases)
+    # 15 distinct canvases; groups ending at 16..41 on pairs of equal frames: 13 distinct.
+    assert sum(encoded_rows) == 15 + 13
+    latents = WindowDataset([EpisodeSource(info, 0, entry)], WINDOW, mode="latents")
+    for t in (0, 1, 9, 28, 29):
+        with torch.no_grad():
+            direct = original.__self__.encode(video_to_model(decoded[t]["video"][None]))[0]
+        torch.testing.assert_close(latents[t]["latents"], direct, atol=1e-5, rtol=1e-5)
 
 
 def test_loader_workers_open_files_lazily_and_agree(store):

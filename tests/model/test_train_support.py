@@ -41,9 +41,10 @@ def action_of(t: int) -> np.ndarray:
 
 
 def write_episode(store: Path, length: int, label: str = "success", task: str = "fold the towel",
-                  shape: tuple[int, int] = (48, 64), cameras=CAMERAS, offset: int = 0) -> Path:
+                  shape: tuple[int, int] = (48, 64), cameras=CAMERAS, offset: int = 0, repeat: int = 1) -> Path:
     """One episode through the real EpisodeWriter (raw frames). `offset` shifts frame values so
-    episodes differ in content."""
+    episodes differ in content; `repeat` > 1 shows each frame that many steps (a camera slower
+    than the control rate, as the sim's 25 fps at 50 Hz)."""
     from recordings.metadata import EpisodeMetadata
     from recordings.writer import EpisodeWriter
     from robot.types import ControlSource, Mode, Observation, TickRecord, TickTimings
@@ -51,7 +52,8 @@ def write_episode(store: Path, length: int, label: str = "success", task: str = 
     writer = EpisodeWriter(store, cameras, EpisodeMetadata(task=task, sim=True, rig="test"), image_format="raw")
     writer.start()
     for t in range(length):
-        images = {c: np.full((*shape, 3), frame_value(t + offset, k), np.uint8) for k, c in enumerate(cameras)}
+        shown = t - t % repeat
+        images = {c: np.full((*shape, 3), frame_value(shown + offset, k), np.uint8) for k, c in enumerate(cameras)}
         obs = Observation(qpos=qpos_of(t), qvel=np.zeros(14, np.float32), effort=np.zeros(14, np.float32),
                           images=images, image_times_s={c: 10.0 + 0.02 * t for c in cameras}, time_s=10.0 + 0.02 * t,
                           task=task)
