@@ -1,7 +1,8 @@
 """Benchmark: the control loop on the simulated rig at 50 Hz with cameras, recording to HDF5.
 
     .venv/bin/python benchmarks/control_loop.py [--seconds 60] [--rig configs/sim.toml]
-        [--image-format jpeg|raw] [--jpeg-quality Q] [--cameras N] [--no-record] [--keep DIR]
+        [--image-format jpeg|raw] [--jpeg-quality Q] [--cameras N] [--render-thread on|off]
+        [--no-record] [--keep DIR]
 
 The arm is jogged by `EndEffectorJogSource` in a slow circle (set from the main thread, as the
 GUI would), so camera images change and the IK runs every tick. Every tick is recorded by
@@ -10,7 +11,9 @@ GUI would), so camera images change and the IK runs every tick. Every tick is re
 Prints JSON lines on stdout: a "progress" line every --report-s seconds and one "result" line:
 achieved rate, period error p50/p99/max, late ticks and missed deadlines, the real-time factor
 (simulated seconds per wall second), the recorder's queue high-water mark, frames written and
-dropped, and bytes per second written. Logging goes to stderr.
+dropped, and bytes per second written; for the sim also how it rendered (render thread or
+inside read()), the render rate, snapshots the render thread dropped, and the image age (tick
+reading time minus the frame's capture time) p50/p99/max. Logging goes to stderr.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class TickLog:
     def __init__(self) -> None:
         self.periods_s: list[float] = []
         self.stages_s: dict[str, list[float]] = {"read": [], "source": [], "safety": [], "command": [], "total": []}
+        self.image_age_s: list[float] = []
         self.sim_time_s = 0.0
         self.ticks = 0
 
@@ -75,6 +79,9 @@ class TickLog:
         self.stages_s["safety"].append(t.safety_s)
         self.stages_s["command"].append(t.command_s)
         self.stages_s["total"].append(t.total_s)
+        times = record.observation.image_times_s
+        if times:
+            self.image_age_s.append(record.observation.time_s - min(times.values()))
         self.sim_time_s = record.sim_time_s or 0.0
         self.ticks += 1
 
@@ -88,6 +95,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--cameras", type=int, default=None, help="sim only: use the first N cameras of the rig file (0: none) to separate rendering from the loop"
     )
+    parser.add_argument(
+        "--render-thread", choices=("on", "off"), default=None,
+        help="sim only: render the cameras on their own thread or inside read() (default: the rig file's)",
+    )
     parser.add_argument("--no-record", action="store_true", help="leave the recorder out (to measure the loop alone)")
     parser.add_argument("--report-s", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--keep", default=None, help="record into this folder and keep the episode (default: a temporary folder)")
@@ -99,6 +110,10 @@ def main(argv: list[str]) -> int:
         if not hasattr(rig, "config") or not hasattr(rig.config, "camera_names"):
             parser.error("--cameras works with the sim rig only")
         rig = type(rig)(dataclasses.replace(rig.config, camera_names=rig.config.camera_names[: max(0, args.cameras)]))
+    if args.render_thread is not None:
+        if not hasattr(rig, "set_render_thread"):
+            parser.error("--render-thread works with the sim rig only")
+        rig.set_render_thread(args.render_thread == "on")
     image_format = args.image_format or rig_file.recording.image_format
     jpeg_quality = args.jpeg_quality or rig_file.recording.jpeg_quality
     rig.connect()
@@ -163,6 +178,8 @@ def main(argv: list[str]) -> int:
         drain_s = time.monotonic() - stopped
         status = writer.status()
         snap = loop.snapshot(max_events=1000)
+        rig_status = rig.status()
+        render_stats = rig.render_stats() if hasattr(rig, "render_stats") else None
         size = 0 if path is None else path.stat().st_size
         periods = ticks.periods_s
         errors_s = [abs(p - config.period_s) for p in periods]
@@ -174,6 +191,7 @@ def main(argv: list[str]) -> int:
             cameras=list(rig.camera_names),
             image_size=[getattr(rig.config, "image_height", None), getattr(rig.config, "image_width", None)],
             camera_fps=getattr(rig.config, "camera_fps", None),
+            render_thread=getattr(rig.config, "render_thread", None),
             image_format=image_format,
             jpeg_quality=jpeg_quality,
             ticks=ticks.ticks,
@@ -185,6 +203,10 @@ def main(argv: list[str]) -> int:
             missed_deadlines=snap.stats.missed_deadlines,
             stage_ms={name: percentiles_ms(values) for name, values in ticks.stages_s.items()},
             real_time_factor=round(ticks.sim_time_s / wall_s, 4),
+            render_fps=round(max(rig_status.camera_fps.values(), default=0.0), 2),
+            render_frames=None if render_stats is None else render_stats.frames_rendered,
+            render_snapshots_dropped=None if render_stats is None else render_stats.snapshots_dropped,
+            image_age_ms=percentiles_ms(ticks.image_age_s),
             recorder_queue_high_water=status.queue_high_water,
             recorder_queue_capacity=status.queue_capacity,
             recorder_queue_depth_at_stop=before_stop.queue_depth,
