@@ -22,13 +22,35 @@ ROOT_RIG = "configs/sim.toml"
 WAIT_MS = 30_000  # a shared 2-core CI box may run the sim at a fraction of real time
 
 
+#: Names of the threads that called into the rig (the GUI thread must never be one of them).
+RIG_CALLERS: set[str] = set()
+
+
+def open_rig_watching_threads(path):
+    """The real `open_rig`, with the rig's methods noting which thread calls them."""
+    import threading
+
+    from robot.rigs import open_rig
+
+    rig, rig_file = open_rig(path)
+    for name in ("read", "command", "reset_episode", "connect", "disconnect"):
+        method = getattr(rig, name)
+
+        def watched(*args, _method=method, **kwargs):
+            RIG_CALLERS.add(threading.current_thread().name)
+            return _method(*args, **kwargs)
+
+        setattr(rig, name, watched)
+    return rig, rig_file
+
+
 @pytest.fixture(scope="module")
 def shared(qapp, tmp_path_factory):
     from pathlib import Path
 
     store = tmp_path_factory.mktemp("store")
     rig_file = Path(__file__).resolve().parents[2] / ROOT_RIG
-    bridge = StudioBridge(rig_file, store)
+    bridge = StudioBridge(rig_file, store, rig_opener=open_rig_watching_threads)
     window = StudioWindow(bridge)
     window.show()
     bridge.start()
@@ -297,3 +319,12 @@ def test_dragging_a_jog_pad_moves_that_arm(studio, qtbot):
     assert np.abs(a1[7:13] - a0[7:13]).max() > 0.01, "dragging the right pad did not move the right arm"
     assert np.abs(a1[:6] - a0[:6]).max() < 1e-3, "the right pad moved the left arm"
     assert pad.direction == (0.0, 0.0, 0.0)
+
+
+def test_the_gui_thread_never_touches_the_rig(studio):
+    """Runs after the tests above have clicked, typed, recorded and reset through the window."""
+    import threading
+
+    assert RIG_CALLERS, "the rig was never called"
+    assert threading.main_thread().name not in RIG_CALLERS
+    assert RIG_CALLERS <= {"control-loop"} | {n for n in RIG_CALLERS if n.startswith("studio-bridge")}
