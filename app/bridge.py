@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RIG_FILE = REPO_ROOT / "configs" / "sim.toml"
 LOOP_STATS_INTERVAL_S = 0.25
+#: Below this much free space in the store the user is warned (a minute of 3 cameras at
+#: 640x480 JPEG q90 is a few hundred MB).
+LOW_DISK_BYTES = 1 * 1024**3
 
 
 class Phase(str, enum.Enum):
@@ -140,6 +143,7 @@ class _Monitor:
     episode_count: int | None = None
     rig_status: RigStatus | None = None
     rig_messages_seen: set = field(default_factory=set)
+    low_disk_warned: bool = False
 
 
 class StudioBridge:
@@ -279,7 +283,7 @@ class StudioBridge:
 
     def jog(self, arm: str, direction_xyz, fine: bool = False) -> None:
         """Jog `arm` ("left"/"right") along (x forward, y left, z up) in [-1, 1] per axis, as a
-        fraction of the jog source's top speed (a tenth of it when `fine`). Zero stops it."""
+        fraction of the jog source's top speed (15 % of it when `fine`). Zero stops it."""
         jog = self._jog
         if jog is None:
             return
@@ -669,6 +673,14 @@ class StudioBridge:
         with self._lock:
             self._monitor.disk_free_bytes = free
             self._monitor.episode_count = count
+            warn = free is not None and free < LOW_DISK_BYTES and not self._monitor.low_disk_warned
+            if free is not None:
+                # Warn again only after the space has come back (hysteresis of 2x).
+                self._monitor.low_disk_warned = free < LOW_DISK_BYTES or (self._monitor.low_disk_warned and free < 2 * LOW_DISK_BYTES)
+        if warn:
+            self.events.add(Severity.WARNING, "recorder",
+                            f"Only {free / 1024**3:.1f} GB free where episodes are saved ({store.root}).",
+                            "Free some space or choose another store (--store DIR): a recording stops when the disk is full.")
 
     def _report_unfinished_recordings(self) -> None:
         partials = self._store.partial_paths()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
-        description="Fast-WAM teleoperation studio: teleoperate, record and replay on a simulated or real ALOHA rig.",
+        description="Fast-WAM teleoperation studio: teleoperate and record demonstrations on a simulated or real ALOHA rig.",
     )
     parser.add_argument("--rig", type=Path, default=DEFAULT_RIG_FILE, metavar="FILE",
                         help=f"rig file (TOML); default {DEFAULT_RIG_FILE.relative_to(DEFAULT_RIG_FILE.parents[1])}")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.bridge import StudioBridge
+    from app.bridge import Phase, StudioBridge
     from app.main_window import StudioWindow
 
     app = QApplication.instance() or QApplication(["Fast-WAM studio"])
@@ -66,9 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         startup.add_done_callback(lambda f: f.result() and bridge.select_source(args.source))
     if args.screenshot is not None:
         _schedule_screenshot(window, startup, args.screenshot, args.after_s)
-    code = app.exec()
-    if bridge.snapshot().phase.value not in ("stopped",):
-        bridge.shutdown()
+
+    # Ctrl+C in the terminal closes the window the normal way (asking about a recording). Python
+    # runs signal handlers only between bytecodes, so a timer lets the interpreter in regularly.
+    previous_sigint = signal.signal(signal.SIGINT, lambda *_: window.close())
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
+    try:
+        code = app.exec()
+    finally:
+        signal.signal(signal.SIGINT, previous_sigint)
+        if bridge.snapshot().phase is not Phase.STOPPED:
+            bridge.shutdown()
     return code
 
 

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import theme
-from app.bridge import Phase, StudioBridge, StudioSnapshot
+from app.bridge import LOW_DISK_BYTES, Phase, StudioBridge, StudioSnapshot
 from app.keys import JOG_KEY_BY_CODE, SHORTCUTS, shortcut_texts
 from app.widgets.camera_view import CameraViewWidget
 from app.widgets.control_panel import ControlPanelWidget
@@ -444,7 +444,7 @@ class StudioWindow(QMainWindow):
         if snap.store_dir is not None:
             self.status_disk.setText(f"disk free {_format_bytes(snap.disk_free_bytes)}")
             self.status_disk.setToolTip(f"Episode store: {snap.store_dir}")
-            low = snap.disk_free_bytes is not None and snap.disk_free_bytes < 2 * 1024**3
+            low = snap.disk_free_bytes is not None and snap.disk_free_bytes < LOW_DISK_BYTES
             self.status_disk.setStyleSheet(f"color: {theme.ERROR_COLOUR if low else theme.TEXT};")
         if abs(self.timing_plot.target_ms - 1e3 / snap.control_rate_hz) > 1e-6:
             self.timing_plot.set_target_rate(snap.control_rate_hz)

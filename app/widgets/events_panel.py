@@ -60,7 +60,7 @@ class ErrorBannerWidget(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setAutoFillBackground(True)
-        self.setStyleSheet(f"ErrorBannerWidget, QLabel, QPushButton {{ background: #7f1d1d; color: white; }}")
+        self.setStyleSheet("ErrorBannerWidget, QLabel, QPushButton { background: #7f1d1d; color: white; }")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 6, 10, 6)
         self.label = QLabel("")
