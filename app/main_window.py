@@ -382,6 +382,8 @@ class StudioWindow(QMainWindow):
             label = {Mode.ESTOP: "none (E-stop)", Mode.HOLD: "hold position", Mode.IDLE: "none"}[mode]
             kind = ControlSource.HOLD if mode is Mode.HOLD else ControlSource.NONE
             panel.show_source("hold" if mode is Mode.HOLD else "", label, kind)
+        if snap.tick is not None:
+            panel.show_clipped(snap.tick.clipped)
         rec = snap.recording
         panel.set_recording(
             rec.active, bool(rec.busy) or snap.phase is not Phase.RUNNING, rec.elapsed_s, rec.frames, rec.failed

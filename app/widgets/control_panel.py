@@ -89,6 +89,11 @@ class ControlPanelWidget(QWidget):
         self.source_badge = QLabel("—")
         self.source_badge.setAlignment(Qt.AlignmentFlag.AlignCenter)
         grid.addWidget(self.source_badge, 1, 1)
+        grid.addWidget(QLabel("Safety"), 2, 0)
+        self.safety_label = QLabel("—")
+        self.safety_label.setWordWrap(True)
+        self.safety_label.setToolTip("Joints the safety filter limited in the latest tick (position or speed).")
+        grid.addWidget(self.safety_label, 2, 1)
         source_row = QHBoxLayout()
         self.source_buttons: dict[str, QPushButton] = {}
         self._source_group = QButtonGroup(self)
@@ -103,7 +108,7 @@ class ControlPanelWidget(QWidget):
             self._source_group.addButton(button)
             self.source_buttons[name] = button
             source_row.addWidget(button)
-        grid.addLayout(source_row, 2, 0, 1, 2)
+        grid.addLayout(source_row, 3, 0, 1, 2)
         grid.setColumnStretch(1, 1)
         layout.addWidget(control_box)
 
@@ -173,6 +178,14 @@ class ControlPanelWidget(QWidget):
             self.mode_badge.setText(text)
             self.mode_badge.setStyleSheet(theme.badge_style(theme.MODE_COLOURS[mode]))
         self.clear_estop_button.setEnabled(mode is Mode.ESTOP)
+
+    def show_clipped(self, joints: tuple[str, ...]) -> None:
+        """The joints the safety filter limited in the latest tick (empty: none)."""
+        text = "limiting " + ", ".join(joints) if joints else "within limits"
+        if self.safety_label.text() != text:
+            self.safety_label.setText(text)
+            colour = theme.WARN_COLOUR if joints else theme.OK_COLOUR
+            self.safety_label.setStyleSheet(f"color: {colour}; font-weight: normal;")
 
     def show_source(self, name: str, label: str, kind: ControlSource) -> None:
         if self.source_badge.text() != label:
