@@ -295,7 +295,9 @@ class SimRig(Rig):
             mujoco.mj_step(model, data)
         self._ticks += 1
         data.time = self._ticks * self.config.control_period_s
-        # Bring positions (and the flex, for rendering) up to the state after the last step.
+        # Bring body, geom and site positions up to the state after the last step. Flex vertices
+        # and camera poses stay as of the last substep's forward pass (2 ms earlier), which is what
+        # synchronous rendering shows; the render thread computes them afresh (mj_flex, mj_camlight).
         mujoco.mj_kinematics(model, data)
         if self._instability_count(data) != unstable_before:
             seed = self._episode_seed
