@@ -7,13 +7,15 @@ GPUs, gloo on CPUs) and wraps the model:
 - "ddp" (tiny, small): DistributedDataParallel. Every rank holds the whole model and averages
   gradients; with equal per-rank batches the averaged gradient is the single-process gradient
   of the global batch.
-- "fsdp" (fastwam-5b): FullyShardedDataParallel over the whole network as one unit (parameters,
-  gradients and optimizer state sharded; bf16 compute). One unit, not one per block, because a
-  Fast-WAM layer runs the video and the action block together through their methods
-  (`attention_inputs`, `post_attention`), not their `forward`, and FSDP gathers a wrapped module's
-  parameters only around `forward`. The full 6 B bf16 parameters (12 GB) are gathered for each
-  pass, which an 80 GB GPU holds; the sharded fp32 optimizer state (48 GB in all) is what FSDP
-  saves.
+- "fsdp" (fastwam-5b): FSDP2 (`torch.distributed.fsdp.fully_shard`) over the whole network as
+  one unit: parameters, gradients and AdamW state sharded over the ranks, bf16 compute with fp32
+  reduction on GPUs. One unit, not one per block, because a Fast-WAM layer runs the video and
+  the action block together through their methods (`attention_inputs`, `post_attention`), not
+  their `forward`, and FSDP gathers a module's parameters around `forward` (per-block units would
+  need `register_fsdp_forward_method` on every block method and gather each block several times
+  a layer). The full 6 B bf16 parameters (12 GB) are gathered for the forward and again for the
+  backward, which an 80 GB GPU holds; the fp32 master weights and AdamW state (72 GB in all)
+  are what sharding spreads. FSDP2 also runs on CPUs with gloo, which is how it is tested here.
 
 Thread ownership: everything here runs on the training process's main thread.
 """
@@ -141,57 +143,53 @@ def wrap_model(module: torch.nn.Module, ctx: DistContext, strategy: str, find_un
         device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
     if strategy == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision, ShardingStrategy
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mixed = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, buffer_dtype=torch.float32) if bf16 else None
-        return FullyShardedDataParallel(
-            module,
-            sharding_strategy=ShardingStrategy.FULL_SHARD,
-            mixed_precision=mixed,
-            device_id=ctx.device if ctx.device.type == "cuda" else None,
-            use_orig_params=True,  # keeps parameter names for weight decay groups and checkpoints
-            sync_module_states=True,
-        )
+        mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+        fully_shard(module, mesh=mesh, mp_policy=policy)
+        return module
     raise ValueError(f"unknown distributed strategy {strategy!r}; use 'ddp' or 'fsdp'")
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside a DDP wrapper (FSDP keeps the original parameters in place)."""
+    """The plain module inside a DDP wrapper (FSDP2 shards the module in place)."""
     return getattr(module, "module", module)
+
+
+def _is_fsdp(module: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
 
 
 def full_state_dict(module: torch.nn.Module, ctx: DistContext) -> dict[str, torch.Tensor] | None:
     """The whole (unsharded) state dict on rank 0, None elsewhere. Every rank must call it."""
-    try:
-        from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
-    except ImportError:  # pragma: no cover - torch without FSDP
-        FullyShardedDataParallel = None
-    if FullyShardedDataParallel is not None and isinstance(module, FullyShardedDataParallel):
-        config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-        with FullyShardedDataParallel.state_dict_type(module, StateDictType.FULL_STATE_DICT, config):
-            state = module.state_dict()
+    if _is_fsdp(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return state if ctx.is_main else None
     state = unwrap(module).state_dict()
     return state if ctx.is_main else None
 
 
 def optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext) -> dict | None:
-    """The optimizer's state for a checkpoint: full on rank 0 (FSDP gathers it), None elsewhere."""
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-    except ImportError:  # pragma: no cover
-        FullyShardedDataParallel = None
-    if FullyShardedDataParallel is not None and isinstance(module, FullyShardedDataParallel):
-        state = FullyShardedDataParallel.optim_state_dict(module, optimizer)
+    """The optimizer's state for a checkpoint: full on rank 0 (gathered under FSDP), None elsewhere."""
+    if _is_fsdp(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        state = get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return state if ctx.is_main else None
     return optimizer.state_dict() if ctx.is_main else None
 
 
 def load_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-    except ImportError:  # pragma: no cover
-        FullyShardedDataParallel = None
-    if FullyShardedDataParallel is not None and isinstance(module, FullyShardedDataParallel):
-        state = FullyShardedDataParallel.optim_state_dict_to_load(module, optimizer, state)
+    """Inverse of `optimizer_state` (every rank passes the full state read from the checkpoint)."""
+    if _is_fsdp(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(module, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
+        return
     optimizer.load_state_dict(state)

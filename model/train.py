@@ -937,10 +937,8 @@ class Trainer:
                 raise FloatingPointError(f"the loss became {losses[0].item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
             losses[0].backward()
-            if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the norm over all shards
-                wrapped.clip_grad_norm_(hyper.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), hyper.grad_clip)
+            # Under FSDP the gradients are DTensors and the norm is taken over all shards.
+            torch.nn.utils.clip_grad_norm_(wrapped.parameters(), hyper.grad_clip)
             optimizer.step()
             window += losses.detach().double().cpu()
             window_steps += 1

@@ -134,11 +134,15 @@ def test_resume_after_cancel_or_crash_matches_the_uninterrupted_run(base_run, wo
     assert all(torch.equal(again[k], final[k]) for k in final)
 
 
-def test_two_process_ddp_matches_one_process(base_run, workspace, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process(base_run, workspace, tmp_path, strategy):
+    """torchrun --nproc-per-node 2 on gloo: DDP (tiny/small) and FSDP2 (the 5B's strategy) give
+    the single-process losses and weights for the same global batch and seed."""
     _, base_lines, base_out = base_run
-    out = tmp_path / "ddp"
+    out = tmp_path / strategy
     code, lines, stderr = support.run_train(
-        _args(workspace["store"], out, workspace["cache"], "--vae-from", str(base_out), "--device", "cpu"),
+        _args(workspace["store"], out, workspace["cache"], "--vae-from", str(base_out), "--device", "cpu",
+              "--strategy", strategy),
         torchrun=2, timeout_s=300)
     assert code == 0, stderr[-3000:]
     assert lines[-1]["event"] == "summary" and lines[-1]["rank"] == 0
