@@ -1,7 +1,7 @@
 """What the window costs the control loop: run the sim rig with the scripted demonstrator for N
 seconds without a window, then with the window painting, and print one JSON line per run.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python -m app.paint_benchmark --seconds 10
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/gui_paint.py --seconds 10
 
 Fields: loop rate achieved (Hz) and tick busy time (ms, p50/p99) from the control loop's own
 statistics, the sim's real-time factor, paints per second, and the GUI thread's CPU time as a
@@ -17,6 +17,10 @@ import os
 import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def run(window_on: bool, seconds: float, rig: Path, store: Path, source: str) -> dict:
@@ -72,7 +76,7 @@ def run(window_on: bool, seconds: float, rig: Path, store: Path, source: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.paint_benchmark", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="benchmarks/gui_paint.py", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rig", type=Path, default=Path(__file__).resolve().parents[1] / "configs" / "sim.toml")
     parser.add_argument("--store", type=Path, default=Path("/tmp/studio-paint-benchmark"))
