@@ -4,6 +4,7 @@ lengths, dtypes and (by spot checks) their images. Works on ours and on ALOHA/AC
 from __future__ import annotations
 
 from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +37,26 @@ def open_readonly(path: str | Path) -> h5py.File:
         raise EpisodeFormatError(path, [f"there is no file at {path}"])
     if schema.partial_index(path.name) is not None:  # never an episode; HDF5 need not touch it
         raise UnfinishedEpisode(path, in_progress=recording_in_progress(path))
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        text = str(error)
-        if "unable to lock file" in text or "file locking flag values don't match" in text:
-            raise UnfinishedEpisode(path, in_progress=True) from error
-        if "already open for write" in text:
-            raise UnfinishedEpisode(path, in_progress=False) from error
-        if "truncated file" in text:
-            raise EpisodeFormatError(path, [f"the file is truncated (cut off while copying or writing): {_short(text)}"]) from error
-        if "file signature not found" in text:
-            raise EpisodeFormatError(path, ["it is not an HDF5 file"]) from error
-        raise EpisodeFormatError(path, [f"HDF5 cannot open it: {_short(text)}"]) from error
+    # A writer renames a finished episode to its final name a moment before it lets go of the
+    # file's lock, so a lock seen on a final name is given a second to go away.
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            return h5py.File(path, "r")
+        except OSError as error:
+            text = str(error)
+            if "unable to lock file" in text or "file locking flag values don't match" in text:
+                if time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                raise UnfinishedEpisode(path, in_progress=True) from error
+            if "already open for write" in text:
+                raise UnfinishedEpisode(path, in_progress=False) from error
+            if "truncated file" in text:
+                raise EpisodeFormatError(path, [f"the file is truncated (cut off while copying or writing): {_short(text)}"]) from error
+            if "file signature not found" in text:
+                raise EpisodeFormatError(path, ["it is not an HDF5 file"]) from error
+            raise EpisodeFormatError(path, [f"HDF5 cannot open it: {_short(text)}"]) from error
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,15 @@ class RecordingWriteError(RecordingError):
         lowered = reason.lower()
         if any(sign in lowered for sign in ("no space", "file too large", "errno 28", "errno 27", "quota")):
             hint = "The disk (or this file's size limit) is full: free some space first. "
-        super().__init__(
-            f"Recording stopped: could not write {self.partial_path.name} ({reason}). "
-            f"The {frames_kept} frames written before the error are kept. {hint}"
-            f"Then run `python run.py episodes recover` (or stop the recording in the studio) "
-            f"to turn them into an episode."
-        )
+        if frames_kept:
+            kept = (
+                f"The {frames_kept} frames written before the error are kept. {hint}"
+                f"Then run `python run.py episodes recover` (or stop the recording in the studio) "
+                f"to turn them into an episode."
+            )
+        else:
+            kept = f"Nothing had been written yet, so nothing was lost but this take. {hint}Then record again."
+        super().__init__(f"Recording stopped: could not write {self.partial_path.name} ({reason}). {kept}")
 
 
 class FramesDropped(RecordingError):
