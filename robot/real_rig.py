@@ -555,16 +555,3 @@ def build_aloha(rig_file, *, emulate: bool = False) -> AlohaRig:
 
 def build_aloha_emulated(rig_file) -> AlohaRig:
     return build_aloha(rig_file, emulate=True)
-
-
-def register() -> None:
-    """Add the "aloha" and "aloha-emulated" kinds to `robot.rigs` (idempotent)."""
-    from robot.rigs import RigKind, register_rig_kind
-
-    register_rig_kind(RigKind("aloha", ("aloha", "arms", "cameras"), "robot.real_rig:build_aloha",
-                              "ALOHA on Dynamixel servos and RealSense cameras"))
-    register_rig_kind(RigKind("aloha-emulated", ("aloha", "arms", "cameras"), "robot.real_rig:build_aloha_emulated",
-                              "ALOHA with emulated servo buses (pty) and emulated cameras"))
-
-
-register()

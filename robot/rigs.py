@@ -112,4 +112,23 @@ register_rig_kind(
     )
 )
 
+# The real ALOHA (Dynamixel servos, RealSense cameras) and its emulated twin (pty servo buses,
+# RealSense software devices): the same drivers either way. See robot/real_rig.py.
+register_rig_kind(
+    RigKind(
+        name="aloha",
+        sections=("aloha", "arms", "cameras"),
+        builder="robot.real_rig:build_aloha",
+        description="ALOHA on Dynamixel servos and RealSense cameras",
+    )
+)
+register_rig_kind(
+    RigKind(
+        name="aloha-emulated",
+        sections=("aloha", "arms", "cameras"),
+        builder="robot.real_rig:build_aloha_emulated",
+        description="ALOHA with emulated servo buses (pty) and emulated cameras",
+    )
+)
+
 __all__ = ["RigKind", "RIG_KINDS", "RigFileError", "open_rig", "register_rig_kind", "rig_kinds", "build_sim"]

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import robot.real_rig  # noqa: F401  (registers the "aloha" kinds with robot.rigs)
 from robot.aloha import START_ARM_POSE_RAD
 from robot.control_loop import ControlLoop
 from robot.real_rig import AlohaRig
@@ -19,7 +18,6 @@ from robot.rigs import open_rig
 from robot.types import Mode
 
 ROOT = Path(__file__).resolve().parents[2]
-
 
 def emulated_rig_file(tmp_path: Path, **overrides) -> Path:
     """configs/emulated.toml with a private calibration folder, small cameras and short ramps."""
@@ -37,7 +35,6 @@ def emulated_rig_file(tmp_path: Path, **overrides) -> Path:
     path.write_text(text.replace('store_dir = "../recordings/episodes"', f'store_dir = "{tmp_path / "episodes"}"'))
     return path
 
-
 @pytest.fixture
 def rig_and_loop(tmp_path):
     before = sys.getswitchinterval()
@@ -51,7 +48,6 @@ def rig_and_loop(tmp_path):
     rig.disconnect()
     sys.setswitchinterval(before)
 
-
 def wait_until(condition, timeout_s):
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -60,11 +56,9 @@ def wait_until(condition, timeout_s):
         time.sleep(0.02)
     return True
 
-
 def torque(rig, arm_id):
     em = rig.emulators[arm_id]
     return [em.read_register(i, "Torque_Enable") for i in (1, 2, 3, 9)]
-
 
 def test_the_rig_files_parse_and_refuse_mistakes_with_a_line(tmp_path):
     rig, rig_file = open_rig(ROOT / "configs" / "aloha.toml")
@@ -77,7 +71,6 @@ def test_the_rig_files_parse_and_refuse_mistakes_with_a_line(tmp_path):
     bad.write_text((ROOT / "configs" / "aloha.toml").read_text().replace('port = "/dev/ttyDXL_master_right"', ""))
     with pytest.raises(RigFileError, match="leader_right has no port"):
         open_rig(bad)
-
 
 def test_opening_ceremony_then_teleop_through_the_control_loop(rig_and_loop):
     rig, loop = rig_and_loop
@@ -117,7 +110,6 @@ def test_opening_ceremony_then_teleop_through_the_control_loop(rig_and_loop):
     assert torque(rig, "follower_left") == [0, 0, 0, 0]
     assert "E-stop" in rig.start_prompt
 
-
 def test_a_servo_that_goes_silent_holds_the_loop_and_is_named(rig_and_loop):
     rig, loop = rig_and_loop
     loop.start()
@@ -128,7 +120,6 @@ def test_a_servo_that_goes_silent_holds_the_loop_and_is_named(rig_and_loop):
     assert "Servo 7 (wrist_angle joint)" in event.message
     rig.emulators["follower_right"].set_silent(7, False)
     assert wait_until(lambda: any(e.code == "rig_read" and "reading again" in e.message for e in loop.snapshot().events), 5.0)
-
 
 def test_a_stopped_control_loop_cuts_the_torque_and_needs_a_new_start(tmp_path):
     rig, rig_file = open_rig(emulated_rig_file(tmp_path, torque_watchdog_ms=300.0))
