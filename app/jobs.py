@@ -162,6 +162,26 @@ def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_
     return results
 
 
+def run_opening_ceremony(rig: Rig, timeout_s: float = 60.0) -> None:
+    """A real rig's safe start (ALOHA's opening ceremony): followers ramp to the start pose, then
+    the operator squeezes both leader grippers. The running control loop carries it out; this
+    prints the rig's prompts until the arms are started. Rigs without one return at once."""
+    begin = getattr(rig, "begin_start", None)
+    if begin is None:
+        return
+    begin()
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while not rig.started:
+        if rig.start_prompt != shown:
+            shown = rig.start_prompt
+            print(f"[{rig.name}] {shown}", file=sys.stderr, flush=True)
+        if time.monotonic() > deadline:
+            raise JobError(f"The arms did not start within {timeout_s:.0f} s ({shown}). "
+                           "Check that both leader grippers are squeezed and the servos answer.")
+        time.sleep(0.05)
+
+
 def run_record(rig_path: Path, source_name: str, seconds: float, store: Path | None, task: str, operator: str) -> Path:
     """One episode of `seconds` from `source_name` through the paced control loop."""
     session = open_session(rig_path, store)
@@ -169,6 +189,7 @@ def run_record(rig_path: Path, source_name: str, seconds: float, store: Path | N
     try:
         source = make_source(session, source_name)
         loop.start()
+        run_opening_ceremony(session.rig)
         loop.set_source(source)
         loop.request_mode(Mode.TELEOP)
         path = writer.start(session.metadata(task, operator, notes=f"source={source_name}"))

@@ -57,3 +57,20 @@ def test_bad_requests_say_what_to_do(tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     real_only = run("record", "--source", "leaders", "--seconds", "1", "--store", str(tmp_path))
     assert real_only.returncode == 1 and "has no leader arms" in real_only.stderr
+
+
+def test_record_a_teleop_episode_from_the_emulated_leaders_through_the_real_sdk(tmp_path):
+    """configs/emulated.toml: pty Dynamixel emulators behind the real dynamixel-sdk, RealSense
+    software devices; the job runs the opening ceremony (the emulated operator squeezes) first."""
+    result = run("record", "--rig", str(ROOT / "configs" / "emulated.toml"), "--source", "leaders",
+                 "--seconds", "3", "--store", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "squeeze both grippers" in result.stderr
+    line = json_lines(result.stdout)[-1]
+    episode = Episode.open(line["episode"])
+    assert episode.length == line["steps"] > 20
+    assert {source.value for source in episode.control_sources} == {"teleop"}
+    assert not episode.sim and episode.sim_times is None
+    # The emulated leaders move, so the recorded actions do.
+    assert (episode.action.max(axis=0) - episode.action.min(axis=0)).max() > 0.05
+    assert episode.frame("cam_high", 0).ndim == 3
