@@ -51,7 +51,7 @@ from robot.dynamixel.arm import (
 from robot.dynamixel.bus import BusConfig
 from robot.dynamixel.calibration import ArmCalibration, CalibrationStore
 from robot.dynamixel.errors import BusWatchdogTripped
-from robot.dynamixel.health import HealthThresholds, read_health
+from robot.dynamixel.health import HealthReport, HealthThresholds, read_health
 from robot.dynamixel.layout import LAYOUTS
 from robot.dynamixel.safe_start import (
     ExitGuard,
@@ -215,6 +215,7 @@ class AlohaRig(Rig):
         self._started = False
         self._prompt = "Connect the rig."
         self._messages: dict[str, str] = {}
+        self._health: dict[str, HealthReport] = {}  # arm id -> latest report (under _lock)
         self.emulators: dict = {}
         self.followers: list[FollowerArm] = []
         self.leaders: list[LeaderArm] = []
@@ -312,6 +313,7 @@ class AlohaRig(Rig):
         with self._lock:
             self._started = self._start_requested = False
             self._prompt = "Connect the rig."
+            self._health = {}
         self._safe_start = None
         self._handover = None
 
@@ -415,6 +417,7 @@ class AlohaRig(Rig):
         self._next_health_s = now + self.config.settings.health_period_s / len(arms)
         report = read_health(arm, self._thresholds)
         with self._lock:
+            self._health[arm.arm_id] = report
             if report.ok:
                 self._messages.pop(f"health {arm.arm_id}", None)
             else:
@@ -489,6 +492,16 @@ class AlohaRig(Rig):
             if stats.errors_per_s > 1.0:
                 messages.append(f"{arm.arm_id}: {stats.errors_per_s:.1f} bus errors/s ({stats.last_error})")
         return RigStatus(name=self.name, camera_fps=fps, messages=tuple(messages))
+
+    def health_reports(self) -> dict[str, HealthReport]:
+        """The latest servo health of each arm (arm id -> report; each arm is read about once per
+        `health_period_s` by the control thread). Any thread: a copy, no bus read."""
+        with self._lock:
+            return dict(self._health)
+
+    @property
+    def health_thresholds(self) -> HealthThresholds:
+        return self._thresholds
 
     def leader_source(self) -> "LeaderArmsSource":
         return LeaderArmsSource(self)
