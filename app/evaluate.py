@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from model.errors import ModelError
-from model.evaluate import ChunkedPolicySource, EvalTally
+from model.evaluate import ChunkedPolicySource, EvalTally, set_cpu_threads
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import Label
 from recordings.writer import EpisodeWriter
@@ -85,9 +85,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     if args.max_seconds <= 0 or args.check_every_s <= 0:
         raise ValueError("--max-seconds and --check-every-s must be positive")
     if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        set_cpu_threads(args.threads)
     checkpoint = _resolve_checkpoint(args.checkpoint)
     policy = FastWAMPolicy.from_checkpoint(checkpoint, device=args.device, seed=args.policy_seed)
     horizon = policy.config.action_horizon

@@ -21,6 +21,14 @@ from robot.types import ControlSource, Observation
 log = logging.getLogger(__name__)
 
 
+def set_cpu_threads(threads: int) -> None:
+    """torch's intra-op CPU threads (the app may not import torch itself). On a busy 2-core
+    machine one thread is faster than two: spinning OpenMP workers wait on each other."""
+    import torch
+
+    torch.set_num_threads(int(threads))
+
+
 def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score interval of a success rate (default 95%). (0, 1) for zero trials.
 

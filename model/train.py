@@ -171,10 +171,11 @@ class TrainHyper:
 
 
 TRAIN_PRESETS: dict[str, TrainHyper] = {
-    # Measured on the 2-core CPU: ~1 s a step at batch 32 (one thread), so 2000 steps + the
-    # autoencoder + the cache fit in an hour.
-    "tiny": TrainHyper(steps=2000, batch_size=32, lr=5e-4, val_every=200, checkpoint_every=250,
-                       vae_steps=600, vae_batch_size=8, vae_lr=1e-3),
+    # The 2-core CPU, one thread: a step at batch 32 takes ~1 s with the machine to itself and
+    # 3-4 s when other jobs load it (0.2-0.7 s without video co-training); 1500 steps (~1.6
+    # epochs of 60 demonstrations) plus the autoencoder and the cache fit in an hour unloaded.
+    "tiny": TrainHyper(steps=1500, batch_size=32, lr=5e-4, val_every=100, checkpoint_every=100,
+                       vae_steps=400, vae_batch_size=8, vae_lr=1e-3),
     "small": TrainHyper(steps=30000, batch_size=16, lr=2e-4, val_every=1000, checkpoint_every=2000,
                         vae_steps=5000, vae_batch_size=16, vae_lr=5e-4),
     # Fast-WAM's fine-tuning recipe (per-GPU batch 16 with torchrun; global = 16 x GPUs).
@@ -583,8 +584,8 @@ def pretrain_autoencoder(
     emit: Emitter,
     cancelled: Callable[[], bool],
 ) -> dict:
-    """Stage 1: train the autoencoder to reconstruct training clips (the 9-frame windows the DiT
-    will see), then fit its per-channel latent statistics. Returns a summary for the run folder.
+    """Stage 1: train the autoencoder to reconstruct training clips (the first 5 frames of the
+    windows the DiT will see), then fit its per-channel latent statistics on whole windows. Returns a summary for the run folder.
     canvases: each episode's cached canvases (or None to decode its frames for every clip)."""
     dataset = WindowDataset([EpisodeSource(info, 0, canvases=c) for info, c in zip(episodes, canvases)], window,
                             canvas, mode="frames")
@@ -601,7 +602,9 @@ def pretrain_autoencoder(
     for step, item in enumerate(loader):
         for group in opt.param_groups:
             group["lr"] = schedule.lr_at(step)
-        video = video_to_model(item["video"]).to(device)
+        # The current frame's group and the first future group: the two kinds of group the DiT
+        # sees, for 2/3 of the price of the whole 9-frame window.
+        video = video_to_model(item["video"][:, : 1 + window.temporal_compression]).to(device)
         loss = vae.reconstruction_loss(video)
         opt.zero_grad(set_to_none=True)
         loss.backward()
