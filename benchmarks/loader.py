@@ -7,8 +7,10 @@ training step, for the tiny preset (or another) on real episode files.
 Prints JSON lines on stdout:
 - "cache_build": seconds to encode an episode into the latent cache (the first-epoch cost),
   per episode and per step, with an untrained autoencoder of the preset's size (same cost);
-- "loader": samples/s of a DataLoader over cached latents (what the DiT trains on) and over
-  decoded canvases (what the autoencoder stage trains on), for each worker count;
+- "canvas_build": seconds to decode an episode's frames into the canvas cache;
+- "loader": samples/s of a DataLoader over cached latents (what the DiT trains on), over cached
+  canvases (what the autoencoder stage trains on) and over frames decoded from the episode
+  files (the autoencoder stage without the canvas cache), for each worker count;
 - "train_step": samples/s of one DiT optimisation step (forward, backward, AdamW) at the batch
   size, and of one autoencoder step, on this machine;
 - "verdict": the loader's best rate over the step's rate for each stage (> 1: loading keeps up).
@@ -34,7 +36,7 @@ from model.config import get_preset  # noqa: E402
 from model.data import CanvasSpec, EpisodeFilter, EpisodeSource, WindowDataset, WindowSpec, find_episodes, video_to_model  # noqa: E402
 from model.encoders import CausalVideoAutoencoder, TaskEmbedding  # noqa: E402
 from model.fastwam import FastWAM  # noqa: E402
-from model.latent_cache import LatentCache, encoder_key  # noqa: E402
+from model.latent_cache import CanvasCache, LatentCache, encoder_key  # noqa: E402
 from model.normalization import compute_norm_stats  # noqa: E402
 from model.train import TrainModule, sample_draws  # noqa: E402
 
@@ -79,9 +81,14 @@ def main() -> int:
     torch.manual_seed(0)
     vae = CausalVideoAutoencoder(config.video.in_dim, config.encoder.vae_channels).eval()
     with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        canvases, _ = CanvasCache(tmp, canvas).ensure(infos)
+        seconds = time.perf_counter() - started
+        emit("canvas_build", episodes=len(infos), steps=steps_total, seconds=round(seconds, 2),
+             s_per_episode=round(seconds / len(infos), 3), ms_per_step=round(1e3 * seconds / steps_total, 3))
         cache = LatentCache(tmp, encoder_key(vae, canvas, window))
         started = time.perf_counter()
-        entries, report = cache.ensure(infos, vae, canvas, window)
+        entries, report = cache.ensure(infos, vae, canvas, window, canvases=canvases)
         seconds = time.perf_counter() - started
         emit("cache_build", episodes=len(infos), steps=steps_total, seconds=round(seconds, 2),
              s_per_episode=round(seconds / len(infos), 3), ms_per_step=round(1e3 * seconds / steps_total, 3),
@@ -89,13 +96,17 @@ def main() -> int:
 
         norm = compute_norm_stats([i.path for i in infos])
         latents = WindowDataset([EpisodeSource(i, 0, e) for i, e in zip(infos, entries)], window, norm_stats=norm)
-        frames = WindowDataset([EpisodeSource(i, 0) for i in infos], window, canvas, norm, mode="frames")
-        rates = {"latents": {}, "frames": {}}
+        frames = WindowDataset([EpisodeSource(i, 0, canvases=c) for i, c in zip(infos, canvases)], window, canvas, norm,
+                               mode="frames")
+        decoded = WindowDataset([EpisodeSource(i, 0) for i in infos], window, canvas, norm, mode="frames")
+        rates = {"latents": {}, "frames": {}, "decoded": {}}
         for workers in args.workers:
             rates["latents"][workers] = loader_rate(latents, args.batch_size, workers, args.batches)
-            rates["frames"][workers] = loader_rate(frames, args.vae_batch_size, workers, max(4, args.batches // 4))
-            for mode in ("latents", "frames"):
-                emit("loader", mode=mode, workers=workers, batch_size=args.batch_size if mode == "latents" else args.vae_batch_size,
+            rates["frames"][workers] = loader_rate(frames, args.vae_batch_size, workers, args.batches)
+            rates["decoded"][workers] = loader_rate(decoded, args.vae_batch_size, workers, max(4, args.batches // 4))
+            for mode in ("latents", "frames", "decoded"):
+                emit("loader", mode={"frames": "cached_canvases", "decoded": "decoded_frames"}.get(mode, mode),
+                     workers=workers, batch_size=args.batch_size if mode == "latents" else args.vae_batch_size,
                      samples_per_s=round(rates[mode][workers], 1))
 
         # The DiT step on real cached batches.
@@ -121,7 +132,7 @@ def main() -> int:
 
         vae.train()
         vopt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
-        clips = torch.stack([frames[i]["video"] for i in range(args.vae_batch_size)])
+        clips = torch.stack([frames[i]["video"][:5] for i in range(args.vae_batch_size)])  # as the stage trains
         times = []
         for _ in range(args.steps + 1):
             t0 = time.perf_counter()
@@ -134,11 +145,13 @@ def main() -> int:
         emit("train_step", stage="autoencoder", batch_size=args.vae_batch_size, step_s=round(float(np.median(times[1:])), 4),
              samples_per_s=round(vae_rate, 1), threads=args.threads)
         emit("verdict", dit_loader_over_step=round(max(rates["latents"].values()) / dit_rate, 1),
-             autoencoder_loader_over_step=round(max(rates["frames"].values()) / vae_rate, 2),
+             autoencoder_loader_over_step=round(max(rates["frames"].values()) / vae_rate, 1),
+             autoencoder_decoding_loader_over_step=round(max(rates["decoded"].values()) / vae_rate, 2),
              best_latent_workers=max(rates["latents"], key=rates["latents"].get),
              best_frame_workers=max(rates["frames"], key=rates["frames"].get))
         latents.close()
         frames.close()
+        decoded.close()
     return 0
 
 
