@@ -11,7 +11,18 @@ Threads
 - The control thread (owned by `robot.control_loop.ControlLoop`) calls the subscribers: the
   writer's `on_tick` and the plot history's `on_tick`; both only copy or enqueue.
 - A monitor thread refreshes, once a second, what costs a system call: free disk of the store,
-  the episode count and the rig's status.
+  the episode count, the rig's status and (real rigs) the servo health the rig keeps; ten times a
+  second it copies the arms' start state (`started`, `start_prompt`: lock-guarded reads the rig
+  allows from any thread).
+
+A real rig (`robot.real_rig.AlohaRig`) adds the opening ceremony and calibration:
+- `start_arms()` asks the rig to start (`begin_start()`, any thread by design); the control thread
+  carries the ceremony out inside its reads. The loop is put in IDLE first, so it commands nothing
+  and, once the arms are started, a source blends in from where the arms are (no jump).
+- Calibration runs on the worker thread while the control loop keeps running (E-stop, cameras
+  and the other arms stay live): the bus serialises whole transactions under its lock, and the
+  arm being calibrated is neither driven nor torqued, because calibration is refused while the
+  arms are started or starting, and Start arms is refused while a calibration is open.
 - `snapshot()` is cheap (a few short locks) and is what the window paints, at <= 30 Hz.
 
 Everything that goes wrong becomes a `StudioEvent` (what happened, what to do) in `events`.
@@ -38,6 +49,9 @@ from recordings.metadata import EpisodeMetadata
 from recordings.schema import Label
 from recordings.store import EpisodeStore
 from recordings.writer import EpisodeWriter, WriterState, WriterStatus
+from robot.dynamixel.calibration import CalibrationError, CalibrationProcedure, CalibrationStep, CalibrationStore
+from robot.dynamixel.errors import DynamixelError
+from robot.dynamixel.health import HealthReport, HealthThresholds
 from robot.control_loop import ControlLoop, EventLevel, LoopConfig, LoopSnapshot
 from robot.rig import Rig, RigError
 from robot.rig_config import RigFile, RigFileError
@@ -52,6 +66,7 @@ LOOP_STATS_INTERVAL_S = 0.25
 #: Below this much free space in the store the user is warned (a minute of 3 cameras at
 #: 640x480 JPEG q90 is a few hundred MB).
 LOW_DISK_BYTES = 1 * 1024**3
+ARM_STATE_INTERVAL_S = 0.1  # the start prompt changes within a ceremony of a few seconds
 
 
 class Phase(str, enum.Enum):
@@ -75,6 +90,7 @@ class SourceOption:
 
 SOURCE_OPTIONS: tuple[SourceOption, ...] = (
     SourceOption("keyboard", "Keyboard / mouse", ControlSource.TELEOP, "Jog"),
+    SourceOption("leaders", "Leader arms", ControlSource.TELEOP, "Leaders"),
     SourceOption("demo", "Scripted demo", ControlSource.SCRIPTED, "Demo"),
     SourceOption("hold", "Hold", ControlSource.HOLD, "Hold"),
 )
@@ -101,6 +117,47 @@ class RecordingStatus:
 
 
 @dataclass(frozen=True)
+class ArmsState:
+    """The arms of a real rig, as the window shows them (None in the snapshot on the sim).
+
+    started: the opening ceremony finished and the followers may be driven; starting: Start arms
+    was pressed and the ceremony has not finished (nor been stopped by an E-stop); prompt: what the
+    rig asks of the operator now; not_answering: the latest failed read (names the servo), empty
+    while the rig reads fine; health: the latest report per arm (ARM order), time_s on the
+    monotonic clock of the control thread's read.
+    """
+
+    started: bool = False
+    starting: bool = False
+    prompt: str = ""
+    not_answering: str = ""
+    health: tuple[HealthReport, ...] = ()
+    thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+    arm_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CalibrationStatus:
+    """The open calibration (see `StudioBridge.begin_calibration`). step: a CalibrationStep value;
+    live_rad: the arm's joints under the calibration measured so far (None before the first
+    reading); error: why the last Next was refused (the procedure stays on its step); saved_path:
+    where the result went, once saved; busy: a bus call for it is under way."""
+
+    arm_id: str
+    step: str
+    prompt: str
+    joint_names: tuple[str, ...]
+    live_rad: tuple[float, ...] | None = None
+    error: str = ""
+    saved_path: str = ""
+    busy: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self.step == CalibrationStep.CANCELLED.value or bool(self.saved_path)
+
+
+@dataclass(frozen=True)
 class StudioSnapshot:
     """Everything the window paints, copied at one moment (any thread may call `snapshot()`).
 
@@ -123,8 +180,20 @@ class StudioSnapshot:
     camera_names: tuple[str, ...] = ()
     control_rate_hz: float = 50.0
     resettable: bool = False
+    #: Real rigs only (None on the sim): start state, servo health, what fails to answer.
+    arms: ArmsState | None = None
+    calibration: CalibrationStatus | None = None
 
     tick: TickRecord | None = None
+
+    @property
+    def available_sources(self) -> tuple[str, ...]:
+        """Source names that make sense on this rig now: Demo on the sim only; on a real rig the
+        driving sources (Jog, Leaders) only once the arms are started."""
+        if self.arms is None:
+            return tuple(s.name for s in SOURCE_OPTIONS if s.name != "leaders")
+        driving = ("keyboard", "leaders") if self.arms.started else ()
+        return (*driving, "hold")
 
     @property
     def mode(self) -> Mode:
@@ -142,6 +211,9 @@ class _Monitor:
     disk_free_bytes: int | None = None
     episode_count: int | None = None
     rig_status: RigStatus | None = None
+    started: bool = False
+    start_prompt: str = ""
+    health: tuple[HealthReport, ...] = ()
     rig_messages_seen: set = field(default_factory=set)
     low_disk_warned: bool = False
 
@@ -192,6 +264,13 @@ class StudioBridge:
         self._jog_hint_time_s = -1e9
         self._loop_dead_reported = False
         self._cached_loop_snapshot: tuple[LoopSnapshot | None, float, ControlLoop | None] = (None, 0.0, None)
+        # Real rigs: a Start arms not yet finished; the failed read the loop last reported.
+        self._start_pending = False
+        self._not_answering = ""
+        # The open calibration: the procedure belongs to the worker thread; the GUI reads the status.
+        self._calibration: CalibrationProcedure | None = None
+        self._calibration_status: CalibrationStatus | None = None
+        self._calibration_refreshing = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,8 +329,9 @@ class StudioBridge:
             loop.clear_estop()
 
     def select_source(self, name: str) -> None:
-        """Make `name` ("keyboard", "demo", "hold") drive the arm. The loop refuses while the
-        E-stop is latched and says so in the events."""
+        """Make `name` ("keyboard", "leaders", "demo", "hold") drive the arm. The loop refuses
+        while the E-stop is latched and says so in the events; on a real rig the driving sources
+        wait for Start arms (the rig ignores commands until its opening ceremony is over)."""
         option = _SOURCE_BY_NAME.get(name)
         if option is None:
             raise ValueError(f"unknown source {name!r}; choose one of {', '.join(_SOURCE_BY_NAME)}")
@@ -264,11 +344,25 @@ class StudioBridge:
             self.events.add(Severity.WARNING, "loop", f"{option.label} was refused: the E-stop is latched.",
                             "Make the workspace safe, then press Clear E-stop and choose the source again.")
             return
+        real = self._is_real_rig()
+        if name == "leaders" and not real:
+            self.events.add(Severity.WARNING, "studio", "Leaders needs a real rig with leader arms; this is the simulation.",
+                            "Use Jog or Demo here, or open the studio with --rig configs/aloha.toml.")
+            return
+        if real and name != "hold" and not self._arms_started():
+            self.events.add(Severity.WARNING, "studio", f"{option.label} was not selected: the arms are not started.",
+                            "Press Start arms, wait for the followers to reach the start pose, squeeze both leader grippers, then choose again.")
+            return
         if name == "hold":
             loop.request_mode(Mode.HOLD)
         else:
             try:
-                source = self._jog if name == "keyboard" else self._new_demonstrator()
+                if name == "keyboard":
+                    source = self._jog
+                elif name == "leaders":
+                    source = self._rig.leader_source()  # builds a small object; no device is touched here
+                else:
+                    source = self._new_demonstrator()
             except Exception as exc:  # a demonstrator that cannot start must not take the studio down
                 log.exception("could not create the %s source", name)
                 self.events.add(Severity.ERROR, "studio", f"{option.label} could not start: {exc}",
@@ -280,6 +374,98 @@ class StudioBridge:
             loop.request_mode(Mode.TELEOP)
         with self._lock:
             self._source = option
+
+    def start_arms(self) -> bool:
+        """Real rigs: begin the opening ceremony (followers ramp to the start pose, then the
+        operator squeezes both leader grippers). The loop goes IDLE first, so it commands nothing
+        meanwhile and a source chosen afterwards blends in from the start pose. Refused (with an
+        event saying why) on the sim, while the E-stop is latched and while a calibration is open.
+        Returns whether the start was asked for."""
+        rig, loop = self._rig, self._loop
+        if rig is None or loop is None or not self._is_real_rig():
+            self.events.add(Severity.WARNING, "rig", "Start arms is for a real rig; the simulation needs no start.",
+                            "Choose a source (Jog, Demo) to move the simulated arms.")
+            return False
+        if self._calibration_status is not None and not self._calibration_status.closed:
+            self.events.add(Severity.WARNING, "rig", f"Start arms refused: {self._calibration_status.arm_id} is being calibrated.",
+                            "Save or cancel the calibration first.")
+            return False
+        if self._loop_snapshot(loop).mode is Mode.ESTOP:
+            self.events.add(Severity.WARNING, "rig", "Start arms refused: the E-stop is latched.",
+                            "Make the workspace safe, press Clear E-stop, then Start arms.")
+            return False
+        if self._jog is not None:
+            self._jog.stop_motion()
+        loop.request_mode(Mode.IDLE)
+        rig.begin_start()  # thread-safe by design: sets a flag the control thread acts on
+        with self._lock:
+            self._start_pending = True
+            self._monitor.started = False
+            self._source = None
+        self.refresh_loop_snapshot()
+        self.events.add(Severity.INFO, "rig", "Starting the arms: the followers move to the start pose. Keep clear of the arms.",
+                        "Then take both leader handles and squeeze both grippers.")
+        return True
+
+    # ------------------------------------------------------------------ calibration (real rigs)
+
+    def begin_calibration(self, arm_id: str) -> Future:
+        """Open the step-by-step calibration of `arm_id` (follower_left, ..., leader_right). The
+        procedure runs on the worker thread; `snapshot().calibration` shows its prompt and live
+        reading. Refused while the arms are started or starting, while recording, or with another
+        calibration open. The future resolves to True when it opened."""
+        rig = self._rig
+        if rig is None or not self._is_real_rig():
+            self.events.add(Severity.WARNING, "rig", "Calibration is for a real rig's Dynamixel arms.",
+                            "Open the studio with a real (or emulated) rig file.")
+            return _done(False)
+        arm_ids = self._arm_ids()
+        if arm_id not in arm_ids:
+            raise ValueError(f"unknown arm {arm_id!r}; choose one of {', '.join(arm_ids)}")
+        with self._lock:
+            started, pending = self._monitor.started, self._start_pending
+        if started or pending:
+            self.events.add(Severity.WARNING, "rig", "Calibration refused: the arms are powered (started or starting).",
+                            "Support the follower arms, press E-stop (it cuts the torque), then Calibrate.")
+            return _done(False)
+        if self._writer is not None and self._writer.status().state in (WriterState.RECORDING, WriterState.FINISHING):
+            self.events.add(Severity.WARNING, "rig", "Calibration refused while recording.", "Stop or discard the recording first.")
+            return _done(False)
+        current = self._calibration_status
+        if current is not None and not current.closed:
+            self.events.add(Severity.WARNING, "rig", f"{current.arm_id} is being calibrated already.",
+                            "Save or cancel that calibration first.")
+            return _done(False)
+        return self._worker.submit(self._calibration_call, self._open_calibration, arm_id)
+
+    def calibration_next(self) -> Future:
+        """Take the reading for this step and go to the next (a refused step sets `error`)."""
+        return self._worker.submit(self._calibration_call, lambda proc: proc.advance())
+
+    def calibration_back(self) -> Future:
+        return self._worker.submit(self._calibration_call, lambda proc: proc.back())
+
+    def calibration_cancel(self) -> Future:
+        """Close the calibration without saving; the calibration in use stays."""
+        return self._worker.submit(self._calibration_call, self._cancel_calibration)
+
+    def calibration_save(self) -> Future:
+        """Write the result to the rig's calibration folder (CalibrationStore) and put it in use."""
+        return self._worker.submit(self._calibration_call, self._save_calibration)
+
+    def calibration_refresh(self) -> None:
+        """Ask for a fresh live reading (one sync read on the worker); skipped while one is under
+        way, so a GUI timer may call it at any rate."""
+        with self._lock:
+            if self._calibration is None or self._calibration_refreshing:
+                return
+            self._calibration_refreshing = True
+
+        self._worker.submit(self._calibration_call, lambda proc: proc.step(), True)
+
+    def calibration_status(self) -> CalibrationStatus | None:
+        with self._lock:
+            return self._calibration_status
 
     def jog(self, arm: str, direction_xyz, fine: bool = False) -> None:
         """Jog `arm` ("left"/"right") along (x forward, y left, z up) in [-1, 1] per axis, as a
@@ -352,6 +538,17 @@ class StudioBridge:
                 last_saved=self._last_saved,
             )
             rig = self._rig
+            arms = None
+            if self._is_real_rig():
+                arms = ArmsState(
+                    started=monitor.started,
+                    starting=self._start_pending and not monitor.started,
+                    prompt=monitor.start_prompt,
+                    not_answering=self._not_answering,
+                    health=monitor.health,
+                    thresholds=getattr(rig, "health_thresholds", HealthThresholds()),
+                    arm_ids=self._arm_ids(),
+                )
             return StudioSnapshot(
                 phase=self._phase,
                 rig_name=rig.name if rig is not None else self.rig_path.stem,
@@ -366,6 +563,8 @@ class StudioBridge:
                 camera_names=tuple(rig.camera_names) if rig is not None else (),
                 control_rate_hz=self._rig_file.control.rate_hz if self._rig_file is not None else 50.0,
                 resettable=rig is not None and hasattr(rig, "reset_episode"),
+                arms=arms,
+                calibration=self._calibration_status,
                 tick=self.history.latest,
             )
 
@@ -482,6 +681,104 @@ class StudioBridge:
         self._monitor_thread.start()
         return True
 
+    # ------------------------------------------------------------------ worker thread: calibration
+
+    def _open_calibration(self, arm_id: str) -> bool:
+        rig = self._rig
+        with self._lock:
+            started, pending = self._monitor.started, self._start_pending
+        if rig is None or started or pending or rig.started:
+            self.events.add(Severity.WARNING, "rig", "Calibration refused: the arms are powered (started or starting).",
+                            "Support the follower arms, press E-stop (it cuts the torque), then Calibrate.")
+            return False
+        arm = next(a for a in rig.arms if a.arm_id == arm_id)
+        procedure = CalibrationProcedure(arm_id, arm.layout, arm)
+        with self._lock:
+            self._calibration = procedure
+        self._publish_calibration(procedure)
+        self.events.add(Severity.INFO, "rig", f"Calibrating {arm_id}: follow the steps in the calibration window.")
+        return True
+
+    def _calibration_call(self, function, refresh: bool = False) -> bool:
+        """Run `function(procedure)` here (the worker thread, the only caller of the procedure)
+        and publish its status. A refused step keeps the procedure on that step with the reason;
+        a live-reading refresh keeps the last refusal on screen unless it fails itself."""
+        try:
+            procedure = self._calibration
+            if procedure is None:
+                return False
+            previous = self._calibration_status
+            error = ""
+            try:
+                function(procedure)
+            except CalibrationError as exc:
+                error = str(exc)
+            except (DynamixelError, RigError, OSError) as exc:
+                log.warning("calibration of %s: %s", procedure.arm_id, exc)
+                error = f"The arm did not answer: {exc}. Check its power and cable, then try again."
+            if refresh and not error and previous is not None:
+                error = previous.error
+            if self._calibration is procedure:
+                self._publish_calibration(procedure, error)
+            return not error
+        finally:
+            if refresh:
+                with self._lock:
+                    self._calibration_refreshing = False
+
+    def _publish_calibration(self, procedure: CalibrationProcedure, error: str = "", saved_path: str = "") -> None:
+        live = procedure.live_rad
+        status = CalibrationStatus(
+            arm_id=procedure.arm_id,
+            step=procedure.state.value,
+            prompt=procedure.prompt,
+            joint_names=tuple(j.name for j in procedure.layout.joints),
+            live_rad=None if live is None else tuple(float(v) for v in live),
+            error=error,
+            saved_path=saved_path,
+        )
+        with self._lock:
+            self._calibration_status = status
+
+    def _cancel_calibration(self, procedure: CalibrationProcedure) -> None:
+        procedure.cancel()
+        self._publish_calibration(procedure)
+        with self._lock:
+            self._calibration = None
+        self.events.add(Severity.INFO, "rig", procedure.prompt)
+
+    def _save_calibration(self, procedure: CalibrationProcedure) -> None:
+        result = procedure.result
+        if result is None:
+            raise CalibrationError("Nothing to save yet: go through the steps until the last one says the arm is calibrated.")
+        rig = self._rig
+        store = CalibrationStore(rig.config.settings.calibration_dir)
+        path = store.save(result)
+        # In use at once: the arm is neither started nor driven (see begin_calibration), and the
+        # control thread picks the new object up at its next read of this arm.
+        arm = next(a for a in rig.arms if a.arm_id == result.arm_id)
+        arm.calibration = result
+        self._publish_calibration(procedure, saved_path=str(path))
+        with self._lock:
+            self._calibration = None
+        gripper = ""
+        if result.gripper_open_rad is not None and result.gripper_closed_rad is not None:
+            gripper = f" Gripper range measured: open {result.gripper_open_rad:.3f} rad, closed {result.gripper_closed_rad:.3f} rad."
+        self.events.add(Severity.INFO, "rig", f"Saved the calibration of {result.arm_id} to {path}; it is in use now.{gripper}")
+
+    def _is_real_rig(self) -> bool:
+        rig = self._rig
+        return rig is not None and not rig.simulated and hasattr(rig, "begin_start")
+
+    def _arms_started(self) -> bool:
+        with self._lock:
+            return self._monitor.started
+
+    def _arm_ids(self) -> tuple[str, ...]:
+        rig = self._rig
+        config = getattr(rig, "config", None)
+        return tuple(a.name for a in getattr(config, "arms", ()))
+
     def _make_jog_source(self, control: LoopConfig):
         # Kinematics of gym-aloha's ViperX model; one MjData, used on the control thread only.
         from robot.kinematics import BimanualKinematics
@@ -505,14 +802,18 @@ class StudioBridge:
     def _start_loop(self, loop: ControlLoop) -> None:
         self._unsubscribe = [loop.subscribe(self.history.on_tick), loop.subscribe(self._writer.on_tick)]
         loop.start()
-        # Start holding: nothing moves until the user picks a source.
-        loop.request_mode(Mode.HOLD)
+        real = self._is_real_rig()
+        # Start holding: nothing moves until the user picks a source. A real rig stays IDLE
+        # (commands nothing: its torque is off until Start arms), so that holding, when chosen,
+        # starts from where the arms are then and not from where they were at connection.
+        if not real:
+            loop.request_mode(Mode.HOLD)
         if self._pending_estop is not None:
             loop.estop(self._pending_estop)
             self._pending_estop = None
         self._loop = loop
         with self._lock:
-            self._source = _SOURCE_BY_NAME["hold"]
+            self._source = None if real else _SOURCE_BY_NAME["hold"]
 
     def _fail(self, message: str, what_to_do: str) -> bool:
         self.events.add(Severity.ERROR, "rig", message, what_to_do)
@@ -643,9 +944,25 @@ class StudioBridge:
     # ------------------------------------------------------------------ monitoring
 
     def _monitor_run(self) -> None:
+        next_slow_s = 0.0
         while not self._monitor_stop.is_set():
+            self._refresh_arms()
+            if time.monotonic() < next_slow_s:
+                self._monitor_stop.wait(ARM_STATE_INTERVAL_S)
+                continue
+            next_slow_s = time.monotonic() + 1.0
             self._refresh_store()
             rig = self._rig
+            health_reports = getattr(rig, "health_reports", None)
+            if health_reports is not None:
+                try:
+                    reports = health_reports()
+                except Exception:
+                    log.exception("rig.health_reports failed")
+                    reports = {}
+                order = {name: k for k, name in enumerate(self._arm_ids())}
+                with self._lock:
+                    self._monitor.health = tuple(sorted(reports.values(), key=lambda r: order.get(r.arm_id, 99)))
             if rig is not None:
                 try:
                     status = rig.status()
@@ -654,11 +971,29 @@ class StudioBridge:
                     status = RigStatus(name=rig.name, messages=(f"status unavailable: {exc}",))
                 with self._lock:
                     self._monitor.rig_status = status
+                prompts = {self._monitor.start_prompt, getattr(rig, "start_prompt", None)}
                 for message in status.messages:
-                    if message not in self._monitor.rig_messages_seen:
+                    # The start prompt has its own place in the window (the arms panel).
+                    if message not in self._monitor.rig_messages_seen and message not in prompts:
                         self._monitor.rig_messages_seen.add(message)
                         self.events.add(Severity.WARNING, "rig", message)
-            self._monitor_stop.wait(1.0)
+            self._monitor_stop.wait(ARM_STATE_INTERVAL_S)
+
+    def _refresh_arms(self) -> None:
+        """Copy the real rig's start state (lock-guarded reads, allowed from any thread)."""
+        rig = self._rig
+        if rig is None or not self._is_real_rig():
+            return
+        started, prompt = rig.started, rig.start_prompt
+        loop = self._loop
+        estopped = loop is not None and self._loop_snapshot(loop).mode is Mode.ESTOP
+        with self._lock:
+            was_started = self._monitor.started
+            self._monitor.started, self._monitor.start_prompt = started, prompt
+            if started or estopped:
+                self._start_pending = False  # done, or the E-stop ended the ceremony (torque cut)
+        if started and not was_started:
+            self.events.add(Severity.INFO, "rig", "The arms are started.", "Choose Leaders (F3) to teleoperate, or Jog.")
 
     def _refresh_store(self) -> None:
         store = self._store
@@ -704,6 +1039,10 @@ class StudioBridge:
         severity = {EventLevel.INFO: Severity.INFO, EventLevel.WARNING: Severity.WARNING, EventLevel.ERROR: Severity.ERROR}
         for event in new:
             self.events.add(severity[event.level], "loop", event.message, event.what_to_do)
+            if event.code == "rig_read":
+                # A failed read names the servo; the rig panel shows it until reading resumes.
+                with self._lock:
+                    self._not_answering = event.message if event.level is EventLevel.ERROR else ""
         if snapshot is not None and not snapshot.running and not self._loop_dead_reported:
             with self._lock:
                 phase = self._phase

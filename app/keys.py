@@ -22,15 +22,24 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("estop", ("Esc", "Pause"), "Emergency stop (latches until cleared)"),
     Shortcut("clear_estop", ("Ctrl+Shift+E",), "Clear the E-stop (the arm holds where it is)"),
     Shortcut("source:keyboard", ("F2",), "Source: Jog (keyboard / mouse)"),
+    # F3 is the rig's own source: Demo on the sim, Leaders on a real rig (only one exists per rig).
     Shortcut("source:demo", ("F3",), "Source: Demo (scripted towel fold, sim only)"),
+    Shortcut("source:leaders", ("F3",), "Source: Leaders (the leader arms drive the followers; real rig, after Start arms)"),
     Shortcut("source:hold", ("F4",), "Source: hold position"),
     Shortcut("start_recording", ("F5", "Ctrl+R"), "Start recording"),
     Shortcut("stop_success", ("F6",), "Stop recording, label success"),
     Shortcut("stop_failure", ("F7",), "Stop recording, label failure"),
     Shortcut("discard", ("F8",), "Discard the recording in progress"),
     Shortcut("new_episode", ("Ctrl+N",), "New episode: reset the towel with the next seed"),
+    Shortcut("start_arms", ("F9",), "Start arms (real rig): followers to the start pose, then squeeze both leader grippers"),
     Shortcut("help", ("F1",), "Show these keys"),
 )
+
+
+#: Shortcuts that exist on one kind of rig only (the window enables the one that applies, so a
+#: key shared between them, F3, is never ambiguous).
+SIM_ONLY_ACTIONS = frozenset({"source:demo"})
+REAL_RIG_ONLY_ACTIONS = frozenset({"source:leaders", "start_arms"})
 
 
 def shortcut_texts() -> dict[str, str]:

@@ -31,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="save a PNG of the window and quit (see --after-s)")
     parser.add_argument("--after-s", type=float, default=8.0, metavar="N",
                         help="with --screenshot: seconds after the rig is up (default 8)")
-    parser.add_argument("--source", choices=("keyboard", "demo", "hold"), default=None,
-                        help="select this action source as soon as the rig is up")
+    parser.add_argument("--source", choices=("keyboard", "leaders", "demo", "hold"), default=None,
+                        help="select this action source as soon as the rig is up (on a real rig, a driving "
+                             "source waits until the arms are started)")
+    parser.add_argument("--start-arms", action="store_true",
+                        help="real rigs: press Start arms as soon as the rig is up (followers move to the start pose)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
 
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     window = StudioWindow(bridge)
     window.show()
     startup = bridge.start()
-    if args.source is not None:
-        startup.add_done_callback(lambda f: f.result() and bridge.select_source(args.source))
+    if args.start_arms or args.source is not None:
+        _schedule_start(window, bridge, startup, args.start_arms, args.source)
     if args.screenshot is not None:
         _schedule_screenshot(window, startup, args.screenshot, args.after_s)
 
@@ -81,6 +84,37 @@ def main(argv: list[str] | None = None) -> int:
         if bridge.snapshot().phase is not Phase.STOPPED:
             bridge.shutdown()
     return code
+
+
+def _schedule_start(window, bridge, startup, start_arms: bool, source: str | None) -> None:
+    """Once the rig runs: Start arms (if asked), then select `source` - on a real rig a driving
+    source once the arms are started (the operator still squeezes the leaders)."""
+    from PySide6.QtCore import QTimer
+
+    state = {"asked_start": False}
+    timer = QTimer(window)
+
+    def poll() -> None:
+        if not startup.done():
+            return
+        if not startup.result():
+            timer.stop()
+            return
+        snap = bridge.snapshot()
+        real = snap.arms is not None
+        if start_arms and real and not state["asked_start"]:
+            state["asked_start"] = True
+            window.start_arms()
+        if source is None or (real and source != "hold" and source not in snap.available_sources):
+            if source is None:
+                timer.stop()
+            return
+        timer.stop()
+        bridge.select_source(source)
+
+    timer.setInterval(100)
+    timer.timeout.connect(poll)
+    timer.start()
 
 
 def _schedule_screenshot(window, startup, path: Path, after_s: float) -> None:

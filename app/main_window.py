@@ -33,7 +33,10 @@ from PySide6.QtWidgets import (
 
 from app import theme
 from app.bridge import LOW_DISK_BYTES, Phase, StudioBridge, StudioSnapshot
-from app.keys import JOG_KEY_BY_CODE, SHORTCUTS, shortcut_texts
+from app.keys import JOG_KEY_BY_CODE, REAL_RIG_ONLY_ACTIONS, SHORTCUTS, SIM_ONLY_ACTIONS, shortcut_texts
+from app.widgets.arms_panel import STARTING_COLOUR, ArmsPanelWidget
+from app.widgets.calibration_dialog import CalibrationDialog
+from app.widgets.servo_health import ServoHealthWidget
 from app.widgets.camera_view import CameraViewWidget
 from app.widgets.control_panel import ControlPanelWidget
 from app.widgets.events_panel import ErrorBannerWidget, EventsWidget
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 PAINT_INTERVAL_MS = 33  # <= 30 Hz: the eye does not need more and llvmpipe has no cycles to spare
 PLOT_EVERY_N_PAINTS = 2  # plots at 15 Hz: 28 curves of 500 points are the costliest paint
 STATUS_EVERY_N_PAINTS = 10  # status bar at 3 Hz: numbers that change faster cannot be read
+HEALTH_EVERY_N_PAINTS = 30  # servo table at 1 Hz: the rig reads each arm about once a second
 JOG_REFRESH_MS = 100  # re-send held jog keys well inside the jog source's 0.5 s dead-man timer
 PLOT_SPAN_S = 10.0
 
@@ -83,6 +87,13 @@ class StudioWindow(QMainWindow):
 
         keys = shortcut_texts()
         self.banner = ErrorBannerWidget()
+        # A real rig's prompt (opening ceremony, E-stop) above the cameras, where the operator looks.
+        self.arm_prompt_banner = QLabel("")
+        self.arm_prompt_banner.setWordWrap(True)
+        self.arm_prompt_banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.arm_prompt_banner.hide()
+        self._real_rig: bool | None = None  # unknown until the rig is up
+        self.calibration_dialog: CalibrationDialog | None = None
 
         # Cameras: the sim rig's names are not known until it is up; the default three are what
         # every rig of ours has, and any other camera gets a view when the rig reports it.
@@ -104,6 +115,9 @@ class StudioWindow(QMainWindow):
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.events_list, "Events")
         self.bottom_tabs.addTab(help_scroll, "Keys && help")
+        self.servo_table = ServoHealthWidget()
+        self._servo_tab = self.bottom_tabs.addTab(self.servo_table, "Servos")
+        self.bottom_tabs.setTabVisible(self._servo_tab, False)
         self.bottom_tabs.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(self.timing_plot)
@@ -123,6 +137,14 @@ class StudioWindow(QMainWindow):
 
         # Side panel: E-stop on top and never scrolled away; the rest may scroll on small screens.
         self.control_panel = ControlPanelWidget([(s.name, s.button) for s in bridge.source_options], keys)
+        self.arms_panel = ArmsPanelWidget(keys.get("start_arms", ""))
+        self.arms_panel.hide()
+        self.arms_panel.start_requested.connect(self.start_arms)
+        self.arms_panel.calibrate_requested.connect(self.open_calibration)
+        self.arms_panel.health_details_requested.connect(lambda: self.bottom_tabs.setCurrentWidget(self.servo_table))
+        # Until the rig says what it is, offer only what every rig has.
+        for name in ("demo", "leaders"):
+            self.control_panel.source_buttons[name].hide()
         jog_box = QGroupBox("Mouse jog (source: Jog)")
         jog_layout = QHBoxLayout(jog_box)
         self.jog_pads = {arm: JogPadWidget(arm) for arm in ("left", "right")}
@@ -136,6 +158,7 @@ class StudioWindow(QMainWindow):
         estop_row = QVBoxLayout()
         estop_row.addWidget(self.control_panel.estop_button)
         estop_row.addWidget(self.control_panel.clear_estop_button)
+        side_layout.addWidget(self.arms_panel)
         side_layout.addWidget(self.control_panel)
         side_layout.addWidget(jog_box)
         side_layout.addStretch(1)
@@ -156,6 +179,7 @@ class StudioWindow(QMainWindow):
         main_layout.setContentsMargins(8, 8, 8, 4)
         left = QVBoxLayout()
         left.addWidget(self.banner)
+        left.addWidget(self.arm_prompt_banner)
         left.addWidget(centre, 1)
         main_layout.addLayout(left, 1)
         main_layout.addWidget(side)
@@ -218,6 +242,7 @@ class StudioWindow(QMainWindow):
             "discard": self.discard_recording,
             "new_episode": lambda: self.bridge.new_episode(self.control_panel.seed_spin.value()),
             "help": lambda: self.bottom_tabs.setCurrentIndex(1),
+            "start_arms": self.start_arms,
         }
         self.shortcuts: dict[str, list[QShortcut]] = {}
         for spec in SHORTCUTS:
@@ -233,6 +258,8 @@ class StudioWindow(QMainWindow):
                 shortcut = QShortcut(QKeySequence(key), self, context=Qt.ShortcutContext.ApplicationShortcut)
                 shortcut.setAutoRepeat(False)
                 shortcut.activated.connect(handler)
+                # Rig-specific keys wait for the rig (F3 is Demo on the sim, Leaders on a real rig).
+                shortcut.setEnabled(spec.action not in REAL_RIG_ONLY_ACTIONS)
                 self.shortcuts[spec.action].append(shortcut)
 
     def resizeEvent(self, event) -> None:  # noqa: N802
@@ -259,6 +286,20 @@ class StudioWindow(QMainWindow):
         self._centre.setSizes([camera_h, int(rest * 0.56), rest - int(rest * 0.56)])
 
     # ------------------------------------------------------------------ user actions
+
+    def start_arms(self) -> None:
+        self._release_jog_keys()
+        self.bridge.start_arms()
+
+    def open_calibration(self) -> None:
+        """Show the calibration window (one at a time; it stays open beside the studio)."""
+        snap = self.bridge.snapshot()
+        if snap.arms is None:
+            return
+        if self.calibration_dialog is None:
+            self.calibration_dialog = CalibrationDialog(self.bridge, snap.arms.arm_ids, self)
+        self.calibration_dialog.show()
+        self.calibration_dialog.raise_()
 
     def trigger_estop(self) -> None:
         self._release_jog_keys()
@@ -384,6 +425,8 @@ class StudioWindow(QMainWindow):
             panel.show_source("hold" if mode is Mode.HOLD else "", label, kind)
         if snap.tick is not None:
             panel.show_clipped(snap.tick.clipped)
+        self._show_rig_kind(snap)
+        self._show_arms(snap)
         rec = snap.recording
         panel.set_recording(
             rec.active, bool(rec.busy) or snap.phase is not Phase.RUNNING, rec.elapsed_s, rec.frames, rec.failed
@@ -401,6 +444,46 @@ class StudioWindow(QMainWindow):
             panel.show_seed(snap.seed, snap.next_seed)
 
     _last_seed_shown: tuple | None = None
+
+    def _show_rig_kind(self, snap: StudioSnapshot) -> None:
+        """Once the rig is up: the sources, keys and panels of its kind (sim or real)."""
+        if snap.phase is not Phase.RUNNING:
+            return
+        real = snap.arms is not None
+        available = snap.available_sources
+        for name, button in self.control_panel.source_buttons.items():
+            button.setVisible(not (name == "demo" and real) and not (name == "leaders" and not real))
+            button.setEnabled(name in available)
+        if real == self._real_rig:
+            return
+        self._real_rig = real
+        for action, shortcuts in self.shortcuts.items():
+            enabled = not ((action in SIM_ONLY_ACTIONS and real) or (action in REAL_RIG_ONLY_ACTIONS and not real))
+            for shortcut in shortcuts:
+                shortcut.setEnabled(enabled)
+        self.arms_panel.setVisible(real)
+        self.bottom_tabs.setTabVisible(self._servo_tab, real)
+        self.control_panel.show_towel_reset(snap.resettable)
+        self.status_rtf.setVisible(not real)  # real time is the only time a real rig has
+
+    def _show_arms(self, snap: StudioSnapshot) -> None:
+        arms = snap.arms
+        if arms is None:
+            return
+        self.arms_panel.show_state(arms, snap.mode is Mode.ESTOP, snap.phase is Phase.RUNNING)
+        if not arms.started:
+            colour = STARTING_COLOUR if arms.starting else "#374151"
+            text = arms.prompt
+            if self.arm_prompt_banner.text() != text:
+                self.arm_prompt_banner.setText(text)
+                self.arm_prompt_banner.setStyleSheet(
+                    f"QLabel {{ background: {colour}; color: white; font-size: 18px; font-weight: bold; padding: 8px; border-radius: 6px; }}"
+                )
+            self.arm_prompt_banner.show()
+        else:
+            self.arm_prompt_banner.hide()
+        if self.paint_count % HEALTH_EVERY_N_PAINTS == 1 or self.servo_table.rowCount() == 0:
+            self.servo_table.show_health(arms.health, arms.thresholds)
 
     def _show_cameras(self, snap: StudioSnapshot) -> None:
         observation = snap.tick.observation

@@ -115,6 +115,7 @@ class ControlPanelWidget(QWidget):
         # --- episode -------------------------------------------------------------------------
         episode_box = QGroupBox("Episode")
         form = QFormLayout(episode_box)
+        self.episode_form = form
         self.task_edit = QLineEdit("fold the towel in half")
         self.task_edit.setPlaceholderText("what the demonstration does")
         form.addRow("Task", self.task_edit)
@@ -170,6 +171,11 @@ class ControlPanelWidget(QWidget):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         layout.addWidget(record_box)
         self.set_recording(active=False, busy=False)
+
+    def show_towel_reset(self, available: bool) -> None:
+        """The seed rows and New episode exist for a rig that can reset its towel (the sim) only."""
+        for widget in (self.seed_spin, self.current_seed_label, self.new_episode_button):
+            self.episode_form.setRowVisible(widget, available)
 
     # --- painting the bridge's state -----------------------------------------------------------
     def show_mode(self, mode: Mode) -> None:
