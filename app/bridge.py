@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import shutil
 import threading
 import time
@@ -141,7 +142,7 @@ class CalibrationStatus:
     """The open calibration (see `StudioBridge.begin_calibration`). step: a CalibrationStep value;
     live_rad: the arm's joints under the calibration measured so far (None before the first
     reading); error: why the last Next was refused (the procedure stays on its step); saved_path:
-    where the result went, once saved; busy: a bus call for it is under way."""
+    where the result went, once saved."""
 
     arm_id: str
     step: str
@@ -150,7 +151,6 @@ class CalibrationStatus:
     live_rad: tuple[float, ...] | None = None
     error: str = ""
     saved_path: str = ""
-    busy: bool = False
 
     @property
     def closed(self) -> bool:
@@ -197,9 +197,11 @@ class StudioSnapshot:
 
     @property
     def mode(self) -> Mode:
-        """The newest of the latest tick's mode and the loop's (a latched E-stop shows at the next tick)."""
+        """The newest of the latest tick's mode and the loop's. The loop's snapshot is taken after
+        its own tick was published, so for the same tick the loop's mode is the newer one (a read
+        failure holds the arm while no new tick comes)."""
         loop_tick = self.loop.tick if self.loop is not None else None
-        if self.tick is not None and (loop_tick is None or self.tick.index >= loop_tick.index):
+        if self.tick is not None and (loop_tick is None or self.tick.index > loop_tick.index):
             return self.tick.mode
         return self.loop.mode if self.loop is not None else Mode.IDLE
 
@@ -436,7 +438,7 @@ class StudioBridge:
             self.events.add(Severity.WARNING, "rig", f"{current.arm_id} is being calibrated already.",
                             "Save or cancel that calibration first.")
             return _done(False)
-        return self._worker.submit(self._calibration_call, self._open_calibration, arm_id)
+        return self._worker.submit(self._open_calibration, arm_id)
 
     def calibration_next(self) -> Future:
         """Take the reading for this step and go to the next (a refused step sets `error`)."""
@@ -972,11 +974,16 @@ class StudioBridge:
                 with self._lock:
                     self._monitor.rig_status = status
                 prompts = {self._monitor.start_prompt, getattr(rig, "start_prompt", None)}
+                # One event when a message appears, and again only after it went away: messages
+                # carry live numbers ("31.5 bus errors/s") that must not become an event a second.
+                present = set()
                 for message in status.messages:
+                    key = re.sub(r"\d+(\.\d+)?", "#", message)
+                    present.add(key)
                     # The start prompt has its own place in the window (the arms panel).
-                    if message not in self._monitor.rig_messages_seen and message not in prompts:
-                        self._monitor.rig_messages_seen.add(message)
+                    if key not in self._monitor.rig_messages_seen and message not in prompts:
                         self.events.add(Severity.WARNING, "rig", message)
+                self._monitor.rig_messages_seen = present
             self._monitor_stop.wait(ARM_STATE_INTERVAL_S)
 
     def _refresh_arms(self) -> None:
