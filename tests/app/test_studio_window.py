@@ -114,6 +114,11 @@ def test_window_shows_the_running_sim(studio, qtbot):
     assert "real-time" in window.status_rtf.text()
     assert "disk free" in window.status_disk.text() and "GB" in window.status_disk.text()
     assert window.control_panel.mode_badge.text() == "HOLD"
+    # The sim's window: Demo on F3, no Leaders, no arms panel or servo table.
+    assert window.control_panel.source_buttons["demo"].isVisible()
+    assert not window.control_panel.source_buttons["leaders"].isVisible() and not window.arms_panel.isVisible()
+    assert window.shortcuts["source:demo"][0].isEnabled() and not window.shortcuts["source:leaders"][0].isEnabled()
+    assert not window.shortcuts["start_arms"][0].isEnabled()
 
 
 def test_record_a_scripted_episode_through_the_buttons(studio, qtbot):

@@ -103,3 +103,21 @@ def test_help_lists_every_shortcut_and_jog_key():
         assert shortcut.keys[0] in text and shortcut.description in text
     for key in JOG_KEYS:
         assert f"<b>{key.label}" in text or f" {key.label}</b>" in text or f"/ {key.label}" in text
+
+
+def test_servo_cells_are_coloured_against_the_thresholds():
+    from app import theme
+    from app.widgets.servo_health import cell_colours
+    from robot.dynamixel.control_table import HardwareError
+    from robot.dynamixel.health import HealthThresholds, ServoHealth
+
+    th = HealthThresholds(max_temperature_c=65.0)
+    fine = ServoHealth(1, "waist", 40.0, 12.0, 100.0, None, HardwareError(0))
+    assert cell_colours(fine, th) == {}
+    warm = ServoHealth(1, "waist", 60.0, 12.0, 1500.0, None, HardwareError(0))
+    assert cell_colours(warm, th) == {"Temp °C": theme.WARN_COLOUR, "Current": theme.WARN_COLOUR}
+    bad = ServoHealth(1, "waist", 70.0, 9.0, 2000.0, None, HardwareError(4), ("hot",))
+    assert cell_colours(bad, th) == {"Temp °C": theme.ERROR_COLOUR, "Supply V": theme.ERROR_COLOUR,
+                                     "Current": theme.ERROR_COLOUR, "Hardware error": theme.ERROR_COLOUR}
+    loaded = ServoHealth(9, "gripper", 40.0, 12.0, None, 90.0, HardwareError(0))
+    assert cell_colours(loaded, th) == {"Current": theme.ERROR_COLOUR}
