@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -197,6 +198,54 @@ class AlohaRigConfig:
         return next(a for a in self.arms if a.name == name)
 
 
+def open_arm(entry: "ArmEntry", port: str, settings: "AlohaSettings", store: CalibrationStore,
+             note_uncalibrated: Callable[[str, str], None]) -> DynamixelArm:
+    """Build and connect the arm of one `[[arms]]` entry on `port`: a FollowerArm or LeaderArm
+    with its calibration from `store` (shared by AlohaRig and the sim-leaders rig).
+
+    An arm without a calibration file raises RigError when `settings.require_calibration`, else
+    gets the factory zero and `note_uncalibrated(name, message)` is called (for the status bar).
+    Owner thread (connect)."""
+    s = settings
+    arm_config = ArmConfig(
+        entry.name, entry.role, s.bus_config(port),
+        layout=LAYOUTS[entry.layout] if entry.layout else None,
+        velocity_limit=s.velocity_limit, gripper_current_limit=s.gripper_current_limit,
+        bus_watchdog_ms=s.bus_watchdog_ms,
+    )
+    if store.exists(entry.name):
+        calibration = store.load(entry.name)
+    elif s.require_calibration:
+        raise RigError(f"Arm {entry.name} has no calibration in {store.directory}. Calibrate it from the rig panel first.")
+    else:
+        note_uncalibrated(entry.name, f"{entry.name} is not calibrated (factory zero assumed); "
+                                      "calibrate it before recording data to keep.")
+        calibration = ArmCalibration.default(entry.name, arm_config.layout)
+    cls = FollowerArm if entry.role is ArmRole.FOLLOWER else LeaderArm
+    arm = cls(arm_config, calibration)
+    arm.connect()
+    return arm
+
+
+def start_emulated_buses(names: Iterable[str], baud_rate: int, start_pose_rad: Sequence[float]) -> dict:
+    """Start the protocol-level servo emulators (pty ports, scripted hands on the leaders) for
+    the arms in `names` (of ARM_IDS), all joints at `start_pose_rad` (7 values); returns
+    {name: ServoBusEmulator}, started. Stop each with `.stop()`."""
+    from robot.dynamixel.emulator import aloha_buses  # only the emulated kinds need it
+
+    buses = {name: bus for name, bus in aloha_buses(baud_rate=baud_rate, start_pose_rad=start_pose_rad).items()
+             if name in names}
+    started = {}
+    try:
+        for name, bus in buses.items():
+            started[name] = bus.start()
+    except BaseException:
+        for bus in started.values():
+            bus.stop()
+        raise
+    return started
+
+
 class AlohaRig(Rig):
     """Bimanual ALOHA over Dynamixel: followers commanded, leaders read, cameras streamed."""
 
@@ -246,16 +295,7 @@ class AlohaRig(Rig):
             store = CalibrationStore(s.calibration_dir)
             for name in ARM_IDS:
                 entry = self.config.arm(name)
-                arm_config = ArmConfig(
-                    name, entry.role, s.bus_config(ports[name]),
-                    layout=LAYOUTS[entry.layout] if entry.layout else None,
-                    velocity_limit=s.velocity_limit, gripper_current_limit=s.gripper_current_limit,
-                    bus_watchdog_ms=s.bus_watchdog_ms,
-                )
-                calibration = self._calibration(store, name, arm_config)
-                cls = FollowerArm if entry.role is ArmRole.FOLLOWER else LeaderArm
-                arm = cls(arm_config, calibration)
-                arm.connect()
+                arm = open_arm(entry, ports[name], s, store, self._note_uncalibrated)
                 (self.followers if entry.role is ArmRole.FOLLOWER else self.leaders).append(arm)
             self._exit_guard = ExitGuard(self.arms)
             for camera_config in self.config.cameras:
@@ -269,22 +309,12 @@ class AlohaRig(Rig):
             self._prompt = "Press Start arms to bring the arms to the start pose."
         log.info("%s connected: %d arms, %d cameras", self.name, len(self.arms), len(self.cameras))
 
-    def _calibration(self, store: CalibrationStore, name: str, arm_config: ArmConfig) -> ArmCalibration:
-        if store.exists(name):
-            return store.load(name)
-        if self.config.settings.require_calibration:
-            raise RigError(f"Arm {name} has no calibration in {store.directory}. Calibrate it from the rig panel first.")
+    def _note_uncalibrated(self, name: str, message: str) -> None:
         with self._lock:
-            self._messages[f"calibration {name}"] = (
-                f"{name} is not calibrated (factory zero assumed); calibrate it before recording data to keep.")
-        return ArmCalibration.default(name, arm_config.layout)
+            self._messages[f"calibration {name}"] = message
 
     def _start_emulators(self) -> dict[str, str]:
-        from robot.dynamixel.emulator import aloha_buses  # only the emulated kind needs it
-
-        self.emulators = aloha_buses(baud_rate=self.config.settings.baud_rate, start_pose_rad=EMULATED_REST_RAD)
-        for bus in self.emulators.values():
-            bus.start()
+        self.emulators = start_emulated_buses(ARM_IDS, self.config.settings.baud_rate, EMULATED_REST_RAD)
         return {name: bus.port_name for name, bus in self.emulators.items()}
 
     def disconnect(self) -> None:
