@@ -131,4 +131,22 @@ register_rig_kind(
     )
 )
 
+# Real (or emulated) ALOHA leader arms driving the simulated followers. See robot/sim_leaders.py.
+register_rig_kind(
+    RigKind(
+        name="sim-leaders",
+        sections=("sim", "aloha", "arms"),
+        builder="robot.sim_leaders:build_sim_leaders",
+        description="ALOHA leader arms on Dynamixel driving the MuJoCo followers",
+    )
+)
+register_rig_kind(
+    RigKind(
+        name="sim-leaders-emulated",
+        sections=("sim", "aloha", "arms"),
+        builder="robot.sim_leaders:build_sim_leaders_emulated",
+        description="emulated leader arms (pty servo buses, scripted hands) driving the MuJoCo followers",
+    )
+)
+
 __all__ = ["RigKind", "RIG_KINDS", "RigFileError", "open_rig", "register_rig_kind", "rig_kinds", "build_sim"]
