@@ -1,12 +1,21 @@
-"""Benchmark: the control loop on the simulated rig at 50 Hz with cameras, recording to HDF5.
+"""Benchmark: the control loop on a rig at 50 Hz with cameras, recording to HDF5.
 
     .venv/bin/python benchmarks/control_loop.py [--seconds 60] [--rig configs/sim.toml]
         [--image-format jpeg|raw] [--jpeg-quality Q] [--cameras N] [--render-thread on|off]
-        [--no-record] [--keep DIR]
+        [--camera-size HxW] [--camera-fps F] [--source jog|leaders] [--no-record] [--keep DIR]
 
-The arm is jogged by `EndEffectorJogSource` in a slow circle (set from the main thread, as the
-GUI would), so camera images change and the IK runs every tick. Every tick is recorded by
-`recordings.writer.EpisodeWriter` (a loop subscriber; its own thread encodes and writes).
+    # the emulated real rig: 3 cameras at 480x640/30 fps, driven by the (scripted) leader arms
+    .venv/bin/python benchmarks/control_loop.py --rig configs/emulated.toml --camera-size 480x640 --camera-fps 30
+
+Source: on the sim (default) the arm is jogged by `EndEffectorJogSource` in a slow circle (set
+from the main thread, as the GUI would), so camera images change and the IK runs every tick. On
+a rig with leader arms (`leader_source()`: aloha, aloha-emulated, sim-leaders) the default is the
+leaders; a rig with an opening ceremony (`begin_start`) runs it first, with the loop running, as
+`run.py record` does (`app.jobs.run_opening_ceremony`), and the measurement starts when the arms
+are started. --camera-size/--camera-fps override every camera of the rig file (sim: [sim]
+image_height/width and camera_fps; real rigs: each [[cameras]] width/height/fps).
+Every tick is recorded by `recordings.writer.EpisodeWriter` (a loop subscriber; its own thread
+encodes and writes).
 
 Prints JSON lines on stdout: a "progress" line every --report-s seconds and one "result" line:
 achieved rate, period error p50/p99/max, late ticks and missed deadlines, the real-time factor
@@ -36,6 +45,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
+from app.jobs import run_opening_ceremony  # noqa: E402
 from recordings.metadata import EpisodeMetadata  # noqa: E402
 from recordings.writer import EpisodeWriter  # noqa: E402
 from robot.control_loop import ControlLoop  # noqa: E402
@@ -86,6 +96,53 @@ class TickLog:
         self.ticks += 1
 
 
+def override_cameras(rig, size: str | None, fps: float | None) -> None:
+    """Set every camera of the (unconnected) rig to `size` ("HxW") and `fps`, in the rig's own
+    config: the sim's image_height/width/camera_fps, or each camera config of a real rig."""
+    if size is None and fps is None:
+        return
+    height = width = None
+    if size is not None:
+        try:
+            height, width = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--camera-size must be HEIGHTxWIDTH, e.g. 480x640, got {size!r}") from None
+    config = rig.config
+    if hasattr(config, "image_height"):  # SimRigConfig (sim, sim-leaders)
+        changes = {} if height is None else {"image_height": height, "image_width": width}
+        if fps is not None:
+            changes["camera_fps"] = float(fps)
+        rig.config = dataclasses.replace(config, **changes)
+    elif hasattr(config, "cameras"):  # AlohaRigConfig: [[cameras]] configs
+        changes = {} if height is None else {"height": height, "width": width}
+        if fps is not None:
+            changes["fps"] = int(round(fps))
+        rig.config = dataclasses.replace(config, cameras=tuple(dataclasses.replace(c, **changes) for c in config.cameras))
+    else:
+        raise ValueError(f"--camera-size/--camera-fps: {rig.name} has no camera settings this benchmark knows")
+
+
+def keep_cameras(rig, count: int) -> None:
+    """Keep the first `count` cameras of the (unconnected) rig."""
+    config = rig.config
+    if hasattr(config, "image_height"):
+        rig.config = dataclasses.replace(config, camera_names=config.camera_names[:count])
+    else:
+        rig.config = dataclasses.replace(config, cameras=config.cameras[:count])
+    rig.camera_names = rig.camera_names[:count]
+
+
+def camera_settings(rig) -> tuple[list[int | None], float | None]:
+    """([height, width], fps) of the rig's first camera."""
+    config = rig.config
+    if hasattr(config, "image_height"):
+        return [config.image_height, config.image_width], config.camera_fps
+    cameras = getattr(config, "cameras", ())
+    if cameras:
+        return [cameras[0].height, cameras[0].width], cameras[0].fps
+    return [None, None], None
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rig", default=str(ROOT / "configs" / "sim.toml"), help="rig file (default: configs/sim.toml)")
@@ -99,6 +156,11 @@ def main(argv: list[str]) -> int:
         "--render-thread", choices=("on", "off"), default=None,
         help="sim only: render the cameras on their own thread or inside read() (default: the rig file's)",
     )
+    parser.add_argument("--camera-size", default=None, metavar="HxW",
+                        help="image height x width of every camera, e.g. 480x640 (default: the rig file's)")
+    parser.add_argument("--camera-fps", type=float, default=None, help="frames per second of every camera (default: the rig file's)")
+    parser.add_argument("--source", choices=("jog", "leaders"), default=None,
+                        help="jog (sim) or the rig's leader arms (default: leaders where the rig has them)")
     parser.add_argument("--no-record", action="store_true", help="leave the recorder out (to measure the loop alone)")
     parser.add_argument("--report-s", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--keep", default=None, help="record into this folder and keep the episode (default: a temporary folder)")
@@ -106,10 +168,15 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
     rig, rig_file = open_rig(args.rig)
+    try:
+        override_cameras(rig, args.camera_size, args.camera_fps)
+    except ValueError as exc:
+        parser.error(str(exc))
+    source_name = args.source or ("leaders" if hasattr(rig, "leader_source") else "jog")
+    if source_name == "leaders" and not hasattr(rig, "leader_source"):
+        parser.error(f"--source leaders needs a rig with leader arms; {rig.name} has none")
     if args.cameras is not None:
-        if not hasattr(rig, "config") or not hasattr(rig.config, "camera_names"):
-            parser.error("--cameras works with the sim rig only")
-        rig = type(rig)(dataclasses.replace(rig.config, camera_names=rig.config.camera_names[: max(0, args.cameras)]))
+        keep_cameras(rig, max(0, args.cameras))
     if args.render_thread is not None:
         if not hasattr(rig, "set_render_thread"):
             parser.error("--render-thread works with the sim rig only")
@@ -123,7 +190,7 @@ def main(argv: list[str]) -> int:
     try:
         config = rig_file.control
         loop = ControlLoop(rig, config)
-        jog = EndEffectorJogSource(BimanualKinematics(), config.rate_hz)
+        jog = EndEffectorJogSource(BimanualKinematics(), config.rate_hz) if source_name == "jog" else None
         writer = EpisodeWriter(
             store,
             rig.camera_names,
@@ -138,23 +205,32 @@ def main(argv: list[str]) -> int:
             jpeg_quality=jpeg_quality,
         )
         ticks = TickLog()
+        ceremony_s = None
+        if hasattr(rig, "begin_start"):
+            # The real rig commands nothing until its opening ceremony is done; measure from then.
+            loop.start()
+            begun = time.monotonic()
+            run_opening_ceremony(rig)
+            ceremony_s = round(time.monotonic() - begun, 2)
         loop.subscribe(ticks)
         if not args.no_record:
             loop.subscribe(writer.on_tick)
-        loop.set_source(jog)
+        loop.set_source(jog if jog is not None else rig.leader_source())
         loop.request_mode(Mode.TELEOP)
         if not args.no_record:
             writer.start()
-        loop.start()
+        loop.start()  # idempotent when the ceremony started it
         started = time.monotonic()
+        stats_before = loop.snapshot(max_events=0).stats
         next_report = started + args.report_s
         # A slow horizontal circle of radius ~3 cm per arm, the two arms mirrored; speeds are set
         # at 20 Hz from this thread like a GUI would.
         while (now := time.monotonic()) - started < args.seconds:
             phase = 2 * math.pi * (now - started) / 4.0
             speed = 0.05
-            jog.set_velocity("left", (speed * math.cos(phase), speed * math.sin(phase), 0.0))
-            jog.set_velocity("right", (-speed * math.cos(phase), speed * math.sin(phase), 0.0))
+            if jog is not None:
+                jog.set_velocity("left", (speed * math.cos(phase), speed * math.sin(phase), 0.0))
+                jog.set_velocity("right", (-speed * math.cos(phase), speed * math.sin(phase), 0.0))
             if now >= next_report:
                 snap = loop.snapshot()
                 status = writer.status()
@@ -163,7 +239,7 @@ def main(argv: list[str]) -> int:
                     elapsed_s=round(now - started, 1),
                     achieved_rate_hz=round(snap.stats.achieved_rate_hz, 2),
                     period_error_p99_ms=round(snap.stats.period_error_p99_ms, 2),
-                    late_ticks=snap.stats.late_ticks,
+                    late_ticks=snap.stats.late_ticks - stats_before.late_ticks,
                     real_time_factor=None if rig.status().real_time_factor is None else round(rig.status().real_time_factor, 3),
                     queue_depth=status.queue_depth,
                     frames_written=status.frames_written,
@@ -189,8 +265,10 @@ def main(argv: list[str]) -> int:
             seconds=round(wall_s, 2),
             rate_hz=config.rate_hz,
             cameras=list(rig.camera_names),
-            image_size=[getattr(rig.config, "image_height", None), getattr(rig.config, "image_width", None)],
-            camera_fps=getattr(rig.config, "camera_fps", None),
+            source=source_name,
+            opening_ceremony_s=ceremony_s,
+            image_size=camera_settings(rig)[0],
+            camera_fps=camera_settings(rig)[1],
             render_thread=getattr(rig.config, "render_thread", None),
             image_format=image_format,
             jpeg_quality=jpeg_quality,
@@ -199,11 +277,12 @@ def main(argv: list[str]) -> int:
             achieved_rate_hz=round((len(periods)) / sum(periods), 3) if periods else 0.0,
             period_error_ms=percentiles_ms(errors_s),
             period_ms=percentiles_ms(periods),
-            late_ticks=snap.stats.late_ticks,
-            missed_deadlines=snap.stats.missed_deadlines,
+            late_ticks=snap.stats.late_ticks - stats_before.late_ticks,
+            missed_deadlines=snap.stats.missed_deadlines - stats_before.missed_deadlines,
             stage_ms={name: percentiles_ms(values) for name, values in ticks.stages_s.items()},
-            real_time_factor=round(ticks.sim_time_s / wall_s, 4),
+            real_time_factor=round(ticks.sim_time_s / wall_s, 4) if rig.simulated else None,
             render_fps=round(max(rig_status.camera_fps.values(), default=0.0), 2),
+            camera_fps_measured={name: round(fps, 2) for name, fps in rig_status.camera_fps.items()},
             render_frames=None if render_stats is None else render_stats.frames_rendered,
             render_snapshots_dropped=None if render_stats is None else render_stats.snapshots_dropped,
             image_age_ms=percentiles_ms(ticks.image_age_s),
