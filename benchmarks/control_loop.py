@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,6 +123,19 @@ def override_cameras(rig, size: str | None, fps: float | None) -> None:
         raise ValueError(f"--camera-size/--camera-fps: {rig.name} has no camera settings this benchmark knows")
 
 
+def start_emulator_process(baud_rate: int) -> tuple[subprocess.Popen, dict[str, str]]:
+    """The four ALOHA servo buses served by `python -m robot.dynamixel.emulator` in a process of
+    their own (scripted hands on the leaders); returns it and {arm id: pty port}. Closing its
+    stdin ends it."""
+    process = subprocess.Popen([sys.executable, "-m", "robot.dynamixel.emulator", "--baud", str(baud_rate)],
+                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        raise SystemExit("the servo emulator process did not start; run `python -m robot.dynamixel.emulator` to see why")
+    return process, json.loads(line)
+
+
 def keep_cameras(rig, count: int) -> None:
     """Keep the first `count` cameras of the (unconnected) rig."""
     config = rig.config
@@ -161,6 +175,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--camera-fps", type=float, default=None, help="frames per second of every camera (default: the rig file's)")
     parser.add_argument("--source", choices=("jog", "leaders"), default=None,
                         help="jog (sim) or the rig's leader arms (default: leaders where the rig has them)")
+    parser.add_argument("--emulator-process", action="store_true",
+                        help="emulated rigs: serve the servo buses from a separate process (`python -m "
+                             "robot.dynamixel.emulator`) instead of threads of this one, as real servos would be")
     parser.add_argument("--no-record", action="store_true", help="leave the recorder out (to measure the loop alone)")
     parser.add_argument("--report-s", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--keep", default=None, help="record into this folder and keep the episode (default: a temporary folder)")
@@ -177,6 +194,13 @@ def main(argv: list[str]) -> int:
         parser.error(f"--source leaders needs a rig with leader arms; {rig.name} has none")
     if args.cameras is not None:
         keep_cameras(rig, max(0, args.cameras))
+    emulator_process = None
+    if args.emulator_process:
+        if not getattr(getattr(rig, "config", None), "emulate", False) or not hasattr(rig.config, "arms"):
+            parser.error("--emulator-process works with the aloha-emulated rig only")
+        emulator_process, ports = start_emulator_process(rig.config.settings.baud_rate)
+        rig.config = dataclasses.replace(rig.config, emulate=False, arms=tuple(
+            dataclasses.replace(a, port=ports[a.name]) for a in rig.config.arms))
     if args.render_thread is not None:
         if not hasattr(rig, "set_render_thread"):
             parser.error("--render-thread works with the sim rig only")
@@ -296,12 +320,16 @@ def main(argv: list[str]) -> int:
             bytes_written=size,
             bytes_per_s=round(size / wall_s),
             episode=None if path is None else (str(path) if args.keep else path.name),
+            emulator_process=emulator_process is not None,
             loop_errors=[e.message for e in snap.events if e.level == "error"],
             cpu_count=os.cpu_count(),
             load_average_1min=round(os.getloadavg()[0], 2),
         )
     finally:
         rig.disconnect()
+        if emulator_process is not None:
+            emulator_process.stdin.close()
+            emulator_process.wait(10)
         if temp is not None:
             temp.cleanup()
     return 0
