@@ -69,7 +69,10 @@ def test_record_a_teleop_episode_from_the_emulated_leaders_through_the_real_sdk(
     line = json_lines(result.stdout)[-1]
     episode = Episode.open(line["episode"])
     assert episode.length == line["steps"] > 20
-    assert {source.value for source in episode.control_sources} == {"teleop"}
+    # Teleoperation throughout - or, if the busy machine starves the emulator's thread of a bus
+    # reply, teleoperation and then the hold the loop falls back to (never anything else).
+    sources = [source.value for source in episode.control_sources]
+    assert sources[0] == "teleop" and set(sources) <= {"teleop", "hold"}
     assert not episode.sim and episode.sim_times is None
     # The emulated leaders move, so the recorded actions do.
     assert (episode.action.max(axis=0) - episode.action.min(axis=0)).max() > 0.05

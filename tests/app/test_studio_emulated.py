@@ -181,7 +181,7 @@ def test_a_silent_servo_is_named_the_arm_holds_and_the_recording_keeps_its_frame
         assert "Servo 7" in window.arms_panel.not_answering_label.text()
         assert window.banner.isVisible() and "Servo 7" in window.banner.label.text()
         qtbot.waitUntil(lambda: bridge.snapshot().mode is Mode.HOLD, timeout=WAIT_MS)
-        assert panel.mode_badge.text() == "HOLD"
+        qtbot.waitUntil(lambda: panel.mode_badge.text() == "HOLD", timeout=WAIT_MS)  # at the next paint
     finally:
         emulator.set_silent(7, False)
     qtbot.waitUntil(lambda: not window.arms_panel.not_answering_label.isVisible(), timeout=WAIT_MS)
