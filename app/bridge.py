@@ -183,6 +183,8 @@ class StudioSnapshot:
     #: Real rigs only (None on the sim): start state, servo health, what fails to answer.
     arms: ArmsState | None = None
     calibration: CalibrationStatus | None = None
+    #: A simulated world driven by real (or emulated) leader arms (robot.sim_leaders).
+    sim_leaders: bool = False
 
     tick: TickRecord | None = None
 
@@ -191,7 +193,7 @@ class StudioSnapshot:
         """Source names that make sense on this rig now: Demo on the sim only; on a real rig the
         driving sources (Jog, Leaders) only once the arms are started."""
         if self.arms is None:
-            return tuple(s.name for s in SOURCE_OPTIONS if s.name != "leaders")
+            return tuple(s.name for s in SOURCE_OPTIONS if s.name != "leaders" or self.sim_leaders)
         driving = ("keyboard", "leaders") if self.arms.started else ()
         return (*driving, "hold")
 
@@ -347,10 +349,15 @@ class StudioBridge:
                             "Make the workspace safe, then press Clear E-stop and choose the source again.")
             return
         real = self._is_real_rig()
-        if name == "leaders" and not real:
-            self.events.add(Severity.WARNING, "studio", "Leaders needs a real rig with leader arms; this is the simulation.",
-                            "Use Jog or Demo here, or open the studio with --rig configs/aloha.toml.")
+        if name == "leaders" and not (real or self._has_sim_leaders()):
+            self.events.add(Severity.WARNING, "studio", "Leaders needs a rig with leader arms; this simulation has none.",
+                            "Use Jog or Demo here, or open the studio with --rig configs/aloha.toml "
+                            "(or configs/sim_leaders.toml: your leader arms driving the simulation).")
             return
+        if name == "leaders" and not real and not self._rig.started:
+            # The simulated followers wait for the operator's squeeze by themselves (robot.sim_leaders).
+            self.events.add(Severity.INFO, "rig", self._rig.start_prompt,
+                            "The simulated arms hold until both leader grippers are squeezed, then follow the leaders.")
         if real and name != "hold" and not self._arms_started():
             self.events.add(Severity.WARNING, "studio", f"{option.label} was not selected: the arms are not started.",
                             "Press Start arms, wait for the followers to reach the start pose, squeeze both leader grippers, then choose again.")
@@ -567,6 +574,7 @@ class StudioBridge:
                 resettable=rig is not None and hasattr(rig, "reset_episode"),
                 arms=arms,
                 calibration=self._calibration_status,
+                sim_leaders=self._has_sim_leaders(),
                 tick=self.history.latest,
             )
 
@@ -771,6 +779,10 @@ class StudioBridge:
     def _is_real_rig(self) -> bool:
         rig = self._rig
         return rig is not None and not rig.simulated and hasattr(rig, "begin_start")
+
+    def _has_sim_leaders(self) -> bool:
+        rig = self._rig
+        return rig is not None and rig.simulated and hasattr(rig, "leader_source")
 
     def _arms_started(self) -> bool:
         with self._lock:

@@ -452,7 +452,8 @@ class StudioWindow(QMainWindow):
         real = snap.arms is not None
         available = snap.available_sources
         for name, button in self.control_panel.source_buttons.items():
-            button.setVisible(not (name == "demo" and real) and not (name == "leaders" and not real))
+            # Leaders on a real rig, and on a simulation driven by leader arms (button only: F3 is Demo there).
+            button.setVisible(not (name == "demo" and real) and not (name == "leaders" and not (real or snap.sim_leaders)))
             button.setEnabled(name in available)
         if real == self._real_rig:
             return
