@@ -101,6 +101,10 @@ def run_eval(args: argparse.Namespace) -> dict:
     if missing:
         raise RigError(f"the policy needs camera(s) {missing} but the rig file gives {list(rig.camera_names)}; "
                        "add them to [sim] camera_names")
+    # Render inside read(), in step with the simulation: rollouts are stepped as fast as the CPU
+    # goes, which would outrun a camera thread and show the policy stale frames (run.py demos
+    # records its training data the same way).
+    rig.set_render_thread(False)
     rig.connect()
     tally = EvalTally()
     started = time.monotonic()
