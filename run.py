@@ -4,6 +4,8 @@
     python run.py episodes list|check|recover ...  look after the episode store
     python run.py demos --episodes N --seed S      scripted sim demonstrations, no window
     python run.py record --rig FILE --source S --seconds N   one episode from any rig, no window
+    python run.py train --episodes DIR --out DIR --preset tiny   fine-tune Fast-WAM (JSON lines)
+    python run.py eval --checkpoint DIR --episodes N --seed S    the policy on the simulated towel task
 
 `python run.py COMMAND --help` tells more about each.
 """
@@ -66,6 +68,14 @@ def main(argv: list[str]) -> int:
         from app import jobs
 
         return jobs.main([command, *rest])
+    if command == "train":
+        from model.train import main as train_main
+
+        return train_main(rest)
+    if command == "eval":
+        from app.evaluate import main as eval_main
+
+        return eval_main(rest)
     print(__doc__, file=sys.stderr)
     print(f"Unknown command {command!r}.", file=sys.stderr)
     return 2
