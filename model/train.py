@@ -172,8 +172,9 @@ class TrainHyper:
 
 TRAIN_PRESETS: dict[str, TrainHyper] = {
     # The 2-core CPU, one thread: a step at batch 32 takes ~1 s with the machine to itself and
-    # 3-4 s when other jobs load it (0.2-0.7 s without video co-training); 1500 steps (~1.6
-    # epochs of 60 demonstrations) plus the autoencoder and the cache fit in an hour unloaded.
+    # 3-4 s when other jobs load it (0.2-0.7 s without video co-training). Measured on 60 sim
+    # demonstrations (load 3-5): canvases + autoencoder 2 min, latent cache 1.8 min, 1500 steps
+    # at 0.84 s (1.8 epochs), 32 min in all; without video co-training 8 min.
     "tiny": TrainHyper(steps=1500, batch_size=32, lr=5e-4, val_every=100, checkpoint_every=100,
                        vae_steps=400, vae_batch_size=8, vae_lr=1e-3),
     "small": TrainHyper(steps=30000, batch_size=16, lr=2e-4, val_every=1000, checkpoint_every=2000,
