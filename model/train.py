@@ -667,6 +667,13 @@ class Trainer:
         started = time.monotonic()
         if args.threads > 0:
             torch.set_num_threads(args.threads)
+        if args.init_from_fastwam and args.init_from_wan:
+            raise UsageError("--init-from-fastwam and --init-from-wan exclude each other: the Fast-WAM checkpoint "
+                             "already contains a video expert")
+        for flag, value in (("--init-from-fastwam", args.init_from_fastwam), ("--init-from-wan", args.init_from_wan),
+                            ("--vae-from", args.vae_from)):
+            if value and not Path(value).exists():
+                raise UsageError(f"{flag} {value}: no such file or folder")
         if hyper.batch_size % ctx.world_size:
             raise UsageError(f"--batch-size {hyper.batch_size} must divide evenly over {ctx.world_size} processes")
         run_dir = Path(args.out) if args.out else REPO_ROOT / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -838,9 +845,6 @@ class Trainer:
         return table
 
     def _initialise(self, fastwam: FastWAM, args, config, text, tasks) -> None:
-        if args.init_from_fastwam and args.init_from_wan:
-            raise UsageError("--init-from-fastwam and --init-from-wan exclude each other: the Fast-WAM checkpoint "
-                             "already contains a video expert")
         if args.init_from_fastwam:
             path = Path(args.init_from_fastwam)
             if path.is_dir():

@@ -191,3 +191,34 @@ def test_errors_are_json_lines_with_what_to_do(workspace, capsys, tmp_path, monk
     monkeypatch.setattr(train_module.Trainer, "run", out_of_memory)
     code, lines = _run(capsys, _args(store, tmp_path / "d", cache))
     assert code == 5 and lines[-1]["kind"] == "out_of_memory" and "--batch-size (now 4)" in lines[-1]["what_to_do"]
+
+
+def test_fine_tuning_starts_from_a_fastwam_checkpoint_or_wan_weights(base_run, workspace, capsys, tmp_path):
+    from safetensors.torch import save_file
+
+    base_out = base_run[2]
+    source = base_out / "checkpoints" / "step_00000006"
+    start = load_file(str(source / "model.safetensors"))
+    # A learning rate of ~0 leaves the weights where the initialisation put them.
+    code, lines = _run(capsys, _args(workspace["store"], tmp_path / "ft", workspace["cache"], "--init-from-fastwam",
+                                     str(source), "--lr", "1e-12", "--warmup-fraction", "0", steps=1))
+    assert code == 0, lines[-1]
+    assert next(e for e in lines if e["event"] == "initialised")["kind"] == "fastwam"
+    assert next(e for e in lines if e["event"] == "autoencoder_ready")["source"] == str(source)  # its VAE, no stage 1
+    after = load_file(str(tmp_path / "ft" / "checkpoints" / "step_00000001" / "model.safetensors"))
+    for key in start:
+        torch.testing.assert_close(after[key], start[key], atol=1e-6, rtol=0, msg=lambda m: f"{key}: {m}")
+
+    # Wan2.2 DiT weights (original names, `model.` prefix) go into the video expert only.
+    wan = {f"model.{k[len('mot.mixtures.video.'):]}": v for k, v in start.items() if k.startswith("mot.mixtures.video.")}
+    save_file(wan, str(tmp_path / "wan_dit.safetensors"))
+    code, lines = _run(capsys, _args(workspace["store"], tmp_path / "wan", workspace["cache"], "--vae-from", str(base_out),
+                                     "--init-from-wan", str(tmp_path / "wan_dit.safetensors"), "--lr", "1e-12",
+                                     "--warmup-fraction", "0", steps=1))
+    assert code == 0, lines[-1]
+    after = load_file(str(tmp_path / "wan" / "checkpoints" / "step_00000001" / "model.safetensors"))
+    for key in (k for k in start if k.startswith("mot.mixtures.video.")):
+        torch.testing.assert_close(after[key], start[key], atol=1e-6, rtol=0)
+    code, lines = _run(capsys, _args(workspace["store"], tmp_path / "both", workspace["cache"], "--init-from-wan", "x",
+                                     "--init-from-fastwam", str(source)))
+    assert code == 2 and "exclude each other" in lines[-1]["message"]
