@@ -103,50 +103,23 @@ def build_sim(rig_file: RigFile) -> Rig:
     return SimRig(config)
 
 
-register_rig_kind(
-    RigKind(
-        name="sim",
-        sections=("sim",),
-        builder="robot.rigs:build_sim",
-        description="gym-aloha's ViperX bimanual model in MuJoCo with the towel task",
-    )
+#: The kinds this package knows. Each builder is imported only when its kind is opened.
+BUILTIN_RIG_KINDS: tuple[RigKind, ...] = (
+    RigKind("sim", ("sim",), "robot.rigs:build_sim",
+            "gym-aloha's ViperX bimanual model in MuJoCo with the towel task"),
+    # The real ALOHA and its emulated twin (pty servo buses, RealSense software devices): the same
+    # drivers either way. See robot/real_rig.py.
+    RigKind("aloha", ("aloha", "arms", "cameras"), "robot.real_rig:build_aloha",
+            "ALOHA on Dynamixel servos and RealSense cameras"),
+    RigKind("aloha-emulated", ("aloha", "arms", "cameras"), "robot.real_rig:build_aloha_emulated",
+            "ALOHA with emulated servo buses (pty) and emulated cameras"),
+    # Real (or emulated) ALOHA leader arms driving the simulated followers. See robot/sim_leaders.py.
+    RigKind("sim-leaders", ("sim", "aloha", "arms"), "robot.sim_leaders:build_sim_leaders",
+            "ALOHA leader arms on Dynamixel driving the MuJoCo followers"),
+    RigKind("sim-leaders-emulated", ("sim", "aloha", "arms"), "robot.sim_leaders:build_sim_leaders_emulated",
+            "emulated leader arms (pty servo buses, scripted hands) driving the MuJoCo followers"),
 )
-
-# The real ALOHA (Dynamixel servos, RealSense cameras) and its emulated twin (pty servo buses,
-# RealSense software devices): the same drivers either way. See robot/real_rig.py.
-register_rig_kind(
-    RigKind(
-        name="aloha",
-        sections=("aloha", "arms", "cameras"),
-        builder="robot.real_rig:build_aloha",
-        description="ALOHA on Dynamixel servos and RealSense cameras",
-    )
-)
-register_rig_kind(
-    RigKind(
-        name="aloha-emulated",
-        sections=("aloha", "arms", "cameras"),
-        builder="robot.real_rig:build_aloha_emulated",
-        description="ALOHA with emulated servo buses (pty) and emulated cameras",
-    )
-)
-
-# Real (or emulated) ALOHA leader arms driving the simulated followers. See robot/sim_leaders.py.
-register_rig_kind(
-    RigKind(
-        name="sim-leaders",
-        sections=("sim", "aloha", "arms"),
-        builder="robot.sim_leaders:build_sim_leaders",
-        description="ALOHA leader arms on Dynamixel driving the MuJoCo followers",
-    )
-)
-register_rig_kind(
-    RigKind(
-        name="sim-leaders-emulated",
-        sections=("sim", "aloha", "arms"),
-        builder="robot.sim_leaders:build_sim_leaders_emulated",
-        description="emulated leader arms (pty servo buses, scripted hands) driving the MuJoCo followers",
-    )
-)
+for _kind in BUILTIN_RIG_KINDS:
+    register_rig_kind(_kind)
 
 __all__ = ["RigKind", "RIG_KINDS", "RigFileError", "open_rig", "register_rig_kind", "rig_kinds", "build_sim"]
