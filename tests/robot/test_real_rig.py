@@ -87,7 +87,10 @@ def test_opening_ceremony_then_teleop_through_the_control_loop(rig_and_loop):
     assert wait_until(lambda: rig.started, 15.0), rig.start_prompt
     tick = loop.snapshot().tick
     assert np.abs(tick.observation.qpos[:6] - START_ARM_POSE_RAD).max() < 0.05
-    assert torque(rig, "follower_left") == [1, 1, 1, 1] and torque(rig, "leader_right") == [0, 0, 0, 0]
+    # The leaders' torque-off goes out as a sync write (no reply): give the emulator's thread a
+    # moment to take the packet off the pty before looking at its registers.
+    assert wait_until(lambda: torque(rig, "leader_right") == [0, 0, 0, 0], 2.0)
+    assert torque(rig, "follower_left") == [1, 1, 1, 1]
 
     loop.set_source(rig.leader_source())
     loop.request_mode(Mode.TELEOP)
