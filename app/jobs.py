@@ -120,7 +120,7 @@ def task_label(rig: Rig) -> tuple[Label, str]:
 def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_seconds: float, operator: str) -> list[dict]:
     """Record `episodes` scripted folds, stepping the sim as fast as it goes; one dict per episode."""
     session = open_session(rig_path, store)
-    rig, loop, writer = session.rig, session.loop, session.writer
+    rig, writer = session.rig, session.writer
     if not rig.simulated or not hasattr(rig, "reset_episode"):
         session.close()
         raise JobError(f"demos needs the simulated rig; {rig_path} opens {rig.name}.")
@@ -132,6 +132,10 @@ def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_
     try:
         for episode_seed in range(seed, seed + episodes):
             rig.reset_episode(episode_seed)
+            # A fresh loop per episode: its hold pose is read from the reset arms. A loop kept from
+            # the previous episode would start from that episode's last command (a jump back).
+            loop = ControlLoop(rig, session.rig_file.control)
+            unsubscribe = loop.subscribe(writer.on_tick)
             source = make_source(session, "scripted")
             loop.set_source(source)
             loop.request_mode(Mode.TELEOP)
@@ -143,6 +147,7 @@ def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_
                 ticks += 1
             loop.request_mode(Mode.HOLD)
             loop.tick_once()  # applies HOLD; recorded as the last step
+            unsubscribe()
             label, notes = task_label(rig)
             writer.stop(label, notes=f"seed={episode_seed}; source=scripted; {notes}")
             result = {

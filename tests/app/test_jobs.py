@@ -40,6 +40,8 @@ def test_demos_writes_labelled_sim_episodes(tmp_path):
         assert episode.duration_s == 50 * 0.02
         assert set(episode.camera_names) == {"cam_high", "cam_left_wrist", "cam_right_wrist"}
         assert episode.frame("cam_high", 10).shape == (240, 320, 3)
+        # Every episode starts where its arms are (no jump back to the previous episode's pose).
+        assert abs(episode.action[0] - episode.qpos[0]).max() < 0.1
 
 
 def test_record_runs_the_paced_loop_for_the_seconds_asked(tmp_path):
