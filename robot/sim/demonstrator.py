@@ -277,6 +277,10 @@ class ScriptedFoldDemonstrator:
                 self._held_offset[arm] = self._measure_held_offset(arm, here)
                 end = here + np.array([0.0, 0.0, c.hover_height_m - here[2]])
             elif name == "carry":
+                # The fingers finish closing a tick or two into the lift, so this is the first
+                # phase at which an empty grip means the grasp really failed.
+                if len(self._rig.held_vertices(arm)) == 0:
+                    log.warning("Scripted fold: the %s gripper caught no cloth; carrying on with the plan", arm)
                 end = self._place_target(arm) + np.array([0.0, 0.0, c.hover_height_m - c.place_height_m])
             elif name == "lower":
                 end = self._place_target(arm)
@@ -292,9 +296,6 @@ class ScriptedFoldDemonstrator:
         """Grasp point minus the held corner's position: where the corner hangs from the gripper."""
         near_name = CORNERS[arm][0]
         corner = self._rig.task.corners(self._rig.towel_vertices_m())[near_name]
-        held = self._rig.held_vertices(arm)
-        if len(held) == 0:
-            log.warning("Scripted fold: the %s gripper caught no cloth; carrying on with the plan", arm)
         return grasp_point - corner
 
     def _place_target(self, arm: str) -> np.ndarray:
