@@ -344,6 +344,7 @@ class LatentCache:
             return None
         if meta.get("format") != CACHE_FORMAT or meta.get("frames_key") != key or not array_path.is_file():
             return None
+        _mark_used(meta_path)
         return EpisodeLatents(array_path, meta["layout"], int(meta["length"]),
                               int(meta.get("group_first", 0)), int(meta.get("group_last", -1)))
 
@@ -432,6 +433,7 @@ class CanvasCache:
             return None
         if meta.get("frames_key") != key or not array_path.is_file():
             return None
+        _mark_used(meta_path)
         return EpisodeCanvases(array_path, int(meta["length"]))
 
     def ensure(
@@ -473,3 +475,81 @@ class CanvasCache:
             entries.append(entry)
         report.seconds = time.monotonic() - started
         return entries, report
+
+
+# ------------------------------------------------------------------------------------------------
+# Keeping the cache within a size
+# ------------------------------------------------------------------------------------------------
+
+#: A temporary file this old was left by a killed writer (a live one renames within seconds).
+STALE_TEMP_S = 3600.0
+
+
+def _mark_used(meta_path: Path) -> None:
+    """Record a use in the entry's `.json` mtime: pruning removes the least recently used first."""
+    try:
+        os.utime(meta_path)
+    except OSError:
+        pass  # a read-only cache is still a cache; it just cannot be pruned by use
+
+
+@dataclass
+class PruneReport:
+    removed: int = 0
+    freed_bytes: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
+
+
+def prune_cache(root: str | os.PathLike, max_bytes: int, in_use: Sequence[Path] = ()) -> PruneReport:
+    """Remove least-recently-used entries (latents of every encoder, and decoded canvases) under
+    `root` until what is left takes at most `max_bytes`; never an entry in `in_use` (paths of
+    `.npy` files the current run reads). Also removes temporary files a killed writer left and
+    memo lines of episode files that no longer exist. An entry is its `.npy` and `.json`; the
+    `.json` goes first, so a concurrent reader sees either the whole entry or none."""
+    root = Path(root)
+    report = PruneReport()
+    if not root.is_dir():
+        return report
+    keep = {Path(p).resolve() for p in in_use}
+    now = time.time()
+    entries: list[tuple[float, int, Path, Path]] = []  # (last used, bytes, npy, json)
+    for meta_path in root.rglob("*.json"):
+        if meta_path.name.startswith(".") or meta_path.parent == root:
+            continue
+        array_path = meta_path.with_suffix(".npy")
+        try:
+            size = array_path.stat().st_size + meta_path.stat().st_size
+            used = meta_path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        entries.append((used, size, array_path, meta_path))
+    for temp in root.rglob(".*"):
+        try:
+            if temp.is_file() and now - temp.stat().st_mtime > STALE_TEMP_S:
+                temp.unlink()
+        except FileNotFoundError:
+            pass
+    total = sum(e[1] for e in entries)
+    for used, size, array_path, meta_path in sorted(entries):
+        if total <= max_bytes:
+            break
+        if array_path.resolve() in keep:
+            continue
+        meta_path.unlink(missing_ok=True)
+        array_path.unlink(missing_ok=True)
+        total -= size
+        report.removed += 1
+        report.freed_bytes += size
+    report.kept = len(entries) - report.removed
+    report.kept_bytes = total
+    memo = FramesKeyMemo(root)
+    gone = [path for path in memo._table if not Path(path).exists()]
+    if gone:
+        for path in gone:
+            del memo._table[path]
+        memo._save()
+    if report.removed:
+        log.info("latent cache: removed %d least recently used entries (%.2f GB); %.2f GB kept",
+                 report.removed, report.freed_bytes / 1e9, report.kept_bytes / 1e9)
+    return report

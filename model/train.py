@@ -91,7 +91,7 @@ from model.encoders import CausalVideoAutoencoder, PrecomputedTextEmbeddings, Ta
 from model.errors import CheckpointError, ModelError, UnknownTask
 from model.fastwam import FastWAM
 from model.flow import shifted_sigma, training_loss
-from model.latent_cache import CanvasCache, FramesKeyMemo, LatentCache, encoder_key
+from model.latent_cache import CanvasCache, FramesKeyMemo, LatentCache, encoder_key, prune_cache
 from model.normalization import DEFAULT_STD_FLOOR, compute_norm_stats
 from recordings.errors import EpisodeFormatError
 
@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--val-fraction", type=float, default=None, help="share of episodes held out for validation")
     data.add_argument("--val-samples", type=int, default=None, help="validation windows evaluated each time")
     data.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="where encoded latents are kept")
+    data.add_argument("--cache-max-gb", type=float, default=50.0,
+                      help="keep the cache under this size, removing the least recently used entries of other "
+                           "episodes and encoders after the cache stage (0: never remove)")
     data.add_argument("--workers", type=int, default=None, help="data loader processes (default: 0 on CPU, 4 on GPU)")
     data.add_argument("--std-floor", type=float, default=DEFAULT_STD_FLOOR, help="smallest std used to z-score a joint")
 
@@ -674,6 +677,8 @@ class Trainer:
                             ("--vae-from", args.vae_from)):
             if value and not Path(value).exists():
                 raise UsageError(f"{flag} {value}: no such file or folder")
+        if args.cache_max_gb < 0:
+            raise UsageError(f"--cache-max-gb must be 0 (never remove) or a size in GB, got {args.cache_max_gb}")
         if hyper.batch_size % ctx.world_size:
             raise UsageError(f"--batch-size {hyper.batch_size} must divide evenly over {ctx.world_size} processes")
         run_dir = Path(args.out) if args.out else REPO_ROOT / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -738,6 +743,13 @@ class Trainer:
         built = int(dist_utils.all_reduce_sum(ctx, torch.tensor([float(mine.built)], device=ctx.device)).item())
         self.emit("cache_ready", folder=str(cache.folder), built=built, hits=len(everything) - built,
                   seconds=round(mine.seconds, 1))
+        if ctx.is_main and args.cache_max_gb > 0:
+            in_use = [e.path for e in entries if e is not None]
+            in_use += [c.path for c in (self.canvases or []) if c is not None]
+            pruned = prune_cache(args.cache_dir, int(args.cache_max_gb * 1e9), in_use)
+            if pruned.removed:
+                self.emit("cache_pruned", removed=pruned.removed, freed_gb=round(pruned.freed_bytes / 1e9, 3),
+                          kept_gb=round(pruned.kept_bytes / 1e9, 3), max_gb=args.cache_max_gb)
         task_index = {t: i for i, t in enumerate(tasks)}
         sources = [EpisodeSource(info, task_index[info.task], entry) for info, entry in zip(everything, entries)]
         train_ds = WindowDataset(sources[: len(train_eps)], window, norm_stats=norm, mode="latents")

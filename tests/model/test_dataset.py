@@ -7,8 +7,10 @@ step, see test_train_support) and read back through the real reader and HDF5 fil
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import h5py
@@ -33,7 +35,7 @@ from model.data import (
 )
 from model.encoders import CausalVideoAutoencoder, build_encoders
 from model.fastwam import FastWAM
-from model.latent_cache import CanvasCache, LatentCache, encoder_key
+from model.latent_cache import STALE_TEMP_S, CanvasCache, LatentCache, encoder_key, prune_cache
 from model.normalization import compute_norm_stats, norm_stats_from_arrays
 from recordings.store import set_label
 
@@ -207,6 +209,37 @@ def test_latent_cache_hits_matches_the_encoder_and_invalidates(store, tmp_path):
     other = _encoder(seed=1)
     assert encoder_key(other, CANVAS, WINDOW) != key
     assert LatentCache(tmp_path / "cache", encoder_key(other, CANVAS, WINDOW)).ensure(infos, other, CANVAS, WINDOW)[1].built == 2
+
+
+def test_pruning_removes_least_recently_used_entries_never_those_in_use(store, tmp_path):
+    infos = find_episodes([store], EpisodeFilter(labels=("success",), tasks=("fold the towel",)))
+    root = tmp_path / "cache"
+    old_vae, new_vae = _encoder(seed=1), _encoder(seed=2)
+    old, _ = LatentCache(root, encoder_key(old_vae, CANVAS, WINDOW)).ensure(infos, old_vae, CANVAS, WINDOW)
+    canvases, _ = CanvasCache(root, CANVAS).ensure(infos)
+    new, _ = LatentCache(root, encoder_key(new_vae, CANVAS, WINDOW)).ensure(infos, new_vae, CANVAS, WINDOW)
+    every = [*old, *canvases, *new]
+    size = {e.path: e.path.stat().st_size + e.path.with_suffix(".json").stat().st_size for e in every}
+    # The older encoder's entries were last used long ago; a reading marks an entry as used.
+    for entry in old:
+        os.utime(entry.path.with_suffix(".json"), (1, 1))
+    LatentCache(root, encoder_key(new_vae, CANVAS, WINDOW)).get(
+        json.loads(new[0].path.with_suffix(".json").read_text())["frames_key"])
+    stale_temp = new[0].path.parent / ".left_by_a_killed_writer.npy"
+    stale_temp.write_bytes(b"x")
+    os.utime(stale_temp, (time.time() - STALE_TEMP_S - 60,) * 2)
+
+    assert prune_cache(root, max_bytes=10**12).removed == 0  # under the cap: nothing goes
+    in_use = [e.path for e in new]
+    report = prune_cache(root, max_bytes=sum(size[p] for p in in_use), in_use=in_use)
+    # Least recently used first (the old encoder's), then canvases; the run's own entries stay.
+    assert report.removed == len(old) + len(canvases)
+    assert all(not e.path.exists() and not e.path.with_suffix(".json").exists() for e in [*old, *canvases])
+    assert all(e.path.exists() for e in new) and not stale_temp.exists()
+    assert report.kept_bytes == sum(size[p] for p in in_use)
+    # Even a cap of zero keeps what the run reads.
+    assert prune_cache(root, max_bytes=0, in_use=in_use).removed == 0
+    assert prune_cache(root, max_bytes=0).removed == len(new)
 
 
 def test_repeated_frames_are_encoded_once_and_canvases_cache(tmp_path):
