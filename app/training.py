@@ -554,6 +554,10 @@ class RunState:
         self.eta_s = None
         return LogLine(f"error: {r.get('message', '')} — {r.get('what_to_do', '')}", "error")
 
+    def mark_stopped_early(self) -> LogLine:
+        return self._on_cancelled({"step": None, "checkpoint": None,
+                                   "message": "stopped while starting, before it had done anything to keep"})
+
     def mark_crashed(self) -> LogLine:
         self.outcome = Outcome.CRASHED
         self.eta_s = None
@@ -708,7 +712,10 @@ class RunFollower:
             while not (self._events.at_end and self._stderr.at_end):
                 out += self._read()
             if self.state.outcome is Outcome.RUNNING:
-                out.append(self.state._remember(self.state.mark_crashed()))
+                # Asked to stop before its signal handler was in place (while Python starts), the
+                # job ends at once: nothing was lost, so this is a stop, not a crash.
+                verdict = self.state.mark_stopped_early() if self.cancel_requested else self.state.mark_crashed()
+                out.append(self.state._remember(verdict))
         return out
 
     def _read(self) -> list[LogLine]:

@@ -101,6 +101,7 @@ class TrainingPanelWidget(QWidget):
         self._scan_future: Future | None = None
         self._scan_store: Path | None = None
         self._rescan_wanted = False
+        self._rescan_on_show = False
         self._scan_error = ""
         self._unchecked: set[Path] = set()  # the user's unticks survive refreshes
         self._auto_run_dir = True
@@ -356,8 +357,12 @@ class TrainingPanelWidget(QWidget):
             self.set_store(Path(folder), chosen=True)
 
     def rescan(self) -> None:
-        """Read the store again (new and changed files only); the result arrives in `poll`."""
+        """Read the store again (new and changed files only); the result arrives in `poll`.
+        A hidden panel reads when it is shown: the window opens without this work."""
         if self.store_dir is None:
+            return
+        if not self.isVisible():
+            self._rescan_on_show = True
             return
         if self._scan_future is not None and not self._scan_future.done():
             self._rescan_wanted = True
@@ -366,6 +371,12 @@ class TrainingPanelWidget(QWidget):
         self._scan_future = self._scan_pool.submit(self._scanner.scan, self.store_dir)
         if not self.rows:
             self.selection_label.setText("reading the episodes…")
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self._rescan_on_show:
+            self._rescan_on_show = False
+            self.rescan()
 
     def _take_scan(self) -> None:
         future = self._scan_future
@@ -530,6 +541,11 @@ class TrainingPanelWidget(QWidget):
         )
 
     # ------------------------------------------------------------------ the job
+
+    @property
+    def status_line(self) -> str:
+        """The one line `status_changed` last carried (for a status bar made after the panel)."""
+        return self._last_status or "Training: idle"
 
     def job_running(self) -> bool:
         return self.follower is not None and self.follower.state.outcome is Outcome.RUNNING
