@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QApplication,
     QComboBox,
+    QDockWidget,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
+    QPushButton,
     QScrollArea,
     QSplitter,
     QTabWidget,
@@ -43,6 +45,7 @@ from app.widgets.events_panel import ErrorBannerWidget, EventsWidget
 from app.widgets.help_panel import HelpPanelWidget
 from app.widgets.jog_pad import JogPadWidget
 from app.widgets.plots import JointPlotsWidget, TimingPlotWidget
+from app.widgets.training_panel import TrainingPanelWidget
 from app.events import Severity
 from recordings.schema import Label
 from robot.aloha import MIN_ACCEPTABLE_LOOP_RATE_HZ
@@ -186,6 +189,7 @@ class StudioWindow(QMainWindow):
         self.setCentralWidget(main)
 
         self._build_status_bar()
+        self._build_training()
         self._connect_panel()
         self._build_shortcuts()
 
@@ -220,6 +224,24 @@ class StudioWindow(QMainWindow):
             bar.addWidget(label)
         bar.addPermanentWidget(self.status_disk)
         self.status_updates = 0
+
+    def _build_training(self) -> None:
+        """Training (issue 5): the panel in a dock below the cameras (it may float to a second
+        screen); a status-bar button shows the job's state and shows or hides the dock."""
+        self.training_panel = TrainingPanelWidget(store_dir_source=lambda: self.bridge.store_dir)
+        self.training_dock = QDockWidget("Training", self)
+        self.training_dock.setObjectName("training_dock")
+        self.training_dock.setWidget(self.training_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.training_dock)
+        self.training_dock.hide()
+        self.training_button = QPushButton("Training: idle")
+        self.training_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.training_button.setStyleSheet("QPushButton { padding: 1px 8px; font-weight: normal; }")
+        self.training_button.setToolTip("Show or hide the Training panel")
+        self.training_button.clicked.connect(lambda: self.training_dock.setVisible(not self.training_dock.isVisible()))
+        self.training_panel.status_changed.connect(self.training_button.setText)
+        self.training_button.setText(self.training_panel.status_line)
+        self.statusBar().addPermanentWidget(self.training_button)
 
     def _connect_panel(self) -> None:
         panel = self.control_panel
@@ -573,6 +595,8 @@ class StudioWindow(QMainWindow):
             if choice is False:
                 return
             label = choice
+        if not self.training_panel.confirm_close():
+            return  # a training job runs and the user chose not to close (the recording is untouched)
         self._release_jog_keys()
         self._close_after_shutdown = True
         self._shutdown_future = self.bridge.shutdown_async(label)

@@ -714,8 +714,7 @@ class RunFollower:
             if self.state.outcome is Outcome.RUNNING:
                 # Asked to stop before its signal handler was in place (while Python starts), the
                 # job ends at once: nothing was lost, so this is a stop, not a crash.
-                verdict = self.state.mark_stopped_early() if self.cancel_requested else self.state.mark_crashed()
-                out.append(self.state._remember(verdict))
+                out.append(self.state.mark_stopped_early() if self.cancel_requested else self.state.mark_crashed())
         return out
 
     def _read(self) -> list[LogLine]:
@@ -743,12 +742,16 @@ class RunFollower:
         return latest_complete_checkpoint(self.run_dir)
 
     def crash_report(self) -> str:
-        """What the user reads after a crash: the last lines and where it can continue from."""
-        lines = list(self.stderr_tail)[-12:] or list(self.state.last_lines)[-12:]
+        """What the user reads after a crash: the job's last lines, its error output (a traceback,
+        if Python got to print one), and the checkpoint Resume continues from."""
+        parts = ["Its last lines:", *list(self.state.last_lines)[-8:]]
+        if self.stderr_tail:
+            parts += ["", "Its error output (train.log):", *list(self.stderr_tail)[-10:]]
         checkpoint = self.resume_checkpoint()
-        where = (f"Resume continues from {checkpoint} (step {_checkpoint_step(checkpoint)})." if checkpoint
-                 else "There is no checkpoint yet: Resume starts the training again (a finished autoencoder is kept).")
-        return "Last lines of its log:\n" + "\n".join(lines) + "\n\n" + where
+        parts.append("")
+        parts.append(f"Resume continues from {checkpoint} (step {_checkpoint_step(checkpoint)})." if checkpoint
+                     else "There is no checkpoint yet: Resume starts the training again (a finished autoencoder is kept).")
+        return "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
