@@ -49,10 +49,10 @@ RUNS_ROOT = REPO_ROOT / "runs"
 #: The trainer's presets (model/config.py PRESETS); their hyper-parameters stay the trainer's.
 PRESETS: tuple[str, ...] = ("tiny", "small", "fastwam-5b")
 PRESET_HINTS: dict[str, str] = {
-    "tiny": "A small model trained from scratch on this computer's CPU (about 30 min for 60 demos on 2 cores).",
-    "small": "A larger model trained from scratch; needs a GPU (hours).",
-    "fastwam-5b": "Fine-tunes the 5-billion-parameter Fast-WAM; needs large GPUs and the Wan2.2 weights "
-                  "(add --wan-vae-dir FOLDER under More options).",
+    "tiny": "Small model from scratch; runs on this CPU (~30 min for 60 demos).",
+    "small": "Larger model from scratch; needs a GPU (hours).",
+    "fastwam-5b": "Fine-tunes the 5 B Fast-WAM; needs big GPUs and the Wan2.2 weights "
+                  "(More options: --wan-vae-dir FOLDER).",
 }
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
@@ -744,11 +744,10 @@ class RunFollower:
     def crash_report(self) -> str:
         """What the user reads after a crash: the job's last lines, its error output (a traceback,
         if Python got to print one), and the checkpoint Resume continues from."""
-        parts = ["Its last lines:", *list(self.state.last_lines)[-8:]]
+        parts = ["Its last lines:", *list(self.state.last_lines)[-5:]]
         if self.stderr_tail:
-            parts += ["", "Its error output (train.log):", *list(self.stderr_tail)[-10:]]
+            parts += ["Its error output (train.log):", *list(self.stderr_tail)[-6:]]
         checkpoint = self.resume_checkpoint()
-        parts.append("")
         parts.append(f"Resume continues from {checkpoint} (step {_checkpoint_step(checkpoint)})." if checkpoint
                      else "There is no checkpoint yet: Resume starts the training again (a finished autoencoder is kept).")
         return "\n".join(parts)

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -111,12 +112,17 @@ class TrainingPanelWidget(QWidget):
         self._checkpoint_signature: object = None
 
         episodes = self._build_episodes()
-        settings = self._build_settings()
+        # The settings scroll rather than squeeze when the dock is short.
+        settings = QScrollArea()
+        settings.setWidget(self._build_settings())
+        settings.setWidgetResizable(True)
+        settings.setFrameShape(QScrollArea.Shape.NoFrame)
+        settings.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         progress = self._build_progress()
         splitter = QSplitter(Qt.Orientation.Horizontal)
         for part in (episodes, settings, progress):
             splitter.addWidget(part)
-        splitter.setSizes([420, 330, 750])
+        splitter.setSizes([380, 300, 820])
         splitter.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -256,13 +262,14 @@ class TrainingPanelWidget(QWidget):
         self.runs_combo = QComboBox()
         self.runs_combo.setToolTip("Runs started from this window (newest first)")
         self.runs_combo.activated.connect(self._on_run_chosen)
-        row.addWidget(QLabel("Run"))
-        row.addWidget(self.runs_combo, 1)
-        layout.addLayout(row)
+        self.runs_combo.setMinimumContentsLength(18)
         self.status_label = QLabel("No training started yet.")
         self.status_label.setStyleSheet("font-size: 15px; font-weight: bold;")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
+        row.addWidget(QLabel("Run"))
+        row.addWidget(self.runs_combo)
+        row.addWidget(self.status_label, 1)
+        layout.addLayout(row)
+        # How the run ended (or what went wrong) and what to do; the whole log is in the Log tab.
         self.problem_label = QLabel("")
         self.problem_label.setWordWrap(True)
         self.problem_label.setTextFormat(Qt.TextFormat.PlainText)
@@ -281,20 +288,31 @@ class TrainingPanelWidget(QWidget):
 
         pg.setConfigOptions(antialias=False, background=theme.BACKGROUND, foreground=theme.TEXT)
         self.loss_plot = pg.PlotWidget()
-        self.loss_plot.setTitle("loss (log scale)", color=theme.TEXT, size="10pt")
         self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot.setLabel("left", "loss (log)")
         self.loss_plot.setLogMode(x=False, y=True)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.2)
         self.loss_plot.setMenuEnabled(False)
-        self.loss_plot.setMinimumHeight(140)
-        legend = self.loss_plot.addLegend(offset=(-4, 4), labelTextSize="8pt", colCount=3)
-        legend.setBrush(pg.mkBrush(17, 24, 39, 180))
+        self.loss_plot.setMinimumHeight(120)
         self.curves: dict[str, pg.PlotDataItem] = {}
+        legend = []
         for name, (colour, dashed) in CURVES.items():
             pen = pg.mkPen(colour, width=2 if name.startswith("train") else 1,
                            style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
             symbol = dict(symbol="o", symbolSize=6, symbolBrush=colour, symbolPen=None) if name.startswith("val") else {}
             self.curves[name] = self.loss_plot.plot([], [], pen=pen, name=name, **symbol)
+            mark = "●" if name.startswith("val") else ("╌" if dashed else "━")
+            legend.append(f'<span style="color:{colour}">{mark} {name}</span>')
+        # The legend sits above the plot, not on it: a legend inside covers the newest points.
+        self.legend_label = QLabel("&nbsp;&nbsp;".join(legend))
+        self.legend_label.setTextFormat(Qt.TextFormat.RichText)
+        self.legend_label.setStyleSheet("font-size: 12px;")
+        curves = QWidget()
+        curves_layout = QVBoxLayout(curves)
+        curves_layout.setContentsMargins(0, 0, 0, 0)
+        curves_layout.setSpacing(2)
+        curves_layout.addWidget(self.legend_label)
+        curves_layout.addWidget(self.loss_plot, 1)
 
         self.checkpoint_table = QTableWidget(0, len(CHECKPOINT_COLUMNS))
         self.checkpoint_table.setHorizontalHeaderLabels(CHECKPOINT_COLUMNS)
@@ -303,9 +321,11 @@ class TrainingPanelWidget(QWidget):
         self.checkpoint_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.checkpoint_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.checkpoint_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.checkpoint_table.setTextElideMode(Qt.TextElideMode.ElideLeft)  # a path's end names it
+        self.checkpoint_table.setWordWrap(False)
         header = self.checkpoint_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(len(CHECKPOINT_COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
         self.checkpoint_table.itemSelectionChanged.connect(self._update_controls)
         checkpoints = QWidget()
         cp_layout = QVBoxLayout(checkpoints)
@@ -323,14 +343,17 @@ class TrainingPanelWidget(QWidget):
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.log_view.setStyleSheet("font-family: monospace; font-size: 12px;")
         self.detail_tabs = QTabWidget()
         self.detail_tabs.addTab(checkpoints, "Checkpoints")
         self.detail_tabs.addTab(self.log_view, "Log")
-        lower = QSplitter(Qt.Orientation.Vertical)
-        lower.addWidget(self.loss_plot)
+        # Side by side: in a dock below the cameras height is what is short.
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(curves)
         lower.addWidget(self.detail_tabs)
-        lower.setSizes([260, 180])
+        lower.setSizes([420, 380])
+        lower.setChildrenCollapsible(False)
         layout.addWidget(lower, 1)
         return box
 
