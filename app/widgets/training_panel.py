@@ -582,6 +582,10 @@ class TrainingPanelWidget(QWidget):
         except ValueError as error:
             return self._say(str(error), "error")
         run_dir = settings.run_dir
+        if RunFollower(run_dir).job_alive():  # e.g. started from another window
+            self.attach(run_dir)
+            return self._say(f"A job is already running in {self._display_path(run_dir)}; it is shown here now.",
+                             "warning")
         existing = tr.latest_complete_checkpoint(run_dir)
         if existing is not None:
             self.attach(run_dir)
