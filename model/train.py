@@ -656,6 +656,13 @@ class Trainer:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    def _cache_progress(self, progress: dict) -> None:
+        """Report one cached episode; a cancel stops here, between episodes (each cache entry is
+        written whole, so what was cached is kept for the next start)."""
+        self.emit("cache", **progress)
+        if self.cancelled():
+            raise KeyboardInterrupt
+
     # -- stages -------------------------------------------------------------------------------
     def run(self) -> int:
         args, hyper = self.args, self.hyper
@@ -737,7 +744,7 @@ class Trainer:
         everything = list(train_eps) + list(val_eps)
         canvases = list(self.canvases) + [None] * len(val_eps) if self.canvases else None
         _, mine = cache.ensure(everything, video_encoder, canvas, window, ctx.device, share=(ctx.rank, ctx.world_size),
-                               progress=lambda p: self.emit("cache", **p), canvases=canvases)
+                               progress=self._cache_progress, canvases=canvases)
         dist_utils.barrier(ctx)
         entries, _ = cache.ensure(everything, video_encoder, canvas, window, ctx.device)
         built = int(dist_utils.all_reduce_sum(ctx, torch.tensor([float(mine.built)], device=ctx.device)).item())
@@ -826,7 +833,7 @@ class Trainer:
             # Canvases decoded once for the autoencoder's many clips (each rank decodes its share).
             self.emit("stage", stage="canvases", message="decoding the training episodes' frames once")
             canvas_cache = CanvasCache(args.cache_dir, canvas, self.memo)
-            canvas_cache.ensure(train_eps, share=(ctx.rank, ctx.world_size), progress=lambda p: self.emit("cache", **p))
+            canvas_cache.ensure(train_eps, share=(ctx.rank, ctx.world_size), progress=self._cache_progress)
             dist_utils.barrier(ctx)
             self.canvases, _ = canvas_cache.ensure(train_eps)
             if ctx.is_main:
@@ -1169,7 +1176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         emit("cancelled", force=True, step=None, checkpoint=None,
-             message="stopped before training began; nothing to resume from this stage (the autoencoder is kept once done)")
+             message="stopped before training began; starting again skips what was done (a finished autoencoder, "
+                     "the episodes already cached)")
         return EXIT_CANCELLED
     except (ModelError, CheckpointError) as error:
         emit("error", force=True, kind="model", message=str(error), what_to_do="See the message.")

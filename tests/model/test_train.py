@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +186,8 @@ def test_errors_are_json_lines_with_what_to_do(workspace, capsys, tmp_path, monk
     assert code == 2 and lines[-1]["kind"] == "invalid_argument" and "num_layerz" in lines[-1]["message"]
     code, lines = _run(capsys, ["--lr", "-1", "--episodes", str(store)])
     assert code == 2 and "--lr" in lines[-1]["message"]
+    code, lines = _run(capsys, _args(store, tmp_path / "e", cache, "--cache-max-gb", "-1"))
+    assert code == 2 and "--cache-max-gb" in lines[-1]["message"]
 
     def out_of_memory(self):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -222,3 +226,30 @@ def test_fine_tuning_starts_from_a_fastwam_checkpoint_or_wan_weights(base_run, w
     code, lines = _run(capsys, _args(workspace["store"], tmp_path / "both", workspace["cache"], "--init-from-wan", "x",
                                      "--init-from-fastwam", str(source)))
     assert code == 2 and "exclude each other" in lines[-1]["message"]
+
+
+def test_a_cancel_while_caching_stops_between_episodes_and_keeps_what_was_cached(base_run, workspace, capsys, tmp_path,
+                                                                                 monkeypatch):
+    from model import latent_cache
+
+    real_encode = latent_cache.encode_episode
+    encoded = []
+
+    def encode_then_sigterm(*args, **kwargs):
+        result = real_encode(*args, **kwargs)
+        encoded.append(1)
+        if len(encoded) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # what the window's Cancel sends, mid-episode
+        return result
+
+    monkeypatch.setattr(latent_cache, "encode_episode", encode_then_sigterm)
+    cache = tmp_path / "fresh_cache"
+    args = _args(workspace["store"], tmp_path / "run", cache, "--vae-from", str(base_run[2]))
+    code, lines = _run(capsys, args)
+    assert code == 130 and lines[-1]["event"] == "cancelled", lines[-1]
+    assert [e["event"] for e in lines].count("cache") == 1 and len(encoded) == 1
+    assert "progress" not in [e["event"] for e in lines]
+    code, lines = _run(capsys, args)  # started again: the cached episode is not encoded again
+    assert code == 0, lines[-1]
+    ready = next(e for e in lines if e["event"] == "cache_ready")
+    assert ready["hits"] == 1 and ready["built"] >= 1 and len(encoded) == 1 + ready["built"]
