@@ -619,7 +619,8 @@ class TrainingPanelWidget(QWidget):
             return self._say(f"The job could not be asked to stop: {error}", "error")
         if sent:
             self._say("Stopping: the job finishes its current step and saves a checkpoint first. "
-                      "(Before training begins, it stops when the running stage ends.)", "info")
+                      "(Before training begins, it stops after the episode or autoencoder step in hand; "
+                      "what was done is kept for the next start.)", "info")
         self._update_controls()
         return sent
 
