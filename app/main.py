@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "source waits until the arms are started)")
     parser.add_argument("--start-arms", action="store_true",
                         help="real rigs: press Start arms as soon as the rig is up (followers move to the start pose)")
+    parser.add_argument("--training", nargs="?", const="", default=None, metavar="RUN_DIR",
+                        help="open with the Training panel shown; with a run folder the window started, follow it")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
 
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     bridge = StudioBridge(args.rig, args.store)
     window = StudioWindow(bridge)
     window.show()
+    if args.training is not None:
+        window.show_training(Path(args.training) if args.training else None)
     startup = bridge.start()
     if args.start_arms or args.source is not None:
         _schedule_start(window, bridge, startup, args.start_arms, args.source)

@@ -243,6 +243,13 @@ class StudioWindow(QMainWindow):
         self.training_button.setText(self.training_panel.status_line)
         self.statusBar().addPermanentWidget(self.training_button)
 
+    def show_training(self, run_dir: Path | None = None) -> None:
+        """Show the Training panel at a useful height; follow `run_dir` if given."""
+        self.training_dock.show()
+        self.resizeDocks([self.training_dock], [440], Qt.Orientation.Vertical)
+        if run_dir is not None:
+            self.training_panel.attach(run_dir)
+
     def _connect_panel(self) -> None:
         panel = self.control_panel
         panel.estop_requested.connect(self.trigger_estop)

@@ -652,9 +652,7 @@ class TrainingPanelWidget(QWidget):
             curve.setData([], [])
         self.checkpoint_table.setRowCount(0)
         self._checkpoint_signature = None
-        index = self.runs_combo.findData(str(run_dir))
-        if index >= 0:
-            self.runs_combo.setCurrentIndex(index)
+        self._refresh_runs()  # a run folder outside the runs root is listed too
         self.poll()
 
     def _attach_on_open(self) -> None:

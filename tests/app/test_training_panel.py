@@ -211,6 +211,16 @@ def test_a_crash_shows_the_last_lines_and_resume_cancel_resume_finish_it(finishe
     assert panel.checkpoint_table.rowCount() >= 2
 
 
+def test_a_run_folder_from_elsewhere_is_followed_and_listed(finished, qtbot, tmp_path):
+    # `python run.py --training RUN_DIR`: a run outside the panel's runs folder.
+    other = TrainingPanelWidget(runs_root=tmp_path / "no_runs_here")
+    qtbot.addWidget(other)
+    run_dir = finished[0].follower.run_dir
+    other.attach(run_dir)
+    assert other.runs_combo.currentData() == str(run_dir) and other.runs_combo.currentText() == run_dir.name
+    assert other.follower.state.outcome is Outcome.FINISHED and other.checkpoint_table.rowCount() == 3
+
+
 def test_a_new_panel_picks_up_a_running_job_and_the_window_asks_before_closing(finished, workspace, qtbot, tmp_path,
                                                                               monkeypatch, started_pids):
     """Close the studio while a job runs: "don't close" keeps the window, "keep training" closes it
