@@ -1,6 +1,6 @@
 """`python run.py eval`: run a trained policy on the simulated towel fold and report how it does.
 
-    python run.py eval --checkpoint DIR --episodes N --seed S [--execute K] [--max-seconds T]
+    python run.py eval --checkpoint DIR --episodes N --seed S [--execute K [--ensemble]] [--max-seconds T]
                        [--save-dir DIR] [--rig configs/sim.toml]
 
 For each seed S, S+1, ...: the towel is reset to that seed's pose, the policy drives the arms
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="towel seed of the first rollout (then +1); demos use 0.., so 1000.. is unseen")
     p.add_argument("--execute", type=int, default=None,
                    help="actions executed of each predicted chunk before re-planning (default: half the horizon, 16 of 32)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="temporal ensembling (ACT): a chunk every --execute ticks, each action the weighted mean of "
+                        "the chunks covering it")
+    p.add_argument("--ensemble-decay", type=float, default=0.01, help="with --ensemble: weight exp(-decay * i), "
+                   "i = 0 for the oldest chunk")
     p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds before a rollout counts as failed")
     p.add_argument("--check-every-s", type=float, default=0.5, help="how often the fold is measured (simulated s)")
     p.add_argument("--save-dir", default=None, help="record each rollout as an episode into this store")
@@ -93,6 +98,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         args.execute = max(1, horizon // 2)
     if not 1 <= args.execute <= horizon:
         raise ValueError(f"--execute must be within 1 and the policy's horizon {horizon}, got {args.execute}")
+    if not (args.ensemble_decay >= 0 and args.ensemble_decay < float("inf")):
+        raise ValueError(f"--ensemble-decay must be a finite number >= 0 (e.g. 0.01), got {args.ensemble_decay}")
 
     rig, rig_file = open_rig(args.rig)
     if not rig.simulated or not hasattr(rig, "evaluate_task"):
@@ -118,7 +125,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         check_ticks = max(1, int(round(args.check_every_s * rate)))
         emit("eval_start", checkpoint=str(checkpoint), variant=policy.config.variant, preset=policy.config.name,
              episodes=args.episodes, seeds=[args.seed, args.seed + args.episodes - 1], execute=args.execute,
-             horizon=horizon, max_seconds=args.max_seconds)
+             ensemble=args.ensemble, horizon=horizon, max_seconds=args.max_seconds)
         for seed in range(args.seed, args.seed + args.episodes):
             # A fresh loop per rollout: its hold pose starts from the reset arm, not from where
             # the previous rollout left the commands (which would yank the arm back there).
@@ -131,7 +138,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     finally:
         rig.disconnect()
     summary = {**tally.summary(), "checkpoint": str(checkpoint), "variant": policy.config.variant,
-               "seeds": [args.seed, args.seed + args.episodes - 1], "execute": args.execute, "horizon": horizon,
+               "seeds": [args.seed, args.seed + args.episodes - 1], "execute": args.execute, "ensemble": args.ensemble, "horizon": horizon,
                "wall_s": round(time.monotonic() - started, 1)}
     emit("summary", **summary)
     return summary
@@ -140,7 +147,7 @@ def run_eval(args: argparse.Namespace) -> dict:
 def _rollout(rig, loop: ControlLoop, writer, policy, args, seed: int, max_ticks: int, check_ticks: int, checkpoint: Path) -> dict:
     t0 = time.monotonic()
     rig.reset_episode(seed)
-    source = ChunkedPolicySource(policy, args.execute)
+    source = ChunkedPolicySource(policy, args.execute, ensemble=args.ensemble, ensemble_decay=args.ensemble_decay)
     loop.set_source(source)
     loop.request_mode(Mode.POLICY)
     if writer is not None:

@@ -67,6 +67,29 @@ def test_chunked_source_executes_k_then_replans(checkpoint):
         ChunkedPolicySource(policy, execute=9)
 
 
+def test_temporal_ensembling_averages_the_plans_covering_each_tick(checkpoint):
+    policy = FastWAMPolicy.from_checkpoint(checkpoint, seed=3)
+    horizon = policy.config.action_horizon  # 8
+    rng = np.random.default_rng(1)
+    obs = PolicyInput(qpos=START_POSE, images={c: rng.integers(0, 255, (60, 80, 3), np.uint8)
+                                               for c in ("cam_high", "cam_left_wrist", "cam_right_wrist")})
+    plans = []
+    real = policy.predict_chunk
+    policy.predict_chunk = lambda o: plans.append(real(o)) or plans[-1]
+    source = ChunkedPolicySource(policy, execute=2, ensemble=True, ensemble_decay=0.5)
+    source.start(obs)
+    actions = [source.next_action(obs) for _ in range(12)]
+    assert source.chunks == 6  # ticks 0, 2, ..., 10
+    np.testing.assert_allclose(actions[0], plans[0][0], rtol=0, atol=1e-7)  # one plan: itself
+    # Tick 9 is covered by the plans of ticks 2, 4, 6 and 8 (the plan of tick 0 ended at 7).
+    covering = [plans[k][9 - 2 * k] for k in (1, 2, 3, 4)]
+    weights = np.exp(-0.5 * np.arange(4))
+    np.testing.assert_allclose(actions[9], (weights[:, None] * covering).sum(0) / weights.sum(), rtol=1e-6, atol=1e-7)
+    assert len(source._plans) <= horizon // 2
+    with pytest.raises(ValueError, match="ensemble_decay"):
+        ChunkedPolicySource(policy, execute=2, ensemble=True, ensemble_decay=float("nan"))
+
+
 def test_eval_command_on_the_sim_rig(checkpoint, tmp_path, capsys):
     from app.evaluate import main
     from recordings.reader import Episode
