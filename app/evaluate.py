@@ -1,12 +1,16 @@
 """`python run.py eval`: run a trained policy on the simulated towel fold and report how it does.
 
-    python run.py eval --checkpoint DIR --episodes N --seed S [--execute K [--ensemble]] [--max-seconds T]
-                       [--save-dir DIR] [--rig configs/sim.toml]
+    python run.py eval --checkpoint DIR --episodes N --seed S [--execute K] [--no-ensemble]
+                       [--max-seconds T] [--save-dir DIR] [--rig configs/sim.toml]
 
 For each seed S, S+1, ...: the towel is reset to that seed's pose, the policy drives the arms
 through the real `ControlLoop` (safety filter, blend-in, the same path as the studio) on the real
-`SimRig`, with single-pass chunked execution: the policy predicts H actions, the first K are
-executed, then it re-plans from the newest observation. The loop is stepped tick by tick with
+`SimRig`, with single-pass chunked execution: the policy predicts a chunk of H actions every K
+ticks from the newest observation, and each tick's action is the weighted mean of the chunks that
+cover it (ACT's temporal ensembling; K = 4 by default). `--no-ensemble` executes the first K
+actions of each chunk as they are (K = H/2 by default). Measured on the tiny policies (50 seeds):
+ensembling took the fold from 32% to 96% without video co-training and from 26% to 30% with it.
+The loop is stepped tick by tick with
 `ControlLoop.tick_once()`, without real-time pacing: simulated time (and so the rollout) is what
 it would be in real time, and evaluation runs as fast as the CPU allows. The policy runs
 synchronously, so its latency cannot change the rollout; it is measured and reported.
@@ -59,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1000,
                    help="towel seed of the first rollout (then +1); demos use 0.., so 1000.. is unseen")
     p.add_argument("--execute", type=int, default=None,
-                   help="actions executed of each predicted chunk before re-planning (default: half the horizon, 16 of 32)")
-    p.add_argument("--ensemble", action="store_true",
-                   help="temporal ensembling (ACT): a chunk every --execute ticks, each action the weighted mean of "
-                        "the chunks covering it")
-    p.add_argument("--ensemble-decay", type=float, default=0.01, help="with --ensemble: weight exp(-decay * i), "
+                   help="ticks between predicted chunks (default: 4 with ensembling, else half the horizon: 16 of 32)")
+    p.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=True,
+                   help="temporal ensembling (ACT): each action is the weighted mean of the chunks covering it; "
+                        "--no-ensemble executes each chunk's first --execute actions as they are")
+    p.add_argument("--ensemble-decay", type=float, default=0.01, help="with ensembling: weight exp(-decay * i), "
                    "i = 0 for the oldest chunk")
     p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds before a rollout counts as failed")
     p.add_argument("--check-every-s", type=float, default=0.5, help="how often the fold is measured (simulated s)")
@@ -73,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-seed", type=int, default=0, help="seed of the policy's sampling noise")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     return p
+
+
+#: Ticks between chunks when ensembling: 4x the policy calls of plain chunking at H/2, within a
+#: tick's budget for tiny on a CPU (a chunk takes about 20 ms).
+ENSEMBLE_EVERY = 4
 
 
 def _resolve_checkpoint(path: str) -> Path:
@@ -95,7 +104,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     policy = FastWAMPolicy.from_checkpoint(checkpoint, device=args.device, seed=args.policy_seed)
     horizon = policy.config.action_horizon
     if args.execute is None:
-        args.execute = max(1, horizon // 2)
+        args.execute = min(ENSEMBLE_EVERY, horizon) if args.ensemble else max(1, horizon // 2)
     if not 1 <= args.execute <= horizon:
         raise ValueError(f"--execute must be within 1 and the policy's horizon {horizon}, got {args.execute}")
     if not (args.ensemble_decay >= 0 and args.ensemble_decay < float("inf")):
@@ -138,7 +147,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     finally:
         rig.disconnect()
     summary = {**tally.summary(), "checkpoint": str(checkpoint), "variant": policy.config.variant,
-               "seeds": [args.seed, args.seed + args.episodes - 1], "execute": args.execute, "ensemble": args.ensemble, "horizon": horizon,
+               "seeds": [args.seed, args.seed + args.episodes - 1], "execute": args.execute,
+               "ensemble": args.ensemble, "horizon": horizon,
                "wall_s": round(time.monotonic() - started, 1)}
     emit("summary", **summary)
     return summary

@@ -1,7 +1,7 @@
 """Benchmark: the whole pipeline on the simulated towel fold, with and without video co-training.
 
     .venv/bin/python benchmarks/end_to_end.py --out runs/e2e [--demos 150] [--steps 4000]
-        [--eval-episodes 50] [--eval-seed 1000] [--preset tiny] [--execute 16] [--parallel 2]
+        [--eval-episodes 50] [--eval-seed 1000] [--preset tiny] [--eval-args=--no-ensemble] [--parallel 2]
 
 1. `run.py demos`: scripted folds, seeds 0..N-1 (split over `--parallel` processes, each into
    its own store; the trainer takes several stores);
@@ -18,8 +18,9 @@ interval, fold error, policy latency, training time) and a "comparison" line (th
 difference with co-training minus without). Measured on the 2-core CPU (load 2-4), stage by stage:
 90 demos in 10 min over 2 processes; tiny, 4000 steps on 150 demos: 51 min with video (the
 autoencoder reused, 90 episodes newly cached), 19 min without, side by side; eval of 50 seeds:
-11 min in one process, 5.2 min in two. Results: 26% [16-40%] with video co-training, 32% [21-46%]
-without (execute 16 of 32).
+11 min in one process, 5.2 min in two. Results, 50 seeds from 1000: with temporal ensembling (the
+eval's default) 30% [19-44%] with video co-training, 96% [87-99%] without; plain chunks of 16 of
+32 (`--eval-args=--no-ensemble`) 26% [16-40%] and 32% [21-46%].
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--eval-seed", type=int, default=1000)
-    parser.add_argument("--execute", type=int, default=None, help="actions executed per chunk (eval's default)")
+    parser.add_argument("--eval-args", default="",
+                        help="extra flags for both evaluations, e.g. --eval-args=--no-ensemble (with =)")
     parser.add_argument("--parallel", type=int, default=2, help="processes for demos and eval (one thread each)")
-    parser.add_argument("--train-args", default="", help="extra flags for both training runs, e.g. '--set ...'")
+    parser.add_argument("--train-args", default="",
+                        help="extra flags for both training runs, e.g. --train-args=\"--set num_layers=1\" (with =)")
     args = parser.parse_args(argv)
     if args.eval_seed < args.demos:
         parser.error(f"--eval-seed {args.eval_seed} overlaps the demonstration seeds 0..{args.demos - 1}")
@@ -133,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             log = out / f"eval_{variant}_{i}.jsonl"
             logs_eval.append(log)
             if not any(e["event"] == "summary" for e in _lines(log)):
-                extra = ["--execute", str(args.execute)] if args.execute else []
                 pending.append(_start(["eval", "--checkpoint", str(runs[variant]), "--episodes", str(count), "--seed",
-                                       str(seed), "--threads", "1", *extra], log))
+                                       str(seed), "--threads", "1", *args.eval_args.split()], log))
         _wait(pending, "run.py eval")
         episodes = [e for log in logs_eval for e in _lines(log) if e["event"] == "episode"]
         summaries = [e for log in logs_eval for e in _lines(log) if e["event"] == "summary"]
