@@ -519,12 +519,19 @@ def prune_cache(root: str | os.PathLike, max_bytes: int, in_use: Sequence[Path] 
             continue
         array_path = meta_path.with_suffix(".npy")
         try:
+            # Only our entries: a --cache-dir pointed at a folder holding anything else must not
+            # lose it (every entry's .json names its frames key).
+            if "frames_key" not in json.loads(meta_path.read_text()):
+                continue
             size = array_path.stat().st_size + meta_path.stat().st_size
             used = meta_path.stat().st_mtime
-        except FileNotFoundError:
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
             continue
         entries.append((used, size, array_path, meta_path))
     for temp in root.rglob(".*"):
+        # Our writers' temporary names: ".<entry>.npy.<random>.npy" and ".<entry>.json.<random>".
+        if not (".npy." in temp.name or ".json." in temp.name):
+            continue
         try:
             if temp.is_file() and now - temp.stat().st_mtime > STALE_TEMP_S:
                 temp.unlink()

@@ -225,9 +225,15 @@ def test_pruning_removes_least_recently_used_entries_never_those_in_use(store, t
         os.utime(entry.path.with_suffix(".json"), (1, 1))
     LatentCache(root, encoder_key(new_vae, CANVAS, WINDOW)).get(
         json.loads(new[0].path.with_suffix(".json").read_text())["frames_key"])
-    stale_temp = new[0].path.parent / ".left_by_a_killed_writer.npy"
+    stale_temp = new[0].path.parent / f".{new[0].path.name}.k3j2x9.npy"  # left by a killed writer
     stale_temp.write_bytes(b"x")
     os.utime(stale_temp, (time.time() - STALE_TEMP_S - 60,) * 2)
+    # Files that are not ours (a --cache-dir pointed at a shared folder) are never removed.
+    foreign = [root / "notes" / "plan.json", root / "notes" / "plan.npy", root / "notes" / ".gitignore"]
+    foreign[0].parent.mkdir()
+    for path in foreign:
+        path.write_text("{}")
+        os.utime(path, (1, 1))
 
     assert prune_cache(root, max_bytes=10**12).removed == 0  # under the cap: nothing goes
     in_use = [e.path for e in new]
@@ -240,6 +246,7 @@ def test_pruning_removes_least_recently_used_entries_never_those_in_use(store, t
     # Even a cap of zero keeps what the run reads.
     assert prune_cache(root, max_bytes=0, in_use=in_use).removed == 0
     assert prune_cache(root, max_bytes=0).removed == len(new)
+    assert all(path.exists() for path in foreign)
 
 
 def test_repeated_frames_are_encoded_once_and_canvases_cache(tmp_path):
