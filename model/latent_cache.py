@@ -149,17 +149,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 @dataclass
-class EpisodeLatents:
-    """One cache entry, memory-mapped on first use in each process (picklable for workers).
-
-    layout "groups": rows [0, length) current-frame latents, rows [length, ...) the groups ending
-    at steps group_first .. group_last. layout "clips": rows (length, C, F, h, w)."""
+class _MappedArray:
+    """A `.npy` file memory-mapped on first use in each process; picklable for loader workers
+    (the map is not pickled: each worker opens its own)."""
 
     path: Path
-    layout: str
-    length: int
-    group_first: int = 0
-    group_last: int = -1
 
     def __post_init__(self) -> None:
         self._array: np.ndarray | None = None
@@ -178,6 +172,19 @@ class EpisodeLatents:
             self._array = np.load(self.path, mmap_mode="r")
             self._pid = os.getpid()
         return self._array
+
+
+@dataclass
+class EpisodeLatents(_MappedArray):
+    """One cache entry (`path`: its `.npy`).
+
+    layout "groups": rows [0, length) current-frame latents, rows [length, ...) the groups ending
+    at steps group_first .. group_last. layout "clips": rows (length, C, F, h, w)."""
+
+    layout: str
+    length: int
+    group_first: int = 0
+    group_last: int = -1
 
     def current(self, t: int) -> np.ndarray:
         """(C, h, w) latent of step t's canvas alone (what the policy computes at run time)."""
@@ -199,29 +206,10 @@ class EpisodeLatents:
 
 
 @dataclass
-class EpisodeCanvases:
-    """An episode's canvases (length, H, W, 3) uint8, memory-mapped on first use per process."""
+class EpisodeCanvases(_MappedArray):
+    """An episode's canvases (length, H, W, 3) uint8."""
 
-    path: Path
     length: int
-
-    def __post_init__(self) -> None:
-        self._array: np.ndarray | None = None
-        self._pid: int | None = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_array"], state["_pid"] = None, None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-
-    def array(self) -> np.ndarray:
-        if self._array is None or self._pid != os.getpid():
-            self._array = np.load(self.path, mmap_mode="r")
-            self._pid = os.getpid()
-        return self._array
 
     def frames(self, steps) -> np.ndarray:
         return np.asarray(self.array()[np.asarray(steps)])
