@@ -57,15 +57,15 @@ def main(argv: list[str]) -> int:
         return 3
 
     if command == "app":
-        from app.main import main as app_main
+        from app.ui.main import main as app_main
 
         return app_main(rest)
     if command == "episodes":
-        from recordings.cli import main as episodes_main
+        from app.studio.jobs.episodes import main as episodes_main
 
         return episodes_main(rest)
     if command in ("demos", "record"):
-        from app import jobs
+        from app.studio.jobs import demos as jobs
 
         return jobs.main([command, *rest])
     if command == "train":
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
 
         return train_main(rest)
     if command == "eval":
-        from app.evaluate import main as eval_main
+        from app.studio.jobs.evaluate import main as eval_main
 
         return eval_main(rest)
     print(__doc__, file=sys.stderr)

@@ -11,7 +11,7 @@ Source: on the sim (default) the arm is jogged by `EndEffectorJogSource` in a sl
 from the main thread, as the GUI would), so camera images change and the IK runs every tick. On
 a rig with leader arms (`leader_source()`: aloha, aloha-emulated, sim-leaders) the default is the
 leaders; a rig with an opening ceremony (`begin_start`) runs it first, with the loop running, as
-`run.py record` does (`app.jobs.run_opening_ceremony`), and the measurement starts when the arms
+`run.py record` does (`app.studio.jobs.demos.run_opening_ceremony`), and the measurement starts when the arms
 are started. --camera-size/--camera-fps override every camera of the rig file (sim: [sim]
 image_height/width and camera_fps; real rigs: each [[cameras]] width/height/fps).
 Every tick is recorded by `recordings.writer.EpisodeWriter` (a loop subscriber; its own thread
@@ -46,7 +46,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from app.jobs import run_opening_ceremony  # noqa: E402
+from app.studio.jobs.demos import run_opening_ceremony  # noqa: E402
 from recordings.metadata import EpisodeMetadata  # noqa: E402
 from recordings.writer import EpisodeWriter  # noqa: E402
 from robot.control_loop import ControlLoop  # noqa: E402

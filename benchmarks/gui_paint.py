@@ -27,8 +27,8 @@ def run(window_on: bool, seconds: float, rig: Path, store: Path, source: str) ->
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.bridge import StudioBridge
-    from app.main_window import StudioWindow
+    from app.studio.studio import StudioBridge
+    from app.ui.main_window import StudioWindow
 
     app = QApplication.instance() or QApplication(["paint-benchmark"])
     bridge = StudioBridge(rig, store)

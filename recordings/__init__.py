@@ -1,5 +1,6 @@
 """Episodes: the HDF5 format (ALOHA's layout plus our extras), the writer the control loop feeds,
-the lazy reader, the store with its checks and crash recovery, and the `episodes` CLI.
+the lazy reader, the store with its checks and crash recovery (`python run.py episodes` is
+`app.studio.jobs.episodes`).
 
     schema     every path, attribute, dtype and file name of the format
     writer     EpisodeWriter: a control-loop subscriber recording to episode_{idx}.hdf5
@@ -7,7 +8,6 @@ the lazy reader, the store with its checks and crash recovery, and the `episodes
     check      check_episode: is a file a valid episode, and if not, why
     recovery   recover_partial: a leftover of a killed recording -> an episode
     store      EpisodeStore: list, next index, check, recover, relabel
-    cli        `python run.py episodes list|check|recover|label`
 
 Names are importable from the package too (`from recordings import EpisodeWriter`); they load on
 first use so that importing `recordings.schema` stays light.

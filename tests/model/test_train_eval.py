@@ -91,7 +91,7 @@ def test_temporal_ensembling_averages_the_plans_covering_each_tick(checkpoint):
 
 
 def test_eval_command_on_the_sim_rig(checkpoint, tmp_path, capsys):
-    from app.evaluate import main
+    from app.studio.jobs.evaluate import main
     from recordings.reader import Episode
 
     code = main(["--checkpoint", str(checkpoint), "--episodes", "1", "--seed", "3", "--max-seconds", "0.3",

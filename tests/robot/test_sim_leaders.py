@@ -1,6 +1,6 @@
 """Leader arms driving the simulated followers (the "sim-leaders" rig kind), end to end: rig file ->
 two Dynamixel leader buses (pty emulators with scripted hands, the real dynamixel-sdk) + the
-MuJoCo rig -> the paced control loop and the HDF5 recorder (app.jobs.run_record, as
+MuJoCo rig -> the paced control loop and the HDF5 recorder (app.studio.jobs.demos.run_record, as
 `run.py record --source leaders` runs it)."""
 
 import re
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.jobs import run_record
+from app.studio.jobs.demos import run_record
 from recordings.check import check_episode
 from recordings.reader import Episode
 from robot.dynamixel.arm import GRIPPER

@@ -1,0 +1,153 @@
+"""Entry point of the studio window: `python run.py [--rig FILE] [--store DIR]`.
+
+`--screenshot PATH --after-s N` saves a picture of the window N seconds after the rig is up and
+quits (for the README and for checking the layout on a machine without a monitor, under Xvfb).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from app.studio.paths import DEFAULT_RIG_FILE, REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Fast-WAM teleoperation studio: teleoperate and record demonstrations on a simulated or real ALOHA rig.",
+    )
+    parser.add_argument("--rig", type=Path, default=DEFAULT_RIG_FILE, metavar="FILE",
+                        help=f"rig file (TOML); default {DEFAULT_RIG_FILE.relative_to(REPO_ROOT)}")
+    parser.add_argument("--store", type=Path, default=None, metavar="DIR",
+                        help="episode store folder; default: [recording] store_dir of the rig file")
+    parser.add_argument("--screenshot", type=Path, default=None, metavar="PATH",
+                        help="save a PNG of the window and quit (see --after-s)")
+    parser.add_argument("--after-s", type=float, default=8.0, metavar="N",
+                        help="with --screenshot: seconds after the rig is up (default 8)")
+    parser.add_argument("--source", choices=("keyboard", "leaders", "demo", "hold"), default=None,
+                        help="select this action source as soon as the rig is up (on a real rig, a driving "
+                             "source waits until the arms are started)")
+    parser.add_argument("--start-arms", action="store_true",
+                        help="real rigs: press Start arms as soon as the rig is up (followers move to the start pose)")
+    parser.add_argument("--training", nargs="?", const="", default=None, metavar="RUN_DIR",
+                        help="open with the Training panel shown; with a run folder the window started, follow it")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Open the window; returns the process exit code (0 on a normal close)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.rig.is_file():
+        print(f"The rig file {args.rig} does not exist. Pass an existing one with --rig "
+              f"(e.g. --rig {DEFAULT_RIG_FILE}).", file=sys.stderr)
+        return 2
+    if args.screenshot is not None and args.after_s < 0:
+        print("--after-s must be zero or more seconds.", file=sys.stderr)
+        return 2
+    # Before mujoco and Qt load: offscreen rendering for the sim cameras.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.studio.studio import Phase, StudioBridge
+    from app.ui.main_window import StudioWindow
+
+    app = QApplication.instance() or QApplication(["Fast-WAM studio"])
+    app.setApplicationName("Fast-WAM teleoperation studio")
+    bridge = StudioBridge(args.rig, args.store)
+    window = StudioWindow(bridge)
+    window.show()
+    if args.training is not None:
+        window.show_training(Path(args.training) if args.training else None)
+    startup = bridge.start()
+    if args.start_arms or args.source is not None:
+        _schedule_start(window, bridge, startup, args.start_arms, args.source)
+    if args.screenshot is not None:
+        _schedule_screenshot(window, startup, args.screenshot, args.after_s)
+
+    # Ctrl+C in the terminal closes the window the normal way (asking about a recording). Python
+    # runs signal handlers only between bytecodes, so a timer lets the interpreter in regularly.
+    previous_sigint = signal.signal(signal.SIGINT, lambda *_: window.close())
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
+    try:
+        code = app.exec()
+    finally:
+        signal.signal(signal.SIGINT, previous_sigint)
+        if bridge.snapshot().phase is not Phase.STOPPED:
+            bridge.shutdown()
+    return code
+
+
+def _schedule_start(window, bridge, startup, start_arms: bool, source: str | None) -> None:
+    """Once the rig runs: Start arms (if asked), then select `source` - on a real rig a driving
+    source once the arms are started (the operator still squeezes the leaders)."""
+    from PySide6.QtCore import QTimer
+
+    state = {"asked_start": False}
+    timer = QTimer(window)
+
+    def poll() -> None:
+        if not startup.done():
+            return
+        if not startup.result():
+            timer.stop()
+            return
+        snap = bridge.snapshot()
+        real = snap.arms is not None
+        if start_arms and real and not state["asked_start"]:
+            state["asked_start"] = True
+            window.start_arms()
+        if source is None or (real and source != "hold" and source not in snap.available_sources):
+            if source is None:
+                timer.stop()
+            return
+        timer.stop()
+        bridge.select_source(source)
+
+    timer.setInterval(100)
+    timer.timeout.connect(poll)
+    timer.start()
+
+
+def _schedule_screenshot(window, startup, path: Path, after_s: float) -> None:
+    """Grab the window `after_s` seconds after the rig is running, then close it."""
+    from PySide6.QtCore import QTimer
+
+    state = {"armed": False}
+
+    def poll() -> None:
+        if not startup.done():
+            return
+        if not state["armed"]:
+            state["armed"] = True
+            QTimer.singleShot(int(after_s * 1000), grab)
+
+    def grab() -> None:
+        window.refresh()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if window.grab().save(str(path)):
+            log.info("Screenshot saved to %s", path)
+        else:
+            log.error("Could not save the screenshot to %s", path)
+        window.close()
+
+    timer = QTimer(window)
+    timer.setInterval(100)
+    timer.timeout.connect(poll)
+    timer.start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

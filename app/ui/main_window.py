@@ -1,0 +1,610 @@
+"""The studio's main window: cameras on top, plots below, the control panel at the side.
+
+The window owns no robot state. A QTimer reads `StudioBridge.snapshot()` at <= 30 Hz and paints
+it; buttons, shortcuts, jog keys and jog pads call the bridge, whose methods never block. The GUI
+thread therefore never touches the sim or a device.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QDockWidget,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui import theme
+from app.studio.studio import LOW_DISK_BYTES, Phase, StudioBridge, StudioSnapshot
+from app.ui.keys import JOG_KEY_BY_CODE, REAL_RIG_ONLY_ACTIONS, SHORTCUTS, SIM_ONLY_ACTIONS, shortcut_texts
+from app.ui.widgets.arms_panel import STARTING_COLOUR, ArmsPanelWidget
+from app.ui.widgets.calibration_dialog import CalibrationDialog
+from app.ui.widgets.servo_health import ServoHealthWidget
+from app.ui.widgets.camera_view import CameraViewWidget
+from app.ui.widgets.control_panel import ControlPanelWidget
+from app.ui.widgets.events_panel import ErrorBannerWidget, EventsWidget
+from app.ui.widgets.help_panel import HelpPanelWidget
+from app.ui.widgets.jog_pad import JogPadWidget
+from app.ui.widgets.plots import JointPlotsWidget, TimingPlotWidget
+from app.ui.widgets.training_panel import TrainingPanelWidget
+from app.studio.events import Severity
+from recordings.schema import Label
+from robot.aloha import MIN_ACCEPTABLE_LOOP_RATE_HZ
+from robot.types import DEFAULT_CAMERA_NAMES, ControlSource, Mode
+
+log = logging.getLogger(__name__)
+
+PAINT_INTERVAL_MS = 33  # <= 30 Hz: the eye does not need more and llvmpipe has no cycles to spare
+PLOT_EVERY_N_PAINTS = 2  # plots at 15 Hz: 28 curves of 500 points are the costliest paint
+STATUS_EVERY_N_PAINTS = 10  # status bar at 3 Hz: numbers that change faster cannot be read
+HEALTH_EVERY_N_PAINTS = 30  # servo table at 1 Hz: the rig reads each arm about once a second
+JOG_REFRESH_MS = 100  # re-send held jog keys well inside the jog source's 0.5 s dead-man timer
+PLOT_SPAN_S = 10.0
+
+_TEXT_INPUTS = (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit, QComboBox)
+
+
+def _format_bytes(count: int | None) -> str:
+    if count is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if count < 1024 or unit == "TB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
+        count /= 1024
+    return "?"
+
+
+class StudioWindow(QMainWindow):
+    """The whole studio in one window. GUI thread only; talks to the robot through `bridge`."""
+
+    def __init__(self, bridge: StudioBridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.setWindowTitle(f"Fast-WAM teleoperation studio — {bridge.rig_path.name}")
+        self.setStyleSheet(theme.STYLESHEET)
+        self.paint_count = 0
+        self._last_tick_index = -1
+        self._close_after_shutdown = False
+        self._shutdown_future = None
+        self._held_jog_keys: set[int] = set()
+        self._fine_jog = False
+
+        keys = shortcut_texts()
+        self.banner = ErrorBannerWidget()
+        # A real rig's prompt (opening ceremony, E-stop) above the cameras, where the operator looks.
+        self.arm_prompt_banner = QLabel("")
+        self.arm_prompt_banner.setWordWrap(True)
+        self.arm_prompt_banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.arm_prompt_banner.hide()
+        self._real_rig: bool | None = None  # unknown until the rig is up
+        self.calibration_dialog: CalibrationDialog | None = None
+
+        # Cameras: the sim rig's names are not known until it is up; the default three are what
+        # every rig of ours has, and any other camera gets a view when the rig reports it.
+        self.camera_views: dict[str, CameraViewWidget] = {}
+        self._camera_row = QHBoxLayout()
+        self._camera_row.setSpacing(6)
+        for name in DEFAULT_CAMERA_NAMES:
+            self._add_camera_view(name)
+        camera_widget = QWidget()
+        camera_widget.setLayout(self._camera_row)
+
+        self.joint_plots = JointPlotsWidget(PLOT_SPAN_S)
+        self.timing_plot = TimingPlotWidget(control_rate_hz=50.0, span_s=PLOT_SPAN_S)
+        self.events_list = EventsWidget()
+        self.help_panel = HelpPanelWidget()
+        help_scroll = QScrollArea()
+        help_scroll.setWidget(self.help_panel)
+        help_scroll.setWidgetResizable(True)
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.addTab(self.events_list, "Events")
+        self.bottom_tabs.addTab(help_scroll, "Keys && help")
+        self.servo_table = ServoHealthWidget()
+        self._servo_tab = self.bottom_tabs.addTab(self.servo_table, "Servos")
+        self.bottom_tabs.setTabVisible(self._servo_tab, False)
+        self.bottom_tabs.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.timing_plot)
+        bottom.addWidget(self.bottom_tabs)
+        bottom.setSizes([500, 700])
+
+        centre = QSplitter(Qt.Orientation.Vertical)
+        centre.addWidget(camera_widget)
+        centre.addWidget(self.joint_plots)
+        centre.addWidget(bottom)
+        centre.setSizes([380, 300, 220])
+        centre.setChildrenCollapsible(False)
+        self._centre = centre
+        self._camera_widget = camera_widget
+        self._user_sized_rows = False
+        centre.splitterMoved.connect(lambda *_: setattr(self, "_user_sized_rows", True))
+
+        # Side panel: E-stop on top and never scrolled away; the rest may scroll on small screens.
+        self.control_panel = ControlPanelWidget([(s.name, s.button) for s in bridge.source_options], keys)
+        self.arms_panel = ArmsPanelWidget(keys.get("start_arms", ""))
+        self.arms_panel.hide()
+        self.arms_panel.start_requested.connect(self.start_arms)
+        self.arms_panel.calibrate_requested.connect(self.open_calibration)
+        self.arms_panel.health_details_requested.connect(lambda: self.bottom_tabs.setCurrentWidget(self.servo_table))
+        # Until the rig says what it is, offer only what every rig has.
+        for name in ("demo", "leaders"):
+            self.control_panel.source_buttons[name].hide()
+        jog_box = QGroupBox("Mouse jog (source: Jog)")
+        jog_layout = QHBoxLayout(jog_box)
+        self.jog_pads = {arm: JogPadWidget(arm) for arm in ("left", "right")}
+        for pad in self.jog_pads.values():
+            pad.jog_changed.connect(self._on_jog_pad)
+            jog_layout.addWidget(pad)
+        side_inner = QWidget()
+        side_layout = QVBoxLayout(side_inner)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        # The E-stop and clear buttons live at the top of the panel, outside the scroll area.
+        estop_row = QVBoxLayout()
+        estop_row.addWidget(self.control_panel.estop_button)
+        estop_row.addWidget(self.control_panel.clear_estop_button)
+        side_layout.addWidget(self.arms_panel)
+        side_layout.addWidget(self.control_panel)
+        side_layout.addWidget(jog_box)
+        side_layout.addStretch(1)
+        side_scroll = QScrollArea()
+        side_scroll.setWidget(side_inner)
+        side_scroll.setWidgetResizable(True)
+        side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        side_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        side = QWidget()
+        side.setFixedWidth(400)
+        side_outer = QVBoxLayout(side)
+        side_outer.setContentsMargins(0, 0, 0, 0)
+        side_outer.addLayout(estop_row)
+        side_outer.addWidget(side_scroll, 1)
+
+        main = QWidget()
+        main_layout = QHBoxLayout(main)
+        main_layout.setContentsMargins(8, 8, 8, 4)
+        left = QVBoxLayout()
+        left.addWidget(self.banner)
+        left.addWidget(self.arm_prompt_banner)
+        left.addWidget(centre, 1)
+        main_layout.addLayout(left, 1)
+        main_layout.addWidget(side)
+        self.setCentralWidget(main)
+
+        self._build_status_bar()
+        self._build_training()
+        self._connect_panel()
+        self._build_shortcuts()
+
+        QApplication.instance().installEventFilter(self)
+        self.paint_timer = QTimer(self)
+        self.paint_timer.setInterval(PAINT_INTERVAL_MS)
+        self.paint_timer.timeout.connect(self.refresh)
+        self.paint_timer.start()
+        self.jog_timer = QTimer(self)
+        self.jog_timer.setInterval(JOG_REFRESH_MS)
+        self.jog_timer.timeout.connect(self._send_jog)
+        self.resize(1600, 1000)
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _add_camera_view(self, name: str) -> None:
+        view = CameraViewWidget(name)
+        self.camera_views[name] = view
+        self._camera_row.addWidget(view)
+        if hasattr(self, "_centre"):
+            self._fit_camera_row()
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        bar.setSizeGripEnabled(False)
+        self.status_phase = QLabel("starting…")
+        self.status_loop = QLabel("loop —")
+        self.status_cameras = QLabel("cameras —")
+        self.status_rtf = QLabel("real-time —")
+        self.status_disk = QLabel("disk —")
+        for label in (self.status_phase, self.status_loop, self.status_cameras, self.status_rtf):
+            bar.addWidget(label)
+        bar.addPermanentWidget(self.status_disk)
+        self.status_updates = 0
+
+    def _build_training(self) -> None:
+        """Training (issue 5): the panel in a dock below the cameras (it may float to a second
+        screen); a status-bar button shows the job's state and shows or hides the dock."""
+        self.training_panel = TrainingPanelWidget(store_dir_source=lambda: self.bridge.store_dir)
+        self.training_dock = QDockWidget("Training", self)
+        self.training_dock.setObjectName("training_dock")
+        self.training_dock.setWidget(self.training_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.training_dock)
+        self.training_dock.hide()
+        self.training_button = QPushButton("Training: idle")
+        self.training_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.training_button.setStyleSheet("QPushButton { padding: 1px 8px; font-weight: normal; }")
+        self.training_button.setToolTip("Show or hide the Training panel")
+        self.training_button.clicked.connect(lambda: self.training_dock.setVisible(not self.training_dock.isVisible()))
+        self.training_panel.status_changed.connect(self.training_button.setText)
+        self.training_button.setText(self.training_panel.status_line)
+        self.statusBar().addPermanentWidget(self.training_button)
+
+    def show_training(self, run_dir: Path | None = None) -> None:
+        """Show the Training panel at a useful height; follow `run_dir` if given."""
+        self.training_dock.show()
+        self.resizeDocks([self.training_dock], [440], Qt.Orientation.Vertical)
+        if run_dir is not None:
+            self.training_panel.attach(run_dir)
+
+    def _connect_panel(self) -> None:
+        panel = self.control_panel
+        panel.estop_requested.connect(self.trigger_estop)
+        panel.clear_estop_requested.connect(self.bridge.clear_estop)
+        panel.source_requested.connect(self.bridge.select_source)
+        panel.start_recording_requested.connect(self.start_recording)
+        panel.stop_recording_requested.connect(self.stop_recording)
+        panel.discard_recording_requested.connect(self.discard_recording)
+        panel.new_episode_requested.connect(self.bridge.new_episode)
+        self.banner.dismissed.connect(lambda: None)
+
+    def _build_shortcuts(self) -> None:
+        actions = {
+            "estop": self.trigger_estop,
+            "clear_estop": self.bridge.clear_estop,
+            "start_recording": self.start_recording,
+            "stop_success": lambda: self.stop_recording(True),
+            "stop_failure": lambda: self.stop_recording(False),
+            "discard": self.discard_recording,
+            "new_episode": lambda: self.bridge.new_episode(self.control_panel.seed_spin.value()),
+            "help": lambda: self.bottom_tabs.setCurrentIndex(1),
+            "start_arms": self.start_arms,
+        }
+        self.shortcuts: dict[str, list[QShortcut]] = {}
+        for spec in SHORTCUTS:
+            if spec.action.startswith("source:"):
+                name = spec.action.split(":", 1)[1]
+                handler = lambda n=name: self.bridge.select_source(n)  # noqa: E731
+            else:
+                handler = actions[spec.action]
+            self.shortcuts[spec.action] = []
+            for key in spec.keys:
+                # Application context: the keys work wherever focus is, text fields included
+                # (none of them types text, so they cannot steal a keystroke from a field).
+                shortcut = QShortcut(QKeySequence(key), self, context=Qt.ShortcutContext.ApplicationShortcut)
+                shortcut.setAutoRepeat(False)
+                shortcut.activated.connect(handler)
+                # Rig-specific keys wait for the rig (F3 is Demo on the sim, Leaders on a real rig).
+                shortcut.setEnabled(spec.action not in REAL_RIG_ONLY_ACTIONS)
+                self.shortcuts[spec.action].append(shortcut)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._fit_camera_row()
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        self._fit_camera_row()
+
+    def _fit_camera_row(self) -> None:
+        """Make the camera row as tall as its 4:3 frames at the row's width (no black bands),
+        at most half the height, until the user drags the splitter themselves."""
+        if self._user_sized_rows:
+            return
+        total = sum(self._centre.sizes()) or self._centre.height()
+        if total <= 0:
+            return
+        views = max(1, len(self.camera_views))
+        spacing = self._camera_row.spacing() * (views - 1)
+        view_width = (self._centre.width() - spacing) / views
+        camera_h = int(min(0.5 * total, max(150, view_width * 3 / 4)))
+        rest = total - camera_h
+        self._centre.setSizes([camera_h, int(rest * 0.56), rest - int(rest * 0.56)])
+
+    # ------------------------------------------------------------------ user actions
+
+    def start_arms(self) -> None:
+        self._release_jog_keys()
+        self.bridge.start_arms()
+
+    def open_calibration(self) -> None:
+        """Show the calibration window (one at a time; it stays open beside the studio)."""
+        snap = self.bridge.snapshot()
+        if snap.arms is None:
+            return
+        if self.calibration_dialog is None:
+            self.calibration_dialog = CalibrationDialog(self.bridge, snap.arms.arm_ids, self)
+        self.calibration_dialog.show()
+        self.calibration_dialog.raise_()
+
+    def trigger_estop(self) -> None:
+        self._release_jog_keys()
+        self.bridge.estop("E-stop pressed in the studio")
+
+    def start_recording(self) -> None:
+        snap = self.bridge.snapshot()
+        if snap.recording.active or snap.recording.busy:
+            return  # F5 twice must not start a second episode or complain
+        self.bridge.start_recording(self.control_panel.task_edit.text(), self.control_panel.operator_edit.text())
+
+    def stop_recording(self, success: bool) -> None:
+        rec = self.bridge.snapshot().recording
+        if (rec.active or rec.failed) and not rec.busy:
+            self.bridge.stop_recording(success)
+
+    def discard_recording(self) -> None:
+        rec = self.bridge.snapshot().recording
+        if (rec.active or rec.failed) and not rec.busy:
+            self.bridge.discard_recording()
+
+    def _on_jog_pad(self, arm: str, x: float, y: float, z: float) -> None:
+        self._send_jog()
+
+    # ------------------------------------------------------------------ jog keys
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        kind = event.type()
+        if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and not event.isAutoRepeat():
+            jog_key = JOG_KEY_BY_CODE.get(event.key())
+            if jog_key is not None and (kind is QEvent.Type.KeyRelease or self._jog_keys_active()):
+                # The filter sees the event once per widget it propagates through; the set makes
+                # that harmless.
+                self._fine_jog = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+                if kind is QEvent.Type.KeyPress:
+                    self._held_jog_keys.add(event.key())
+                elif event.key() in self._held_jog_keys:
+                    self._held_jog_keys.discard(event.key())
+                else:
+                    return False
+                self._send_jog()
+                return True
+        elif kind in (QEvent.Type.ApplicationDeactivate, QEvent.Type.WindowDeactivate) and watched is self:
+            # A key released while another window has focus never reaches us: stop now.
+            self._release_jog_keys()
+        return False
+
+    def _jog_keys_active(self) -> bool:
+        """Jog keys are plain letters: they jog only when the user is not typing."""
+        if not self.isActiveWindow() and QApplication.activeWindow() is not None:
+            return False
+        return not isinstance(QApplication.focusWidget(), _TEXT_INPUTS)
+
+    def _send_jog(self) -> None:
+        velocity = {"left": [0.0, 0.0, 0.0], "right": [0.0, 0.0, 0.0]}
+        gripper = {"left": 0.0, "right": 0.0}
+        axes = {"x": 0, "y": 1, "z": 2}
+        for code in self._held_jog_keys:
+            key = JOG_KEY_BY_CODE[code]
+            if key.axis == "gripper":
+                gripper[key.arm] += key.sign
+            else:
+                velocity[key.arm][axes[key.axis]] += key.sign
+        pads_active = False
+        for arm in ("left", "right"):
+            pad = self.jog_pads[arm].direction
+            pads_active = pads_active or any(pad)
+            direction = [max(-1.0, min(1.0, k + p)) for k, p in zip(velocity[arm], pad)]
+            self.bridge.jog(arm, direction, fine=self._fine_jog)
+            self.bridge.jog_gripper(arm, max(-1.0, min(1.0, gripper[arm])), fine=self._fine_jog)
+        # Refresh held keys and pads inside the jog source's dead-man time; stop when all are let go.
+        if (self._held_jog_keys or pads_active) and not self.jog_timer.isActive():
+            self.jog_timer.start()
+        elif not (self._held_jog_keys or pads_active):
+            self.jog_timer.stop()
+
+    def _release_jog_keys(self) -> None:
+        self._held_jog_keys.clear()
+        for pad in self.jog_pads.values():
+            pad.direction = (0.0, 0.0, 0.0)
+        self.jog_timer.stop()
+        self.bridge.stop_jogging()
+
+    # ------------------------------------------------------------------ painting
+
+    def refresh(self) -> None:
+        """Paint the latest snapshot (the paint timer's slot; also callable from tests)."""
+        snap = self.bridge.snapshot()
+        self.paint_count += 1
+        self._show_events()
+        self._show_controls(snap)
+        tick = snap.tick
+        new_tick = tick is not None and tick.index != self._last_tick_index
+        if new_tick:
+            self._last_tick_index = tick.index
+            self._show_cameras(snap)
+            if self.paint_count % PLOT_EVERY_N_PAINTS == 0:
+                history = self.bridge.history_window(PLOT_SPAN_S)
+                self.joint_plots.set_history(history)
+                self.timing_plot.set_history(history)
+        if self.paint_count % STATUS_EVERY_N_PAINTS == 1 or snap.phase is not Phase.RUNNING:
+            self._show_status(snap)
+        if self._close_after_shutdown and self._shutdown_future is not None and self._shutdown_future.done():
+            self.close()
+
+    def _show_events(self) -> None:
+        new = self.events_list.add_events(self.bridge.events.since(self.events_list.last_event_id))
+        errors = [e for e in new if e.severity is Severity.ERROR]
+        if errors:
+            self.banner.show_event(errors[-1])
+            self.bottom_tabs.setCurrentWidget(self.events_list)
+
+    def _show_controls(self, snap: StudioSnapshot) -> None:
+        panel = self.control_panel
+        panel.show_mode(snap.mode)
+        loop, mode = snap.loop, snap.mode
+        if loop is not None and mode in (Mode.TELEOP, Mode.POLICY):
+            label = loop.source_name + (" (blending in)" if loop.blending else "")
+            panel.show_source(snap.source.name if snap.source else "", label, loop.source_kind)
+        elif loop is not None:
+            label = {Mode.ESTOP: "none (E-stop)", Mode.HOLD: "hold position", Mode.IDLE: "none"}[mode]
+            kind = ControlSource.HOLD if mode is Mode.HOLD else ControlSource.NONE
+            panel.show_source("hold" if mode is Mode.HOLD else "", label, kind)
+        if snap.tick is not None:
+            panel.show_clipped(snap.tick.clipped)
+        self._show_rig_kind(snap)
+        self._show_arms(snap)
+        rec = snap.recording
+        panel.set_recording(
+            rec.active, bool(rec.busy) or snap.phase is not Phase.RUNNING, rec.elapsed_s, rec.frames, rec.failed
+        )
+        panel.new_episode_button.setEnabled(
+            snap.phase is Phase.RUNNING
+            and snap.resettable
+            and not (rec.active or rec.failed or rec.busy)
+            and snap.mode is not Mode.ESTOP
+        )
+        panel.show_episode_count(rec.episode_count)
+        panel.show_last_saved(rec.busy or rec.last_saved)
+        if self._last_seed_shown != (snap.seed, snap.next_seed):
+            self._last_seed_shown = (snap.seed, snap.next_seed)
+            panel.show_seed(snap.seed, snap.next_seed)
+
+    _last_seed_shown: tuple | None = None
+
+    def _show_rig_kind(self, snap: StudioSnapshot) -> None:
+        """Once the rig is up: the sources, keys and panels of its kind (sim or real)."""
+        if snap.phase is not Phase.RUNNING:
+            return
+        real = snap.arms is not None
+        available = snap.available_sources
+        for name, button in self.control_panel.source_buttons.items():
+            # Leaders on a real rig, and on a simulation driven by leader arms (button only: F3 is Demo there).
+            button.setVisible(not (name == "demo" and real) and not (name == "leaders" and not (real or snap.sim_leaders)))
+            button.setEnabled(name in available)
+        if real == self._real_rig:
+            return
+        self._real_rig = real
+        for action, shortcuts in self.shortcuts.items():
+            enabled = not ((action in SIM_ONLY_ACTIONS and real) or (action in REAL_RIG_ONLY_ACTIONS and not real))
+            for shortcut in shortcuts:
+                shortcut.setEnabled(enabled)
+        self.arms_panel.setVisible(real)
+        self.bottom_tabs.setTabVisible(self._servo_tab, real)
+        self.control_panel.show_towel_reset(snap.resettable)
+        self.status_rtf.setVisible(not real)  # real time is the only time a real rig has
+
+    def _show_arms(self, snap: StudioSnapshot) -> None:
+        arms = snap.arms
+        if arms is None:
+            return
+        self.arms_panel.show_state(arms, snap.mode is Mode.ESTOP, snap.phase is Phase.RUNNING)
+        if not arms.started:
+            colour = STARTING_COLOUR if arms.starting else "#374151"
+            text = arms.prompt
+            if self.arm_prompt_banner.text() != text:
+                self.arm_prompt_banner.setText(text)
+                self.arm_prompt_banner.setStyleSheet(
+                    f"QLabel {{ background: {colour}; color: white; font-size: 18px; font-weight: bold; padding: 8px; border-radius: 6px; }}"
+                )
+            self.arm_prompt_banner.show()
+        else:
+            self.arm_prompt_banner.hide()
+        if self.paint_count % HEALTH_EVERY_N_PAINTS == 1 or self.servo_table.rowCount() == 0:
+            self.servo_table.show_health(arms.health, arms.thresholds)
+
+    def _show_cameras(self, snap: StudioSnapshot) -> None:
+        observation = snap.tick.observation
+        now = time.monotonic()
+        for name, image in observation.images.items():
+            if name not in self.camera_views:
+                self._add_camera_view(name)
+            capture = observation.image_times_s.get(name)
+            age_ms = None if capture is None else max(0.0, (now - capture) * 1e3)
+            self.camera_views[name].set_frame(image, capture, age_ms)
+
+    def _show_status(self, snap: StudioSnapshot) -> None:
+        self.status_updates += 1
+        phase_text = {
+            Phase.STARTING: f"starting {snap.rig_name}…",
+            Phase.RUNNING: f"{snap.rig_name}",
+            Phase.FAILED: "rig failed — see Events",
+            Phase.STOPPING: "shutting down…",
+            Phase.STOPPED: "stopped",
+        }[snap.phase]
+        self.status_phase.setText(phase_text)
+        loop = snap.loop
+        if loop is not None and loop.stats.ticks > 1:
+            stats = loop.stats
+            slow = stats.achieved_rate_hz < MIN_ACCEPTABLE_LOOP_RATE_HZ
+            self.status_loop.setText(
+                f"loop {stats.achieved_rate_hz:5.1f} / {stats.target_rate_hz:g} Hz  jitter p99 {stats.jitter_p99_ms:4.1f} ms"
+            )
+            self.status_loop.setStyleSheet(f"color: {theme.WARN_COLOUR if slow else theme.TEXT};")
+            self.status_loop.setToolTip(
+                f"late ticks {stats.late_ticks}, missed deadlines {stats.missed_deadlines}; "
+                f"ALOHA re-records episodes below {MIN_ACCEPTABLE_LOOP_RATE_HZ:g} Hz"
+            )
+        rig_status = snap.rig_status
+        if rig_status is not None:
+            if rig_status.camera_fps:
+                fps = "  ".join(f"{name.removeprefix('cam_')} {value:4.1f}" for name, value in rig_status.camera_fps.items())
+                self.status_cameras.setText(f"cameras fps: {fps}")
+            if rig_status.real_time_factor is not None:
+                rtf = rig_status.real_time_factor
+                self.status_rtf.setText(f"real-time {rtf:4.2f}×")
+                self.status_rtf.setToolTip("Simulated seconds per wall-clock second; below 1 the sim runs slower than real time.")
+        if snap.store_dir is not None:
+            self.status_disk.setText(f"disk free {_format_bytes(snap.disk_free_bytes)}")
+            self.status_disk.setToolTip(f"Episode store: {snap.store_dir}")
+            low = snap.disk_free_bytes is not None and snap.disk_free_bytes < LOW_DISK_BYTES
+            self.status_disk.setStyleSheet(f"color: {theme.ERROR_COLOUR if low else theme.TEXT};")
+        if abs(self.timing_plot.target_ms - 1e3 / snap.control_rate_hz) > 1e-6:
+            self.timing_plot.set_target_rate(snap.control_rate_hz)
+
+    # ------------------------------------------------------------------ closing
+
+    def ask_recording_choice(self) -> Label | None | bool:
+        """Asked when closing during a recording: a Label to save with, None to discard, False
+        to cancel closing. Tests replace this method."""
+        box = QMessageBox(self)
+        box.setWindowTitle("A recording is running")
+        box.setText("An episode is being recorded. Save it before closing?")
+        success = box.addButton("Save as success", QMessageBox.ButtonRole.AcceptRole)
+        failure = box.addButton("Save as failure", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Keep recording", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is success:
+            return Label.SUCCESS
+        if clicked is failure:
+            return Label.FAILURE
+        if clicked is discard:
+            return None
+        return False
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self._shutdown_future is not None and self._shutdown_future.done():
+            self.paint_timer.stop()
+            QApplication.instance().removeEventFilter(self)
+            event.accept()
+            return
+        event.ignore()
+        if self._shutdown_future is not None:
+            return  # already winding down; the paint timer closes the window when done
+        label: Label | None = Label.UNKNOWN
+        rec = self.bridge.snapshot().recording
+        if rec.active or rec.failed:
+            choice = self.ask_recording_choice()
+            if choice is False:
+                return
+            label = choice
+        if not self.training_panel.confirm_close():
+            return  # a training job runs and the user chose not to close (the recording is untouched)
+        self._release_jog_keys()
+        self._close_after_shutdown = True
+        self._shutdown_future = self.bridge.shutdown_async(label)
