@@ -64,10 +64,14 @@ def main(argv: list[str]) -> int:
         from app.studio.jobs.episodes import main as episodes_main
 
         return episodes_main(rest)
-    if command in ("demos", "record"):
-        from app.studio.jobs import demos as jobs
+    if command == "demos":
+        from app.studio.jobs.demos import main as demos_main
 
-        return jobs.main([command, *rest])
+        return demos_main(rest)
+    if command == "record":
+        from app.studio.jobs.record import main as record_main
+
+        return record_main(rest)
     if command == "train":
         from model.train import main as train_main
 

@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.evaluate import wilson_interval  # noqa: E402
+from app.studio.evaluation import wilson_interval  # noqa: E402
 
 VARIANTS = {"video": [], "novideo": ["--no-video-cotraining"]}
 

@@ -24,6 +24,7 @@ worker thread, a job's main thread) while the control loop runs; reads of publis
 from __future__ import annotations
 
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from robot.types import ActionSource
@@ -31,6 +32,11 @@ from robot.types import ActionSource
 if TYPE_CHECKING:  # the types only; importing the drivers here would load the Dynamixel SDK
     from robot.dynamixel.calibration import ArmCalibration, CalibrationProcedure
     from robot.dynamixel.health import HealthReport, HealthThresholds
+
+
+#: The key of a Startable rig's prompt among its status messages (`RigStatus.messages`): the studio
+#: shows it where the operator looks (the arms panel) rather than as an event.
+START_PROMPT_KEY = "start prompt"
 
 
 @runtime_checkable
@@ -145,3 +151,34 @@ class Simulation(Protocol):
     def set_render_thread(self, enabled: bool) -> None: ...
 
     def render_stats(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Which of the protocols above a rig declares, as plain flags a snapshot can carry (the window
+    shows panels and keys by them without holding the rig)."""
+
+    simulated: bool = False
+    startable: bool = False
+    resettable: bool = False
+    leaders: bool = False
+    calibratable: bool = False
+    health: bool = False
+    task: bool = False
+
+    @classmethod
+    def of(cls, rig: Any) -> "Capabilities":
+        return cls(
+            simulated=isinstance(rig, Simulation),
+            startable=isinstance(rig, Startable),
+            resettable=isinstance(rig, Resettable),
+            leaders=isinstance(rig, HasLeaders),
+            calibratable=isinstance(rig, Calibratable),
+            health=isinstance(rig, ReportsHealth),
+            task=isinstance(rig, EvaluatesTask),
+        )
+
+    @property
+    def real_arms(self) -> bool:
+        """Real (or emulated) follower arms: torque, an opening ceremony, Start arms, calibration."""
+        return self.startable and not self.simulated

@@ -78,7 +78,7 @@ def test_opening_ceremony_then_teleop_through_the_control_loop(rig_and_loop):
     assert obs.qpos.shape == (14,) and obs.qpos.dtype == np.float32
     assert set(obs.images) == {"cam_high"}
     assert obs.images["cam_high"].shape == (240, 320, 3)
-    assert "calibrated" in " ".join(rig.status().messages)  # uncalibrated arms are flagged
+    assert "calibrated" in " ".join(m.text for m in rig.status().messages)  # uncalibrated arms are flagged
     rig.command(np.zeros(14))  # ignored: not started
     assert torque(rig, "follower_left") == [0, 0, 0, 0]
 

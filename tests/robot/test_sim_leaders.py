@@ -1,6 +1,6 @@
 """Leader arms driving the simulated followers (the "sim-leaders" rig kind), end to end: rig file ->
 two Dynamixel leader buses (pty emulators with scripted hands, the real dynamixel-sdk) + the
-MuJoCo rig -> the paced control loop and the HDF5 recorder (app.studio.jobs.demos.run_record, as
+MuJoCo rig -> the paced control loop and the HDF5 recorder (app.studio.jobs.record.run_record, as
 `run.py record --source leaders` runs it)."""
 
 import re
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.studio.jobs.demos import run_record
+from app.studio.jobs.record import run_record
 from recordings.check import check_episode
 from recordings.reader import Episode
 from robot.dynamixel.arm import GRIPPER
@@ -72,7 +72,7 @@ def test_leaders_are_limp_and_drive_only_after_both_grippers_are_squeezed(tmp_pa
         for _ in range(3):
             rig.command(rig.read().qpos)
         assert not rig.started and "squeeze both grippers" in rig.start_prompt
-        assert "squeeze both grippers" in " ".join(rig.status().messages)
+        assert "squeeze both grippers" in " ".join(m.text for m in rig.status().messages)
         rig.emulators["leader_left"].set_position_rad(gripper_id, -0.6)
         rig.command(rig.read().qpos)
         assert not rig.started  # one hand is not enough

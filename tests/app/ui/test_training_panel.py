@@ -225,12 +225,12 @@ def test_a_new_panel_picks_up_a_running_job_and_the_window_asks_before_closing(f
                                                                               monkeypatch, started_pids):
     """Close the studio while a job runs: "don't close" keeps the window, "keep training" closes it
     and the job goes on; a window opened later follows the job and can cancel it."""
-    from app.studio.studio import StudioBridge
+    from app.studio.studio import Studio
     from app.ui.main_window import StudioWindow
 
     monkeypatch.setattr(tr, "RUNS_ROOT", workspace["runs"])
     rig_file = Path(__file__).resolve().parents[3] / "configs" / "sim.toml"
-    window = StudioWindow(StudioBridge(rig_file, tmp_path / "store"))
+    window = StudioWindow(Studio(rig_file, tmp_path / "store"))
     qtbot.addWidget(window)
     window.show()
     panel = window.training_panel
