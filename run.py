@@ -4,7 +4,7 @@
     python run.py episodes list|check|recover ...  look after the episode store
     python run.py demos --episodes N --seed S      scripted sim demonstrations, no window
     python run.py record --rig FILE --source S --seconds N   one episode from any rig, no window
-    python run.py train --episodes DIR --out DIR --preset tiny   fine-tune Fast-WAM (JSON lines)
+    python run.py train --store DIR --out DIR --preset tiny      fine-tune Fast-WAM
     python run.py eval --checkpoint DIR --episodes N --seed S    the policy on the simulated towel task
 
 `python run.py COMMAND --help` tells more about each.
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
 
         return record_main(rest)
     if command == "train":
-        from model.train import main as train_main
+        from app.studio.jobs.train import main as train_main
 
         return train_main(rest)
     if command == "eval":

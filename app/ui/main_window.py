@@ -50,7 +50,7 @@ from app.ui.widgets.events_panel import ErrorBannerWidget, EventsWidget
 from app.ui.widgets.help_panel import HelpPanelWidget
 from app.ui.widgets.jog_pad import JogPadWidget
 from app.ui.widgets.plots import JointPlotsWidget, TimingPlotWidget
-from app.ui.widgets.training_panel import TrainingPanelWidget
+from app.ui.training.panel import TrainingPanelWidget
 from app.studio.events import Severity
 from recordings.schema import Label
 from robot.aloha import MIN_ACCEPTABLE_LOOP_RATE_HZ

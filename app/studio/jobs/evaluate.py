@@ -82,7 +82,7 @@ ENSEMBLE_EVERY = 4
 
 
 def _resolve_checkpoint(path: str) -> Path:
-    from model.train import resolve_checkpoint
+    from model.run_folder import resolve_checkpoint
 
     return resolve_checkpoint(path)
 
