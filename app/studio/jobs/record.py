@@ -50,6 +50,16 @@ def run_opening_ceremony(rig: Rig, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def wait_for_mode(loop, mode: Mode, timeout_s: float = 5.0) -> None:
+    """Block until the running loop is in `mode` (JobError naming the mode it is in instead)."""
+    deadline = time.monotonic() + timeout_s
+    while (state := loop.state()).mode is not mode:
+        if time.monotonic() > deadline:
+            raise JobError(f"The control loop did not switch to {mode.value} within {timeout_s:.0f} s "
+                           f"(it is in {state.mode.value}); see the log for why.")
+        time.sleep(0.005)
+
+
 def run_record(rig_path: Path, source_name: str, seconds: float, store: Path | None, task: str, operator: str) -> Path:
     """One episode of `seconds` from `source_name` ("scripted" or "leaders")."""
     session = open_session(rig_path, store)
@@ -63,6 +73,9 @@ def run_record(rig_path: Path, source_name: str, seconds: float, store: Path | N
         run_opening_ceremony(session.rig)
         loop.set_source(source)
         loop.request_mode(Mode.TELEOP)
+        # Requests apply at the start of the next tick: record from the first tick that teleoperates,
+        # not from the idle tick still under way.
+        wait_for_mode(loop, Mode.TELEOP)
         path = writer.start(session.metadata(task, operator, notes=f"source={source_name}"))
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
