@@ -1,23 +1,26 @@
 """`python run.py demos`: scripted towel folds on the simulated rig, one episode each, no window.
 
-    python run.py demos --episodes N --seed S [--store DIR] [--rig configs/sim.toml]
+    python run.py demos --episodes N --seed S [--store DIR] [--rig configs/sim.toml] [--json]
 
 Seeds S, S+1, ... lay the towel out; the simulation is stepped as fast as the CPU allows (no
 real-time pacing; simulated time and the recorded data are the same as in real time) and each
 episode is labelled success/failure by the towel-fold measure. The rig, loop and writer are the
 window's (`app.studio.session.open_session`).
+
+On a terminal it shows a progress bar and a summary; piped or with `--json`, JSON lines: one
+{"event": "episode", ...} per episode and a final {"event": "summary", "episodes", "successes"}.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
 from app.studio.jobs.common import JobError, check_rig_file, task_outcome
+from app.studio.jobs.console import Bar, Line, Reporter, Shown, Summary, open_reporter
 from app.studio.paths import DEFAULT_RIG_FILE
 from app.studio.session import SessionError, open_session
 from app.studio.sources import SourceFactory
@@ -30,8 +33,10 @@ from robot.types import Mode
 log = logging.getLogger(__name__)
 
 
-def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_seconds: float, operator: str) -> list[dict]:
-    """Record `episodes` scripted folds, stepping the sim as fast as it goes; one dict per episode."""
+def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_seconds: float, operator: str,
+              reporter: Reporter) -> list[dict]:
+    """Record `episodes` scripted folds, stepping the sim as fast as it goes; one dict per episode,
+    each also reported as an "episode" event."""
     # Unpaced stepping outruns a camera thread: render inside read(), so every frame is the state
     # at its due tick and an episode is reproducible from its seed.
     session = open_session(rig_path, store, render_thread=False)
@@ -42,6 +47,7 @@ def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_
     sources = SourceFactory(rig, session.rig_file.control)
     results = []
     max_ticks = int(max_seconds * rig.control_rate_hz)
+    reporter.event("start", episodes=episodes, seeds=[seed, seed + episodes - 1], store=str(session.store.root))
     try:
         for episode_seed in range(seed, seed + episodes):
             rig.reset_episode(episode_seed)
@@ -69,7 +75,7 @@ def run_demos(episodes: int, seed: int, store: Path | None, rig_path: Path, max_
                 "wall_s": round(time.monotonic() - started, 2),
             }
             results.append(result)
-            print(json.dumps(result), flush=True)
+            reporter.event("episode", **result)
     finally:
         if writer.status().recording:
             writer.discard()
@@ -85,7 +91,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rig", type=Path, default=DEFAULT_RIG_FILE, metavar="FILE")
     parser.add_argument("--max-seconds", type=float, default=40.0, help="simulated seconds before an episode is cut off")
     parser.add_argument("--operator", default="scripted")
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout even on a terminal")
     return parser
+
+
+class DemosView:
+    """`run.py demos` on a terminal: a bar over the episodes, a line per episode, a summary."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.successes = 0
+        self.store = ""
+
+    def show(self, name: str, fields) -> Shown:
+        if name == "start":
+            self.total, self.store = fields["episodes"], fields["store"]
+            return Shown(lines=[Line(f"Recording {self.total} scripted folds into {fields['store']}", "note")],
+                         bar=self._bar())
+        if name == "episode":
+            self.done += 1
+            ok = fields["label"] == Label.SUCCESS.value
+            self.successes += ok
+            text = (f"seed {fields['seed']}: {fields['label']}, {fields['steps']} steps, {fields['wall_s']:.1f} s "
+                    f"-> {fields['episode']}")
+            return Shown(lines=[Line(text, "info" if ok else "warning")], bar=self._bar())
+        if name == "summary":
+            rows = [("episodes", str(fields["episodes"])), ("folded", str(fields["successes"])),
+                    ("store", self.store)]
+            return Shown(summary=Summary("Demonstrations recorded", rows, "ok"))
+        return Shown()
+
+    def _bar(self) -> Bar:
+        return Bar("scripted folds", self.done, self.total, figures=f"{self.successes} folded")
 
 
 def main(argv: list[str]) -> int:
@@ -95,11 +133,12 @@ def main(argv: list[str]) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    try:
-        results = run_demos(args.episodes, args.seed, args.store, args.rig, args.max_seconds, args.operator)
-    except (JobError, SessionError, RigError, RecordingError, OSError) as exc:
-        print(f"demos failed: {exc}", file=sys.stderr)
-        return 1
-    successes = sum(r["label"] == Label.SUCCESS.value for r in results)
-    print(json.dumps({"episodes": len(results), "successes": successes}), flush=True)
+    with open_reporter(json_lines=True if args.json else None, view=DemosView()) as reporter:
+        try:
+            results = run_demos(args.episodes, args.seed, args.store, args.rig, args.max_seconds, args.operator, reporter)
+        except (JobError, SessionError, RigError, RecordingError, OSError) as exc:
+            print(f"demos failed: {exc}", file=sys.stderr)
+            return 1
+        successes = sum(r["label"] == Label.SUCCESS.value for r in results)
+        reporter.event("summary", episodes=len(results), successes=successes)
     return 0

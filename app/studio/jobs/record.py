@@ -1,22 +1,25 @@
 """`python run.py record`: one episode from any rig and source through the paced control loop.
 
-    python run.py record --rig FILE --source scripted|leaders --seconds N [--store DIR]
+    python run.py record --rig FILE --source scripted|leaders --seconds N [--store DIR] [--json]
 
 A rig with real follower arms runs its opening ceremony first (followers to the start pose, the
 operator squeezes both leaders), printing the rig's prompts. The rig, loop and writer are the
 window's (`app.studio.session.open_session`); so are the sources (`app.studio.sources`).
+
+On a terminal it shows the seconds recorded and a summary; piped or with `--json`, JSON lines (the
+last: {"event": "summary", "episode", "label", "steps", "dropped", "rate_hz", "late_ticks"}).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
 from app.studio.jobs.common import JobError, check_rig_file, task_outcome
+from app.studio.jobs.console import Bar, Reporter, Shown, Summary, open_reporter
 from app.studio.paths import DEFAULT_RIG_FILE
 from app.studio.session import SessionError, open_session
 from app.studio.sources import SourceFactory, SourceUnavailable
@@ -60,7 +63,8 @@ def wait_for_mode(loop, mode: Mode, timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def run_record(rig_path: Path, source_name: str, seconds: float, store: Path | None, task: str, operator: str) -> Path:
+def run_record(rig_path: Path, source_name: str, seconds: float, store: Path | None, task: str, operator: str,
+               reporter: Reporter) -> Path:
     """One episode of `seconds` from `source_name` ("scripted" or "leaders")."""
     session = open_session(rig_path, store)
     loop, writer = session.loop, session.writer
@@ -77,25 +81,24 @@ def run_record(rig_path: Path, source_name: str, seconds: float, store: Path | N
         # not from the idle tick still under way.
         wait_for_mode(loop, Mode.TELEOP)
         path = writer.start(session.metadata(task, operator, notes=f"source={source_name}"))
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        next_report = started
+        while (elapsed := time.monotonic() - started) < seconds:
             time.sleep(0.05)
             if loop.state().mode is Mode.ESTOP:
                 break
+            if time.monotonic() >= next_report:
+                next_report += 0.5
+                reporter.event("progress", elapsed_s=round(elapsed, 2), seconds=seconds,
+                               frames=writer.status().frames_received)
         loop.request_mode(Mode.HOLD)
         loop.stop()
         label, notes = task_outcome(session.rig)
         writer.stop(label, notes=f"source={source_name}; {notes}".rstrip("; "))
         status = writer.status()
         stats = loop.snapshot(max_events=0).stats
-        print(json.dumps({
-            "episode": str(path),
-            "label": label.value,
-            "steps": status.frames_written,
-            "dropped": status.frames_dropped,
-            "rate_hz": round(stats.achieved_rate_hz, 2),
-            "late_ticks": stats.late_ticks,
-        }), flush=True)
+        reporter.event("summary", episode=str(path), label=label.value, steps=status.frames_written,
+                       dropped=status.frames_dropped, rate_hz=round(stats.achieved_rate_hz, 2), late_ticks=stats.late_ticks)
         return path
     finally:
         if writer.status().recording:
@@ -111,7 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", type=Path, default=None, metavar="DIR")
     parser.add_argument("--task", default="")
     parser.add_argument("--operator", default="")
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout even on a terminal")
     return parser
+
+
+class RecordView:
+    """`run.py record` on a terminal: the seconds recorded as a bar, then a summary."""
+
+    def show(self, name: str, fields) -> Shown:
+        if name == "progress":
+            return Shown(bar=Bar("recording", round(fields["elapsed_s"], 1), fields["seconds"],
+                                 figures=f"{fields['frames']} steps"))
+        if name == "summary":
+            rows = [("episode", fields["episode"]), ("label", fields["label"]),
+                    ("steps", f"{fields['steps']} ({fields['dropped']} dropped)"),
+                    ("control rate", f"{fields['rate_hz']:g} Hz, {fields['late_ticks']} late ticks")]
+            return Shown(summary=Summary("Episode recorded", rows, "ok" if not fields["dropped"] else "warning"))
+        return Shown()
 
 
 def main(argv: list[str]) -> int:
@@ -121,9 +140,10 @@ def main(argv: list[str]) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    try:
-        run_record(args.rig, args.source, args.seconds, args.store, args.task, args.operator)
-    except (JobError, SessionError, RigError, RecordingError, OSError) as exc:
-        print(f"record failed: {exc}", file=sys.stderr)
-        return 1
+    with open_reporter(json_lines=True if args.json else None, view=RecordView()) as reporter:
+        try:
+            run_record(args.rig, args.source, args.seconds, args.store, args.task, args.operator, reporter)
+        except (JobError, SessionError, RigError, RecordingError, OSError) as exc:
+            print(f"record failed: {exc}", file=sys.stderr)
+            return 1
     return 0
