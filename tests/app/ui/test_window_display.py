@@ -511,7 +511,7 @@ def test_the_plots_show_a_hand_built_history_when_due(window):
     n = 200
     t = np.linspace(-4.0, 0.0, n)
     measured = np.zeros((n, STATE_DIM), np.float32)
-    measured[:, 0] = np.sin(t)
+    measured[:, 0] = 0.3 * np.sin(t)
     commanded = measured + 0.05
     commanded[:, 7] = 2.5  # the right arm's waist far off: its plot's y range grows to show it
     period = np.full(n, 20.0, np.float32)
@@ -531,10 +531,15 @@ def test_the_plots_show_a_hand_built_history_when_due(window):
     assert len(asked) == 2
 
     x, y = window.joint_plots.measured_curves["left"][0].getData()
-    assert np.array_equal(x, t) and np.allclose(y, np.sin(t))
+    assert np.array_equal(x, t) and np.allclose(y, 0.3 * np.sin(t))
     _, commanded_y = window.joint_plots.commanded_curves["right"][0].getData()
     assert np.allclose(commanded_y, 2.5)
     low, high = window.joint_plots.plots["right"].viewRange()[1]
     assert low < 0.0 and high > 2.5
+    # The left arm stays within a radian of zero: its axis still reads in radians, not in "x0.001".
+    left_axis = window.joint_plots.plots["left"].getAxis("left")
+    assert max(map(abs, window.joint_plots.plots["left"].viewRange()[1])) < 1.0
+    assert left_axis.labelString() == window.joint_plots.plots["right"].getAxis("left").labelString()
+    assert "x0.001" not in left_axis.labelString()
     px, py = window.timing_plot.period_curve.getData()
     assert np.array_equal(px, t) and py[-1] == 31.0
