@@ -185,6 +185,10 @@ def test_a_silent_servo_is_named_the_arm_holds_and_the_recording_keeps_its_frame
         emulator.set_silent(7, False)
     qtbot.waitUntil(lambda: not window.arms_panel.not_answering_label.isVisible(), timeout=WAIT_MS)
     frames = studio.snapshot().recording.frames
+    # A tick read after the servo answered again (held: the loop stays in HOLD) reaches the writer
+    # before Stop; on a loaded box the GUI can see the recovery before the control thread has
+    # published that tick.
+    qtbot.waitUntil(lambda: studio.snapshot().recording.frames > frames, timeout=WAIT_MS)
     qtbot.mouseClick(panel.failure_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: studio.snapshot().recording.last_saved.count("failure"), timeout=WAIT_MS)
     name = re.match(r"Saved (\S+):", studio.snapshot().recording.last_saved).group(1)
