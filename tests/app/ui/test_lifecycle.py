@@ -29,9 +29,7 @@ def test_a_broken_rig_file_is_reported_in_the_window_and_nothing_starts(qtbot, t
     qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=WAIT_MS)
     text = window.banner.label.text()
     assert "broken.toml" in text and "simm" in text and "Fix the rig file" in text
-    assert "rig failed" in window.status_phase.text()
-    # Buttons that need a running rig do nothing harmful and say why.
-    assert not window.control_panel.start_button.isEnabled()
+    # Requests that need a running rig do nothing harmful and say why.
     studio.select_source("demo")
     assert any("not running yet" in e.message for e in studio.events.all())
     window.close()

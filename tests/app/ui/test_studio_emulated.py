@@ -104,12 +104,11 @@ def start_arms_and_squeeze(window: StudioWindow, studio: Studio, qtbot) -> None:
         rig.emulators[leader].attach_motion(gripper_id(rig, leader), None)  # the hand waits for the prompt
     qtbot.mouseClick(window.arms_panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "squeeze" in window.arms_panel.prompt_label.text(), timeout=WAIT_MS)
-    assert window.arm_prompt_banner.isVisible() and "squeeze" in window.arm_prompt_banner.text()
     assert not window.control_panel.source_buttons["leaders"].isEnabled()  # not before the squeeze
     for leader in ("leader_left", "leader_right"):
         rig.emulators[leader].set_position_rad(gripper_id(rig, leader), -0.6)
     qtbot.waitUntil(lambda: window.control_panel.source_buttons["leaders"].isEnabled(), timeout=WAIT_MS)
-    assert not window.arm_prompt_banner.isVisible()
+    assert studio.snapshot().arms.started
 
 
 def drive_with_leaders(window, studio, qtbot) -> None:
@@ -136,11 +135,12 @@ def test_start_arms_then_record_leader_teleoperation(shared, qtbot):
     window, studio, _ = shared
     panel = window.control_panel
     qtbot.waitUntil(lambda: window.arms_panel.isVisible(), timeout=WAIT_MS)
-    # The real rig's window: Leaders instead of Demo, no towel reset, the prompt above the cameras.
-    assert not panel.source_buttons["demo"].isVisible() and panel.source_buttons["leaders"].isVisible()
-    assert not panel.new_episode_button.isVisible()
-    qtbot.waitUntil(lambda: "Start arms" in window.arm_prompt_banner.text(), timeout=WAIT_MS)
-    assert window.shortcuts["source:leaders"][0].isEnabled() and not window.shortcuts["source:demo"][0].isEnabled()
+    # What the emulated rig declares and asks: how the window shows it is in test_window_display.py.
+    snap = studio.snapshot()
+    assert snap.capabilities.real_arms and snap.capabilities.leaders and not snap.capabilities.resettable
+    assert snap.arms.arm_ids == ("follower_left", "follower_right", "leader_left", "leader_right")
+    assert not snap.arms.started and "Start arms" in snap.arms.prompt
+    assert snap.available_sources == ("hold",)
     qtbot.waitUntil(lambda: window.camera_views["cam_high"].frames_shown >= 2, timeout=WAIT_MS)
 
     start_arms_and_squeeze(window, studio, qtbot)
@@ -181,11 +181,14 @@ def test_a_silent_servo_is_named_the_arm_holds_and_the_recording_keeps_its_frame
         assert "Servo 7" in window.arms_panel.not_answering_label.text()
         assert window.banner.isVisible() and "Servo 7" in window.banner.label.text()
         qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.HOLD, timeout=WAIT_MS)
-        qtbot.waitUntil(lambda: panel.mode_badge.text() == "HOLD", timeout=WAIT_MS)  # at the next paint
     finally:
         emulator.set_silent(7, False)
     qtbot.waitUntil(lambda: not window.arms_panel.not_answering_label.isVisible(), timeout=WAIT_MS)
     frames = studio.snapshot().recording.frames
+    # A tick read after the servo answered again (held: the loop stays in HOLD) reaches the writer
+    # before Stop; on a loaded box the GUI can see the recovery before the control thread has
+    # published that tick.
+    qtbot.waitUntil(lambda: studio.snapshot().recording.frames > frames, timeout=WAIT_MS)
     qtbot.mouseClick(panel.failure_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: studio.snapshot().recording.last_saved.count("failure"), timeout=WAIT_MS)
     name = re.match(r"Saved (\S+):", studio.snapshot().recording.last_saved).group(1)

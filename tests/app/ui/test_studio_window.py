@@ -89,17 +89,17 @@ def wait_until_driving(qtbot, studio: Studio) -> None:
     wait_ticks(qtbot, studio, 45)
 
 
-def test_window_shows_the_running_sim(studio, qtbot):
+def test_the_running_sim_reaches_the_window(studio, qtbot):
+    """What the real rig, loop and monitor report gets to the screen: rendered frames, the plotted
+    ticks, the loop's rate. How each is painted is in test_window_display.py."""
     window, studio, _ = studio
     # Three live camera views with real rendered frames.
     for name in ("cam_high", "cam_left_wrist", "cam_right_wrist"):
         view = window.camera_views[name]
         qtbot.waitUntil(lambda v=view: v.frames_shown >= 2, timeout=WAIT_MS)
-        image = view._scaled_image(view._target_rect())
-        assert image.width() <= view.width() and image.height() <= view.height()  # scaled to the visible size
         frame = studio.snapshot().tick.observation.images[name]
         assert frame.std() > 5, f"{name} renders a flat image"
-    # Plots carry the last ticks; the status bar reports the loop, cameras, real-time and disk.
+    # Plots carry the last ticks, on simulated time.
     def plotted_ticks() -> int:
         x = window.joint_plots.measured_curves["left"][1].getData()[0]
         return 0 if x is None else len(x)
@@ -108,17 +108,17 @@ def test_window_shows_the_running_sim(studio, qtbot):
     x, y = window.joint_plots.measured_curves["left"][1].getData()
     assert len(x) > 5 and np.all(np.diff(x) > 0) and x[-1] == 0.0
     assert window.timing_plot.period_curve.getData()[1] is not None
-    updates = window.status_updates
-    qtbot.waitUntil(lambda: window.status_updates >= updates + 2, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: "Hz" in window.status_loop.text() and "fps" in window.status_cameras.text(), timeout=WAIT_MS)
-    assert "real-time" in window.status_rtf.text()
-    assert "disk free" in window.status_disk.text() and "GB" in window.status_disk.text()
-    assert window.control_panel.mode_badge.text() == "HOLD"
-    # The sim's window: Demo on F3, no Leaders, no arms panel or servo table.
-    assert window.control_panel.source_buttons["demo"].isVisible()
-    assert not window.control_panel.source_buttons["leaders"].isVisible() and not window.arms_panel.isVisible()
-    assert window.shortcuts["source:demo"][0].isEnabled() and not window.shortcuts["source:leaders"][0].isEnabled()
-    assert not window.shortcuts["start_arms"][0].isEnabled()
+    # The sim's snapshot: what the rig declares, and the monitor's readings of the rig (its
+    # real-time factor needs a second of running) and of the disk.
+    snap = studio.snapshot()
+    assert snap.capabilities.simulated and snap.capabilities.resettable and not snap.capabilities.leaders
+    assert not snap.capabilities.real_arms and snap.arms is None
+    assert snap.available_sources == ("keyboard", "demo", "hold")
+    qtbot.waitUntil(lambda: studio.snapshot().rig_status.real_time_factor is not None, timeout=WAIT_MS)
+    assert studio.snapshot().disk_free_bytes > 0
+    qtbot.waitUntil(lambda: window.status_rtf.text().startswith("real-time ") and "×" in window.status_rtf.text(),
+                    timeout=WAIT_MS)
 
 
 def test_record_a_scripted_episode_through_the_buttons(studio, qtbot):
@@ -131,16 +131,15 @@ def test_record_a_scripted_episode_through_the_buttons(studio, qtbot):
     qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.TELEOP, timeout=WAIT_MS)
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: studio.snapshot().recording.active, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: not panel.start_button.isEnabled() and panel.success_button.isEnabled(), timeout=WAIT_MS)
+    qtbot.waitUntil(panel.success_button.isEnabled, timeout=WAIT_MS)  # painted: the click can land
     # Two seconds of episode: 100 ticks at 50 Hz (the sim never skips a tick, so on a slow
     # machine this takes longer in wall time; the elapsed clock shows wall time).
     qtbot.waitUntil(lambda: studio.snapshot().recording.frames >= 100, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: panel.elapsed_label.text() >= "00:01.5", timeout=WAIT_MS)
-    assert "REC" in panel.recording_badge.text()
+    qtbot.waitUntil(lambda: studio.snapshot().recording.elapsed_s >= 1.5, timeout=WAIT_MS)
     qtbot.mouseClick(panel.success_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: "Saved" in panel.last_saved_label.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: studio.snapshot().recording.last_saved.startswith("Saved"), timeout=WAIT_MS)
     assert len(list(store.glob("episode_*.hdf5"))) == before + 1
-    qtbot.waitUntil(lambda: panel.episode_counter_label.text().startswith(f"{before + 1} episode"), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: studio.snapshot().recording.episode_count == before + 1, timeout=WAIT_MS)
 
     path = sorted(store.glob("episode_*.hdf5"))[-1]
     status = studio.session.writer.status()
@@ -157,7 +156,7 @@ def test_record_a_scripted_episode_through_the_buttons(studio, qtbot):
         assert ControlSource.SCRIPTED in sources
         assert episode.frame("cam_high", len(episode) - 1).shape == (240, 320, 3)
         assert episode.duration_s >= 1.5
-    assert f"Saved {path.name}" in panel.last_saved_label.text()
+    assert studio.snapshot().recording.last_saved.startswith(f"Saved {path.name}: success")
 
 
 def test_estop_button_latches_until_cleared(studio, qtbot):
@@ -165,11 +164,9 @@ def test_estop_button_latches_until_cleared(studio, qtbot):
     panel = window.control_panel
     studio.select_source("keyboard")
     qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.TELEOP, timeout=WAIT_MS)
-    assert not panel.clear_estop_button.isEnabled()
     qtbot.mouseClick(panel.estop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.ESTOP, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: panel.mode_badge.text().startswith("E-STOP"), timeout=WAIT_MS)
-    assert panel.clear_estop_button.isEnabled()
+    qtbot.waitUntil(panel.clear_estop_button.isEnabled, timeout=WAIT_MS)  # painted: the click can land
     assert window.banner.isVisible() and "E-stop" in window.banner.label.text()
     # Latched: asking for a source changes nothing, and the user is told why.
     qtbot.mouseClick(panel.source_buttons["demo"], Qt.MouseButton.LeftButton)
@@ -193,7 +190,7 @@ def test_shortcuts_work_with_focus_in_a_text_field(studio, qtbot):
 
     qtbot.keyClick(panel.task_edit, Qt.Key.Key_F3)  # source: demo
     qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.TELEOP, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: panel.source_buttons["demo"].isChecked(), timeout=WAIT_MS)
+    assert studio.snapshot().source.name == "demo"
     qtbot.keyClick(panel.task_edit, Qt.Key.Key_F4)  # source: hold
     qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.HOLD, timeout=WAIT_MS)
 
@@ -226,7 +223,7 @@ def test_jog_keys_move_the_arm_but_not_while_typing(studio, qtbot):
     panel = window.control_panel
     qtbot.keyClick(window, Qt.Key.Key_F2)  # source: jog
     wait_until_driving(qtbot, studio)
-    qtbot.waitUntil(lambda: panel.source_buttons["keyboard"].isChecked(), timeout=WAIT_MS)
+    assert studio.snapshot().source.name == "keyboard"
 
     # Typing a jog letter into the task field types it and moves nothing.
     panel.task_edit.setFocus()
@@ -256,13 +253,13 @@ def test_jog_keys_move_the_arm_but_not_while_typing(studio, qtbot):
     assert np.abs(a3 - a2).max() < 1e-3
 
 
-def test_new_episode_resets_the_towel_with_the_seed_shown(studio, qtbot):
+def test_new_episode_resets_the_towel_with_the_seed_chosen(studio, qtbot):
     window, studio, _ = studio
     panel = window.control_panel
     panel.seed_spin.setValue(7)
     qtbot.mouseClick(panel.new_episode_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: studio.snapshot().seed == 7, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: panel.current_seed_label.text() == "7" and panel.seed_spin.value() == 8, timeout=WAIT_MS)
+    assert studio.snapshot().next_seed == 8
     assert studio.rig.episode_seed == 7
     wait_ticks(qtbot, studio, 5)
     assert studio.snapshot().mode is Mode.HOLD
@@ -292,11 +289,8 @@ def test_a_full_disk_is_shown_with_what_to_do_and_the_frames_are_kept(studio, qt
     qtbot.waitUntil(lambda: window.banner.isVisible() and "could not write" in window.banner.label.text(), timeout=WAIT_MS)
     text = window.banner.label.text()
     assert "free some space" in text and "frames written before the error are kept" in text
-    shown = [window.events_list.item(i).text() for i in range(window.events_list.count())]
-    assert any(line.startswith(tuple("0123456789")) and "Recording: Recording stopped" in line for line in shown)
-    qtbot.waitUntil(lambda: panel.recording_badge.text() == "recording stopped by an error", timeout=WAIT_MS)
-    assert panel.failure_button.isEnabled() and panel.discard_button.isEnabled()
-    assert not panel.start_button.isEnabled()
+    assert any(e.origin == "recorder" and "Recording stopped" in e.message for e in studio.events.all())
+    qtbot.waitUntil(panel.failure_button.isEnabled, timeout=WAIT_MS)  # painted: the click can land
     # The disk has room again: Stop keeps what was written.
     saved_before = studio.snapshot().recording.last_saved
     qtbot.mouseClick(panel.failure_button, Qt.MouseButton.LeftButton)
@@ -305,7 +299,11 @@ def test_a_full_disk_is_shown_with_what_to_do_and_the_frames_are_kept(studio, qt
     with Episode.open(path) as episode:
         assert len(episode) >= 1
         assert episode.label is Label.FAILURE
-    qtbot.waitUntil(lambda: panel.start_button.isEnabled(), timeout=WAIT_MS)
+    def ready_for_the_next_episode() -> bool:
+        rec = studio.snapshot().recording
+        return not (rec.active or rec.failed or rec.busy)
+
+    qtbot.waitUntil(ready_for_the_next_episode, timeout=WAIT_MS)
 
 
 def test_dragging_a_jog_pad_moves_that_arm(studio, qtbot):
