@@ -45,13 +45,17 @@ class Startable(Protocol):
     followers ramp to the start pose, then the operator squeezes both leader grippers).
 
     `begin_start()`: any thread; sets a flag the control thread acts on inside its reads.
-    `started` / `start_prompt`: any thread; whether the arms may be driven, and what the rig asks
-    of the operator now (empty when nothing)."""
+    `started` / `starting` / `start_prompt`: any thread; whether the arms may be driven, whether a
+    start is under way (asked and neither finished nor failed nor stopped by an E-stop), and what
+    the rig asks of the operator now (empty when nothing)."""
 
     def begin_start(self) -> None: ...
 
     @property
     def started(self) -> bool: ...
+
+    @property
+    def starting(self) -> bool: ...
 
     @property
     def start_prompt(self) -> str: ...

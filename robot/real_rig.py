@@ -264,6 +264,7 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
         self._thresholds = HealthThresholds(max_temperature_c=s.max_temperature_c)
         self._lock = threading.Lock()  # guards the fields other threads read or set (below)
         self._start_requested = False
+        self._starting = False
         self._started = False
         self._prompt = "Connect the rig."
         self._messages: dict[str, str] = {}
@@ -344,7 +345,7 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
         self.emulators = {}
         self.followers, self.leaders, self.cameras = [], [], []
         with self._lock:
-            self._started = self._start_requested = False
+            self._started = self._starting = self._start_requested = False
             self._prompt = "Connect the rig."
             self._health = {}
         self._safe_start = None
@@ -355,12 +356,19 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
         """Ask for the opening ceremony; the next control ticks carry it out (any thread)."""
         with self._lock:
             self._start_requested = True
+            self._starting = True
             self._started = False
 
     @property
     def started(self) -> bool:
         with self._lock:
             return self._started
+
+    @property
+    def starting(self) -> bool:
+        """Start arms was asked and the ceremony has neither finished nor failed (any thread)."""
+        with self._lock:
+            return self._starting
 
     @property
     def start_prompt(self) -> str:
@@ -385,12 +393,13 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
             self._handover = start.handover(self.config.settings.handover_max_step_rad)
             self._safe_start = None
             with self._lock:
-                self._started = True
+                self._started, self._starting = True, False
                 self._prompt = "Arms ready: the followers follow the leaders (or the policy)."
                 self._messages.pop("start", None)
         elif start.finished:  # failed or aborted
             self._safe_start = None
             with self._lock:
+                self._starting = False
                 self._messages["start"] = start.prompt
 
     # -- control thread ------------------------------------------------------------------------
@@ -498,14 +507,14 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
         self._handover = None
         self._safe_start = None
         with self._lock:
-            self._started = False
+            self._started = self._starting = self._start_requested = False
             self._prompt = message
             self._messages["stopped"] = message
 
     def _on_watchdog_trip(self, message: str) -> None:  # watchdog thread
         self._handover = None
         with self._lock:
-            self._started = False
+            self._started = self._starting = False
             self._prompt = message
             self._messages["stopped"] = message
 

@@ -194,6 +194,12 @@ class SimLeadersRig(SimRig, Startable, HasLeaders, ReportsHealth):
         with self._arm_lock:
             return self._prompt
 
+    @property
+    def starting(self) -> bool:
+        """Waiting for the squeeze of both leader grippers (any thread)."""
+        with self._arm_lock:
+            return self._awaiting_squeeze
+
     def _check_squeeze(self) -> None:
         with self._arm_lock:
             if not self._awaiting_squeeze:

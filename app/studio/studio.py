@@ -106,7 +106,6 @@ class Studio:
         self._pending_estop: str | None = None
         self._seed: int | None = None
         self._next_seed = 0
-        self._start_pending = False  # Start arms asked and not finished (nor ended by an E-stop)
         self._not_answering = ""  # the failed read the loop last reported
         self._jog_hint_time_s = -1e9
 
@@ -199,7 +198,7 @@ class Studio:
         with self._lock:
             phase, busy, source = self._phase, self._busy, self._source
             seed, next_seed = self._seed, self._next_seed
-            start_pending, not_answering = self._start_pending, self._not_answering
+            not_answering = self._not_answering
         events = self.events.recent(SNAPSHOT_EVENTS)
         if session is None:
             return StudioSnapshot(phase=phase, rig_name=self.rig_path.stem, source=source, seed=seed,
@@ -217,7 +216,7 @@ class Studio:
             started = rig.started  # Startable: a lock-guarded read, any thread
             arms = ArmsState(
                 started=started,
-                starting=start_pending and not started,
+                starting=rig.starting and not started,
                 prompt=rig.start_prompt,
                 not_answering=not_answering,
                 health=readings.health,
@@ -320,11 +319,14 @@ class Studio:
             self.events.add(Severity.WARNING, "rig", "Start arms refused: the E-stop is latched.",
                             "Make the workspace safe, press Clear E-stop, then Start arms.")
             return False
+        if session.rig.started:
+            self.events.add(Severity.WARNING, "rig", "Start arms refused: the arms are started already.",
+                            "To bring them back to the start pose, press E-stop, clear it, then Start arms.")
+            return False
         self.stop_jogging()
         session.loop.request_mode(Mode.IDLE)
         session.rig.begin_start()  # thread-safe by design: sets a flag the control thread acts on
         with self._lock:
-            self._start_pending = True
             self._source = None
         self.events.add(Severity.INFO, "rig", "Starting the arms: the followers move to the start pose. Keep clear of the arms.",
                         "Then take both leader handles and squeeze both grippers.")
@@ -406,9 +408,7 @@ class Studio:
     def _arms_powered(self) -> bool:
         """True (with an event) when the arms are started or starting: no calibration then."""
         rig = self.rig
-        with self._lock:
-            pending = self._start_pending
-        if pending or (isinstance(rig, Startable) and rig.started):
+        if isinstance(rig, Startable) and (rig.started or rig.starting):
             self.events.add(Severity.WARNING, "rig", "Calibration refused: the arms are powered (started or starting).",
                             "Support the follower arms, press E-stop (it cuts the torque), then Calibrate.")
             return True
@@ -496,8 +496,6 @@ class Studio:
             return self._phase is Phase.RUNNING and not self._busy
 
     def _on_arms_started(self) -> None:  # monitor thread
-        with self._lock:
-            self._start_pending = False
         self.events.add(Severity.INFO, "rig", "The arms are started.", "Choose Leaders (F3) to teleoperate, or Jog.")
 
     def _on_loop_event(self, event: LoopEvent) -> None:  # control thread
@@ -506,9 +504,6 @@ class Studio:
             # A failed read names the servo; the arms panel shows it until reading resumes.
             with self._lock:
                 self._not_answering = event.message if event.severity is Severity.ERROR else ""
-        elif event.code == "estop":
-            with self._lock:
-                self._start_pending = False  # the E-stop ends a ceremony (torque cut)
 
     def _start_recording(self, task: str, operator: str) -> bool:
         with self._lock:

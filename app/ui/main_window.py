@@ -485,6 +485,7 @@ class StudioWindow(QMainWindow):
             panel.show_seed(snap.seed, snap.next_seed)
 
     _last_seed_shown: tuple | None = None
+    _banner_colour = ""
 
     def _show_rig_kind(self, snap: StudioSnapshot) -> None:
         """Once the rig is up: the sources, keys and panels of its kind (sim or real)."""
@@ -516,7 +517,8 @@ class StudioWindow(QMainWindow):
         if not arms.started:
             colour = STARTING_COLOUR if arms.starting else "#374151"
             text = arms.prompt
-            if self.arm_prompt_banner.text() != text:
+            if (self.arm_prompt_banner.text(), self._banner_colour) != (text, colour):
+                self._banner_colour = colour
                 self.arm_prompt_banner.setText(text)
                 self.arm_prompt_banner.setStyleSheet(
                     f"QLabel {{ background: {colour}; color: white; font-size: 18px; font-weight: bold; padding: 8px; border-radius: 6px; }}"
