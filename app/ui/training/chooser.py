@@ -299,6 +299,10 @@ class EpisodeChooserWidget(QGroupBox):
         selected = self.selected_rows()
         self.selection_label.setText(selection_text(selected))
         hints = [self._scan_error] if self._scan_error else []
+        foreign = sum(1 for r in selected if r.foreign)
+        if foreign:
+            hints.append(f"{foreign} ALOHA/ACT file(s) without a label are chosen: their tools keep only successful "
+                         "demonstrations.")
         if any(r.label == "failure" for r in selected):
             hints.append("Failed demonstrations are chosen: the policy learns from them as from the others.")
         if len(selected) == 1:
