@@ -1,7 +1,8 @@
 """The Training panel's episode chooser: a store's episodes with their label, task and length, the
-label and task filters, and the user's ticks (which survive a refresh). Summaries are read in a
-worker thread (0.3-0.5 s for 60 episodes on the loaded 2-core machine); the panel's timer collects
-the result (`poll`). GUI thread only, but for the scan itself.
+label and task filters, and the user's ticks (which survive a refresh). Summaries and inputs are
+read in a worker thread (~2 s for 60 episodes at load 8 on the 2-core machine, see
+`EpisodeScanner`); the panel's timer collects the result (`poll`). GUI thread only, but for the
+scan itself.
 """
 
 from __future__ import annotations
