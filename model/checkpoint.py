@@ -2,8 +2,9 @@
 
 - `load_released_checkpoint(path, config)`: the reference `torch.save({"mot", "proprio_encoder",
   "step", "torch_dtype"})` file, loaded with `weights_only=True` and checked key for key.
-- `save_checkpoint(dir, model, config, norm_stats, step, extra_modules)` / `load_checkpoint(dir)`:
-  a folder with `model.safetensors`, `config.json`, `normalization.json` and `step.json`.
+- `save_checkpoint(dir, model, config, norm_stats, step, extra_modules, inputs)` / `load_checkpoint(dir)`:
+  a folder with `model.safetensors`, `config.json`, `normalization.json`, `step.json` and (from
+  training) `inputs.json`, the inputs it was trained on (`model.compatibility.PolicyInputs`).
 - `load_wan_dit_into_video_expert(model, state_dict)`: Wan2.2-TI2V-5B DiT weights (original or
   diffusers `WanTransformer3DModel` names) into the video expert for a fresh fine-tune, then
   `init_action_expert_from_video(model)`: the action expert by the interpolation rule.
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from model.config import FastWAMConfig
 from model.errors import CheckpointError, CheckpointMismatch
 from model.fastwam import FastWAM
-from model.run_folder import CONFIG_FILE, MODEL_FILE, NORM_FILE, STEP_FILE
+from model.run_folder import CONFIG_FILE, INPUTS_FILE, MODEL_FILE, NORM_FILE, STEP_FILE
 
 # ------------------------------------------------------------------------------------------------
 # Normalisation statistics
@@ -191,9 +192,12 @@ def save_checkpoint(
     norm_stats: NormStats,
     step: int,
     extra_modules: Mapping[str, nn.Module] | None = None,
+    inputs: Mapping | None = None,
 ) -> Path:
     """Write `model.safetensors` (FastWAM tensors plus `<name>.*` for each extra module, e.g. the
-    tiny VAE and the task embedding), `config.json`, `normalization.json`, `step.json`.
+    tiny VAE and the task embedding), `config.json`, `normalization.json`, `step.json`, and
+    `inputs.json` when `inputs` (`PolicyInputs.to_dict()`: cameras, image sizes, widths, tasks)
+    is given.
 
     Each file is written under a temporary name and renamed, so a reader never sees half a file.
     """
@@ -208,6 +212,8 @@ def save_checkpoint(
     _atomic_write(directory / MODEL_FILE, lambda p: save_file(tensors, p, metadata={"format": "fastwam-studio/1"}))
     for name, data in ((CONFIG_FILE, config.to_dict()), (NORM_FILE, norm_stats.to_dict()), (STEP_FILE, {"step": int(step)})):
         _atomic_write(directory / name, lambda p, d=data: Path(p).write_text(json.dumps(d, indent=1)))
+    if inputs is not None:
+        _atomic_write(directory / INPUTS_FILE, lambda p: Path(p).write_text(json.dumps(dict(inputs), indent=1)))
     return directory
 
 

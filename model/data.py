@@ -35,7 +35,8 @@ import torch
 from model.checkpoint import NormStats
 from model.config import FastWAMConfig
 from model.encoders import make_canvas
-from model.errors import CorruptEpisode, NoEpisodesMatch
+from model.episode_inputs import propose_camera_map
+from model.errors import CameraMismatch, CorruptEpisode, NoEpisodesMatch
 from recordings.errors import EpisodeFormatError
 from recordings.reader import Episode
 from recordings.schema import Label
@@ -76,7 +77,7 @@ class EpisodeFilter:
 @dataclass(frozen=True)
 class EpisodeInfo:
     """What selection learnt about one episode (no frames read). task: the episode's task, or
-    the default task for files that have none (ALOHA/ACT)."""
+    the default task for files that have none (ALOHA/ACT; task_given is False then)."""
 
     path: Path
     length: int
@@ -84,6 +85,7 @@ class EpisodeInfo:
     label: str
     ours: bool
     cameras: tuple[str, ...]
+    task_given: bool = True
 
     @property
     def name(self) -> str:
@@ -124,12 +126,13 @@ def find_episodes(
     sources: Sequence[str | os.PathLike],
     episode_filter: EpisodeFilter | None = None,
     default_task: str = "",
-    cameras: Sequence[str] = (),
+    canvas: CanvasSpec | None = None,
 ) -> list[EpisodeInfo]:
     """The episodes of `sources` (store folders or files) that pass `episode_filter`, by path.
 
     Every candidate is opened (layout only). Raises `CorruptEpisode` naming every file that
-    cannot be read or lacks one of `cameras`, and `NoEpisodesMatch` (saying what was there)
+    cannot be read, `CameraMismatch` (with a --camera-map that works, when there is one) when
+    readable files lack a camera `canvas` reads, and `NoEpisodesMatch` (saying what was there)
     when nothing passes.
     """
     flt = episode_filter or EpisodeFilter()
@@ -142,13 +145,19 @@ def find_episodes(
             raise NoEpisodesMatch(names, len(paths), f"the listed episode(s) {missing} are not there",
                                   "Check the names with `python run.py episodes list`.")
     if flt.exclude:
+        before = len(paths)
         paths = [p for p in paths if not _matches(p, flt.exclude)]
+        if before and not paths:
+            raise NoEpisodesMatch(names, before, f"--exclude leaves nothing to train on: it excludes all {before} "
+                                  "episode file(s) there", "Exclude fewer files, or point --store at other episodes.")
     if not paths:
         raise NoEpisodesMatch(names, 0, "there are no episode files (episode_N.hdf5)",
                               "Record demonstrations first, or point --episodes at the folder that holds them.")
 
     infos: list[EpisodeInfo] = []
     problems: dict[Path, str] = {}
+    cameras = canvas.source_cameras if canvas is not None else ()
+    lacking_cameras: dict[Path, tuple[str, ...]] = {}
     for path in paths:
         try:
             with Episode.open(path) as episode:
@@ -156,6 +165,7 @@ def find_episodes(
                 info = EpisodeInfo(
                     path=path, length=episode.length, task=meta.task or default_task,
                     label=meta.label.value, ours=episode.is_ours, cameras=tuple(episode.camera_names),
+                    task_given=bool(meta.task),
                 )
         except EpisodeFormatError as error:
             problems[path] = "; ".join(error.reasons)
@@ -163,10 +173,8 @@ def find_episodes(
         except OSError as error:
             problems[path] = f"cannot be read ({error})"
             continue
-        lacking = [c for c in cameras if c not in info.cameras]
-        if lacking and _selected(info, flt):
-            problems[path] = f"has no camera {lacking} (it has {list(info.cameras)})"
-            continue
+        if _selected(info, flt) and any(c not in info.cameras for c in cameras):
+            lacking_cameras[path] = info.cameras  # a valid file whose cameras are named otherwise
         if info.length < 1:
             problems[path] = "has no steps"
             continue
@@ -174,9 +182,24 @@ def find_episodes(
     selected = [info for info in infos if _selected(info, flt)]
     if problems:
         raise CorruptEpisode(problems)
+    if lacking_cameras:
+        raise _camera_mismatch(lacking_cameras, selected, canvas)
     if not selected:
         raise NoEpisodesMatch(names, len(infos), _describe_rejections(infos, flt), _fix_for(flt))
     return selected
+
+
+def _camera_mismatch(lacking: Mapping[Path, tuple[str, ...]], selected: Sequence[EpisodeInfo],
+                     canvas: CanvasSpec) -> CameraMismatch:
+    """The error for selected files that lack a camera the canvas reads, with the map that reads
+    every selected file (built from the cameras they all have, keeping the user's map where it
+    works)."""
+    common = [c for c in selected[0].cameras if all(c in info.cameras for info in selected)] if selected else []
+    proposal = propose_camera_map(canvas.cameras, common, keep=dict(canvas.camera_map))
+    if proposal is None:
+        return CameraMismatch(lacking, canvas.cameras, canvas.source_cameras, None)
+    return CameraMismatch(lacking, canvas.cameras, canvas.source_cameras, proposal.args(), proposal.reason,
+                          f"Use {proposal.short()}")
 
 
 def _selected(info: EpisodeInfo, flt: EpisodeFilter) -> bool:

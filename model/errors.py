@@ -121,6 +121,56 @@ class CorruptEpisode(DataError):
         )
 
 
+class CameraMismatch(DataError):
+    """Readable episode files that lack a camera the canvas reads: not damaged, their cameras are
+    named otherwise (ACT's simulated tasks record one camera, `top`).
+
+    files: path -> the cameras the file has; reads: the cameras the canvas reads (after any
+    --camera-map); proposal_args: the `--camera-map ...` flags that read them all (None when the
+    files share no camera), proposal_reason: how that map was chosen, proposal_button: the
+    Training panel's button that chooses it."""
+
+    def __init__(self, files: Mapping[Path, Sequence[str]], views: Sequence[str], reads: Sequence[str],
+                 proposal_args: Sequence[str] | None, proposal_reason: str = "", proposal_button: str = ""):
+        self.files = {Path(p): tuple(c) for p, c in files.items()}
+        self.views = tuple(views)
+        self.reads = tuple(reads)
+        self.proposal_args = list(proposal_args) if proposal_args else None
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for path, cameras in self.files.items():
+            groups.setdefault(cameras, []).append(path.name)
+        have = "; ".join(f"{list(cams)} ({', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''})"
+                         for cams, names in groups.items())
+        through = "" if list(self.reads) == list(self.views) else f" (the views read cameras {list(self.reads)})"
+        text = (f"{len(self.files)} episode file(s) are readable but lack camera(s) the canvas reads: the files have "
+                f"cameras {have}; the model's canvas has the views {list(self.views)}{through}")
+        if self.proposal_args:
+            line = " ".join(self.proposal_args)
+            text += f". They can be read through {line} ({proposal_reason})"
+            sources = sorted({item.split("=", 1)[1] for item in self.proposal_args[1:]})
+            self.what_to_do = (f"Add {line} to the command (in the window's Training panel: \"{proposal_button}\" "
+                               f"under Cameras and task). The checkpoint records the mapping and runs only on a rig "
+                               f"with camera(s) {sources}.")
+        else:
+            text += ". The files share no camera, so no one mapping reads them all"
+            self.what_to_do = ("Train files with different cameras in separate runs (--include or --exclude names), "
+                               "each with its own --camera-map VIEW=CAMERA for every view.")
+        super().__init__(text)
+
+
+class PolicyRigMismatch(ModelError):
+    """A checkpoint was trained on inputs this rig does not give (other cameras, image sizes,
+    action/state widths or task). mismatches: `model.compatibility.Mismatch` items, each naming
+    the checkpoint's side and the rig's."""
+
+    def __init__(self, checkpoint, rig: str, mismatches: Sequence, fix: str):
+        self.checkpoint = str(checkpoint)
+        self.rig = rig
+        self.mismatches = tuple(mismatches)
+        listed = "; ".join(m.message for m in self.mismatches)
+        super().__init__(f"the checkpoint {self.checkpoint} does not fit the rig {rig}: {listed}. {fix}")
+
+
 class UsageError(ValueError):
     """A training option is wrong or missing; the message names the flag and how to fix it."""
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import NormStats, load_checkpoint
+from model.compatibility import read_policy_inputs
 from model.config import FastWAMConfig
 from model.encoders import (
     CausalVideoAutoencoder,
@@ -34,7 +35,7 @@ from model.encoders import (
     canvas_to_tensor,
     make_canvas,
 )
-from model.errors import ModelError, PolicyOutputInvalid
+from model.errors import MissingCamera, ModelError, PolicyOutputInvalid
 from model.fast_sampler import SinglePassSampler
 from model.fastwam import FastWAM
 from model.sampling import sample_joint
@@ -63,7 +64,12 @@ def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
 
 
 class FastWAMPolicy:
-    """Fast-WAM as an action-chunk source for the control loop."""
+    """Fast-WAM as an action-chunk source for the control loop.
+
+    camera_map: canvas view -> the observation camera that fills it (from the checkpoint's
+    inputs.json: a policy trained through `--camera-map cam_high=top ...` reads `top`); a view it
+    leaves out reads the camera of its own name. Check a rig with `model.compatibility` first,
+    which also gives the map to use under the expert override (`Compatibility.camera_feeds`)."""
 
     def __init__(
         self,
@@ -73,6 +79,7 @@ class FastWAMPolicy:
         text_encoder,
         seed: int = 0,
         compile: bool = False,
+        camera_map: Mapping[str, str] | None = None,
     ):
         self.model = model.eval().requires_grad_(False)
         self.config: FastWAMConfig = model.config
@@ -81,6 +88,7 @@ class FastWAMPolicy:
         self.text_encoder = text_encoder
         self.device, self.dtype = model.device, model.dtype
         self.seed = seed
+        self.camera_map = dict(camera_map or {})
         cuda = self.device.type == "cuda"
         self.sampler = SinglePassSampler(model, compile=compile and cuda, cuda_graphs=compile and cuda)
         self._context_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -125,7 +133,8 @@ class FastWAMPolicy:
                                  "(a safetensors file, see model.encoders.PrecomputedTextEmbeddings)")
             text_encoder = PrecomputedTextEmbeddings.load(text_embeddings)
         log.info("loaded %s (%s, step %d) on %s/%s", directory, cfg.name, loaded.step, device, dtype)
-        return cls(loaded.model, loaded.norm_stats, video_encoder, text_encoder, seed=seed, compile=compile)
+        return cls(loaded.model, loaded.norm_stats, video_encoder, text_encoder, seed=seed, compile=compile,
+                   camera_map=read_policy_inputs(directory).camera_map)
 
     def reset(self) -> None:
         """Start of an episode: re-seed the sampling noise so an episode replays identically."""
@@ -155,10 +164,18 @@ class FastWAMPolicy:
 
     def encode_observation(self, observation) -> torch.Tensor:
         """Current canvas -> normalised first-frame latent (1, C, 1, h, w)."""
-        canvas = make_canvas(observation.images, self.config.canvas_hw, self.config.camera_names)
+        canvas = make_canvas(self.view_images(observation.images), self.config.canvas_hw, self.config.camera_names)
         video = canvas_to_tensor(canvas, device=self.device, dtype=self.dtype)  # (1, 3, 1, H, W)
         with torch.no_grad():
             return self.video_encoder.encode(video).to(self.dtype)
+
+    def view_images(self, images: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{view: image} of the canvas from the observation's {camera: image}, through `camera_map`."""
+        sources = {view: self.camera_map.get(view, view) for view in self.config.camera_names}
+        missing = [camera for camera in dict.fromkeys(sources.values()) if camera not in images]
+        if missing:
+            raise MissingCamera(missing, list(images))
+        return {view: images[camera] for view, camera in sources.items()}
 
     # -- the call -------------------------------------------------------------------------------
     @torch.no_grad()

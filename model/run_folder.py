@@ -16,7 +16,7 @@ trainer writes a run folder through these names, the window (`app.studio.trainin
                            autoencoder.json); a restarted run reuses it
       checkpoints/step_XXXXXXXX/
                            a checkpoint (model.safetensors, config.json, normalization.json,
-                           step.json: model/checkpoint.py) plus training_state.pt (optimizer,
+                           step.json, inputs.json: model/checkpoint.py) plus training_state.pt (optimizer,
                            torch RNG) and trainer.json (step, best so far, numpy/python RNG).
                            trainer.json is written last: a folder without it is incomplete
       latest.json          {"step", "path"} of the newest checkpoint
@@ -68,11 +68,12 @@ LATEST_FILE = "latest.json"
 BEST_DIR = "best"
 VALIDATION_FILE = "validation.json"  # in best/
 
-# A checkpoint folder's files (model/checkpoint.py writes the first four).
+# A checkpoint folder's files (model/checkpoint.py writes the first five).
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 NORM_FILE = "normalization.json"
 STEP_FILE = "step.json"
+INPUTS_FILE = "inputs.json"  # the cameras (with any mapping), image sizes, widths and tasks trained on
 TRAINER_FILE = "trainer.json"
 TRAINING_STATE_FILE = "training_state.pt"
 
@@ -99,6 +100,7 @@ class Event(str, enum.Enum):
     CANCELLED = "cancelled"  # step, checkpoint, message (exit code 130)
     SUMMARY = "summary"  # steps, final_loss, best_val_action_loss, best_step, checkpoint, best_checkpoint, ...
     ERROR = "error"  # kind, message, what_to_do
+    WARNING = "warning"  # kind, message: the run goes on, but the user should know (e.g. a default task)
 
     @classmethod
     def known(cls, name: object) -> "Event | None":

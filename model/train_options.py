@@ -170,6 +170,12 @@ class TrainOptions:
             raise UsageError(f"--cache-max-gb must be 0 (never remove) or a size in GB, got {self.cache_max_gb}")
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must be >= 0, got {self.workers}")
+        if self.camera_map:
+            views = self.model_config().camera_names
+            unknown = [view for view in self.camera_map if view not in views]
+            if unknown:
+                raise UsageError(f"--camera-map names view(s) {unknown} the canvas does not have; its views are "
+                                 f"{list(views)} (write VIEW=CAMERA, e.g. {views[0]}=top)")
 
     def model_config(self) -> FastWAMConfig:
         """The preset's model config with the overrides and the variant applied."""
@@ -219,11 +225,13 @@ def apply_overrides(config: FastWAMConfig, overrides: Mapping[str, Any]) -> Fast
 
 
 def parse_camera_map(items: Sequence[str]) -> dict[str, str]:
-    """["cam_high=top"] -> {"cam_high": "top"}: the canvas camera read from an episode camera."""
+    """["cam_high=top"] -> {"cam_high": "top"}: the canvas view read from an episode camera."""
     out = {}
     for item in items:
-        canvas, sep, source = item.partition("=")
-        if not sep or not canvas or not source:
-            raise UsageError(f"--camera-map takes CANVAS=EPISODE camera names, e.g. cam_high=top; got {item!r}")
-        out[canvas] = source
+        view, sep, source = item.partition("=")
+        if not sep or not view or not source:
+            raise UsageError(f"--camera-map takes VIEW=CAMERA pairs, e.g. cam_high=top; got {item!r}")
+        if view in out and out[view] != source:
+            raise UsageError(f"--camera-map gives view {view} twice ({out[view]} and {source}); give it once")
+        out[view] = source
     return out

@@ -70,8 +70,10 @@ from model.data import (
     find_episodes,
     split_by_episode,
 )
+from model.compatibility import PolicyInputs
 from model.distributed import DistContext
 from model.encoders import CausalVideoAutoencoder, PrecomputedTextEmbeddings, TaskEmbedding, WanVideoEncoder
+from model.episode_inputs import training_inputs
 from model.errors import RunFolderError, UnknownTask, UsageError
 from model.fastwam import FastWAM
 from model.latent_cache import CanvasCache, FramesKeyMemo, LatentCache, encoder_key, prune_cache
@@ -195,7 +197,8 @@ class Trainer:
         default_task = options.default_task or (config.encoder.tasks[0] if config.encoder.tasks else "")
         flt = EpisodeFilter(labels=options.labels, tasks=options.tasks, include=options.include, exclude=options.exclude)
         self.emit(Event.STAGE, stage="select", message="finding episodes")
-        episodes = find_episodes(list(options.store), flt, default_task, cameras=canvas.source_cameras)
+        episodes = find_episodes(list(options.store), flt, default_task, canvas=canvas)
+        self.inputs = self._inputs_of(episodes, canvas, config, default_task)
         train_eps, val_eps = split_by_episode(episodes, hyper.val_fraction)
         tasks = list(config.encoder.tasks)
         tasks += sorted({e.task for e in episodes} - set(tasks))
@@ -207,7 +210,7 @@ class Trainer:
             "format": 1, "preset": options.preset, "config": config.to_dict(), "hyper": dataclasses.asdict(hyper),
             "seed": options.seed, "world_size": ctx.world_size, "tasks": tasks,
             "train": [str(e.path) for e in train_eps], "val": [str(e.path) for e in val_eps],
-            "argv": list(options.argv),
+            "argv": list(options.argv), "camera_map": dict(canvas.camera_map), "inputs": self.inputs.to_dict(),
         }
         run_record = json.loads(json.dumps(run_record, default=json_default))  # tuples -> lists, as on disk
         if resume_from is not None:
@@ -277,6 +280,15 @@ class Trainer:
                                 run_dir, start_step, best, use_bf16, started, tasks)
 
     # -- stage helpers --------------------------------------------------------------------------
+    def _inputs_of(self, episodes, canvas: CanvasSpec, config, default_task: str) -> PolicyInputs:
+        """What the checkpoints will record they were trained on; the warnings that go with it."""
+        inputs, notices = training_inputs([e.path for e in episodes], [e.task_given for e in episodes],
+                                          tuple(zip(canvas.cameras, canvas.source_cameras)), config, default_task,
+                                          default_task_chosen=bool(self.options.default_task))
+        for level, kind, message in notices:
+            self.emit(Event.WARNING if level == "warning" else Event.NOTE, kind=kind, message=message)
+        return inputs
+
     def _take_folder(self, ctx: DistContext, run_dir: Path) -> None:
         """From here on the run is this folder's: rank 0 records its process in job.json (so the
         window can tell it lives, and cancel it) and every event in train.jsonl."""
@@ -293,6 +305,10 @@ class Trainer:
         except (FileNotFoundError, json.JSONDecodeError) as error:
             raise RunFolderError(f"{run_dir / RUN_FILE} is missing or damaged ({error}); the run cannot be resumed "
                                  "exactly - start a new run with another --out") from None
+        if saved.get("camera_map", {}) != record["camera_map"]:  # runs from before it was recorded had none
+            raise RunFolderError(f"cannot resume {run_dir}: it was started with --camera-map "
+                                 f"{saved.get('camera_map') or '(none)'} and now {record['camera_map'] or '(none)'}; "
+                                 "resume with the same mapping, or start a new run with another --out")
         for key, what in (("train", "training episodes"), ("val", "validation episodes"), ("config", "model config"),
                           ("seed", "seed"), ("world_size", "number of processes")):
             if saved.get(key) != record[key]:
@@ -550,21 +566,21 @@ class Trainer:
 
     @staticmethod
     def _write_weights(folder: Path, state: dict[str, torch.Tensor], extra: dict[str, nn.Module], config,
-                       norm, step: int) -> None:
+                       norm, step: int, inputs: PolicyInputs) -> None:
         """Our checkpoint format from a gathered TrainModule state: the network, the frozen
-        encoder (tiny/small) and the learned task embedding when there is one."""
+        encoder (tiny/small), the learned task embedding when there is one, and the inputs."""
         modules = dict(extra)
         text = StateView(state, "task_embedding.")
         if text.state_dict():
             modules["task_embedding"] = text
-        save_checkpoint(folder, StateView(state, "fastwam."), config, norm, step, modules)
+        save_checkpoint(folder, StateView(state, "fastwam."), config, norm, step, modules, inputs=inputs.to_dict())
 
     def _save_best(self, ctx, wrapped, config, norm, step, extra, val) -> None:
         state = self._gather(ctx, wrapped)
         if ctx.is_main:
             staged = self.run_dir / ".best.tmp"
             shutil.rmtree(staged, ignore_errors=True)
-            self._write_weights(staged, state, extra, config, norm, step)
+            self._write_weights(staged, state, extra, config, norm, step, self.inputs)
             write_json(staged / VALIDATION_FILE,
                        {"step": step, "val_loss": {"total": val[0], "video": val[1], "action": val[2]}})
             replace_best(self.run_dir, staged)
@@ -578,7 +594,7 @@ class Trainer:
         folder = checkpoint_dir(run_dir, step)
         if ctx.is_main:
             (folder / TRAINER_FILE).unlink(missing_ok=True)
-            self._write_weights(folder, state, extra, config, norm, step)
+            self._write_weights(folder, state, extra, config, norm, step, self.inputs)
             payload = {"optimizer": opt_state, "torch_rng": torch.get_rng_state()}
             if torch.cuda.is_available():
                 payload["cuda_rng"] = torch.cuda.get_rng_state_all()

@@ -32,7 +32,7 @@ from model.data import (
     video_to_model,
 )
 from model.encoders import CausalVideoAutoencoder, build_encoders
-from model.errors import CorruptEpisode, NoEpisodesMatch
+from model.errors import CameraMismatch, CorruptEpisode, NoEpisodesMatch
 from model.fastwam import FastWAM
 from model.latent_cache import STALE_TEMP_S, CanvasCache, LatentCache, encoder_key, prune_cache
 from model.normalization import compute_norm_stats, norm_stats_from_arrays
@@ -115,11 +115,11 @@ def test_aloha_files_without_labels_are_used_with_a_camera_map(tmp_path):
         obs["qvel"] = np.zeros((20, 14), np.float32)
         obs.create_group("images")["top"] = np.stack([np.full((48, 64, 3), t, np.uint8) for t in range(20)])
         root["action"] = np.stack([support.action_of(t) for t in range(20)])
-    with pytest.raises(CorruptEpisode, match="has no camera"):
-        find_episodes([tmp_path], cameras=CANVAS.cameras)
+    with pytest.raises(CameraMismatch, match="lack camera"):
+        find_episodes([tmp_path], canvas=CANVAS)
     canvas = CanvasSpec.from_config(CONFIG, {c: "top" for c in CANVAS.cameras})
-    [info] = find_episodes([tmp_path], default_task="fold the towel", cameras=canvas.source_cameras)
-    assert not info.ours and info.label == "unknown" and info.task == "fold the towel"
+    [info] = find_episodes([tmp_path], default_task="fold the towel", canvas=canvas)
+    assert not info.ours and info.label == "unknown" and info.task == "fold the towel" and not info.task_given
     item = WindowDataset([EpisodeSource(info, 0)], WINDOW, canvas, mode="frames")[3]
     assert _canvas_values(item["video"][1].numpy()) == (7, 7, 7)
 

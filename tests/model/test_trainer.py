@@ -99,6 +99,11 @@ def test_short_training_run_produces_a_checkpoint_the_policy_loads(base_run):
     for name in ("model.safetensors", "config.json", "normalization.json", "step.json", "training_state.pt", "trainer.json"):
         assert (out / "checkpoints" / "step_00000006" / name).is_file(), name
     assert json.loads((out / "best" / "validation.json").read_text())["step"] in (3, 6)
+    # What it was trained on, for the rig check (model/compatibility.py): our cameras as they are.
+    inputs = json.loads((out / "best" / "inputs.json").read_text())
+    assert inputs["cameras"] == {c: c for c in support.CAMERAS} and inputs["default_task"] is None
+    assert inputs["image_sizes"] == {c: [[48, 64]] for c in support.CAMERAS} and inputs["tasks"] == ["fold the towel"]
+    assert not any(e["event"] == "warning" for e in lines)  # every file names its task, one shape
 
     policy = FastWAMPolicy.from_checkpoint(out / "best", device="cpu")
     assert policy.config.action_horizon == 8 and policy.config.encoder.tasks == ("fold the towel",)

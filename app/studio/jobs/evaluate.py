@@ -1,7 +1,12 @@
 """`python run.py eval`: run a trained policy on the simulated towel fold and report how it does.
 
     python run.py eval --checkpoint DIR --episodes N --seed S [--execute K] [--no-ensemble]
-                       [--max-seconds T] [--save-dir DIR] [--rig configs/sim.toml]
+                       [--max-seconds T] [--save-dir DIR] [--rig configs/sim.toml] [--allow-mismatch]
+
+Before anything runs, the checkpoint's inputs (the cameras it read, with any --camera-map it was
+trained through, their image sizes, the action/state widths and tasks: `model.compatibility`) are
+compared with the rig's; a mismatch is refused with both sides named (exit code 4), unless
+`--allow-mismatch` (experts) runs it anyway with a warning.
 
 For each seed S, S+1, ...: the towel is reset to that seed's pose, the policy drives the arms
 through the real `ControlLoop` (safety filter, blend-in, the same path as the studio) on the real
@@ -37,7 +42,8 @@ from typing import Sequence
 from app.studio.evaluation import EvalTally, RolloutSettings, rollout
 from app.studio.session import SessionError, open_session
 from model.chunking import ChunkedPolicySource, set_cpu_threads
-from model.errors import ModelError
+from model.compatibility import RigInputs, compare, read_policy_inputs
+from model.errors import ModelError, PolicyRigMismatch
 from robot.capabilities import EvaluatesTask, Resettable, Simulation
 from robot.rig import RigError
 from robot.rig_config import RigFileError
@@ -73,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     p.add_argument("--policy-seed", type=int, default=0, help="seed of the policy's sampling noise")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="experts: run a checkpoint whose cameras, image sizes, widths or task differ from the rig's "
+                        "(refused otherwise); each view reads its trained camera if the rig has it, else its own name")
     return p
 
 
@@ -115,10 +124,12 @@ def run_eval(args: argparse.Namespace) -> dict:
     try:
         if not (isinstance(rig, Simulation) and isinstance(rig, Resettable) and isinstance(rig, EvaluatesTask)):
             raise RigError(f"eval needs the simulated rig with its towel task; {args.rig} opens {rig.name}")
-        missing = [c for c in policy.config.camera_names if c not in rig.camera_names]
-        if missing:
-            raise RigError(f"the policy needs camera(s) {missing} but the rig file gives {list(rig.camera_names)}; "
-                           "add them to [sim] camera_names")
+        fit = compare(read_policy_inputs(checkpoint), RigInputs.of_images(rig.name, rig.read().images, rig.task_name))
+        fit.require(checkpoint, allow_mismatch=args.allow_mismatch)
+        if not fit.ok:
+            emit("warning", kind="checkpoint_mismatch", message="--allow-mismatch: running a checkpoint that does not "
+                 f"fit the rig {rig.name}: " + "; ".join(m.message for m in fit.mismatches))
+        policy.camera_map = dict(fit.camera_feeds)
         rate = rig.control_rate_hz
         settings = RolloutSettings(max_ticks=int(round(args.max_seconds * rate)),
                                    check_ticks=max(1, int(round(args.check_every_s * rate))), checkpoint=checkpoint)
@@ -158,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         emit("error", kind="invalid_argument", message=str(error), what_to_do="Fix the flag; see `python run.py eval --help`.")
         return 2
+    except PolicyRigMismatch as error:
+        emit("error", kind="checkpoint_mismatch", message=str(error),
+             what_to_do="Evaluate it on a rig file whose cameras, image sizes and task match the checkpoint's, or "
+                        "pass --allow-mismatch to run it anyway.")
+        return 4
     except ModelError as error:
         emit("error", kind="model", message=str(error), what_to_do="Point --checkpoint at a run folder or checkpoint "
              "written by `python run.py train`.")

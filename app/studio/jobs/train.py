@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from model.config import PRESETS
 from model.errors import (
+    CameraMismatch,
     CheckpointError,
     CorruptEpisode,
     DataError,
@@ -89,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--include", nargs="+", default=[], help="only these episodes (names or paths)")
     data.add_argument("--exclude", nargs="+", default=[], help="leave these episodes out (names or paths)")
     data.add_argument("--default-task", default=None,
-                      help="task of files that name none (ALOHA/ACT); default: the preset's first task")
-    data.add_argument("--camera-map", nargs="+", default=[], metavar="CANVAS=EPISODE",
-                      help="read a canvas camera from another episode camera, e.g. cam_high=top")
+                      help="task of files that name none (ALOHA/ACT); default: the preset's first task (with a warning)")
+    data.add_argument("--camera-map", nargs="+", default=[], metavar="VIEW=CAMERA",
+                      help="which episode camera fills each view of the canvas (cam_high, cam_left_wrist, "
+                           "cam_right_wrist), for files whose cameras are named otherwise; every view the files "
+                           "lack needs one, e.g. ACT's one camera: cam_high=top cam_left_wrist=top "
+                           "cam_right_wrist=top (a wrong one is answered with the mapping that works)")
     data.add_argument("--val-fraction", type=float, default=None, help="share of episodes held out for validation")
     data.add_argument("--val-samples", type=int, default=None, help="validation windows evaluated each time")
     data.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="where encoded latents are kept")
@@ -205,6 +209,7 @@ ERRORS: tuple[ErrorRow, ...] = (
              "Add --resume to continue the run, or pass a new --out folder to start another."),
     ErrorRow((NoEpisodesMatch,), "no_episodes", 3,
              "Record or label demonstrations, or widen the selection (--labels, --task, --store)."),
+    ErrorRow((CameraMismatch,), "camera_mismatch", 3, lambda error: error.what_to_do),
     ErrorRow((CorruptEpisode,), "corrupt_episode", 3,
              "Check the store with `python run.py episodes check`, recover or remove the file, or --exclude it."),
     ErrorRow((EpisodeFormatError,), "corrupt_episode", 3,

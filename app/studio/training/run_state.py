@@ -88,6 +88,7 @@ class RunState:
     summary: dict[str, Any] | None = None
     cancelled: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)  # of the current attempt (e.g. a default task applied)
     attempts: int = 0
     samples_per_s: float | None = None
     lr: float | None = None
@@ -145,6 +146,7 @@ class RunState:
         self.attempts += 1
         self.outcome = Outcome.RUNNING
         self.summary = self.cancelled = self.error = None
+        self.warnings = []
         self._set_stage("starting")
 
     def _on_job_started(self, r) -> LogLine:
@@ -261,6 +263,10 @@ class RunState:
         best_text = f"; best validation action loss {best:.4g} at step {r.get('best_step')}" if best is not None else ""
         return LogLine(f"finished {r.get('steps')} steps in {format_duration(r.get('elapsed_s', 0))}{best_text}")
 
+    def _on_warning(self, r) -> LogLine:
+        self.warnings.append(str(r.get("message", "")))
+        return LogLine(f"warning: {r.get('message', '')}", "warning")
+
     def _on_error(self, r) -> LogLine:
         self.outcome = Outcome.FAILED
         self.error = r
@@ -273,7 +279,7 @@ class RunState:
         Event.AUTOENCODER_READY: _on_autoencoder_ready, Event.CACHE_READY: _on_cache_ready,
         Event.RESUMED: _on_resumed, Event.PROGRESS: _on_progress, Event.VALIDATION: _on_validation,
         Event.CHECKPOINT: _on_checkpoint, Event.CANCELLED: _on_cancelled, Event.SUMMARY: _on_summary,
-        Event.ERROR: _on_error,
+        Event.ERROR: _on_error, Event.WARNING: _on_warning,
     }
 
     def mark_stopped_early(self) -> LogLine:

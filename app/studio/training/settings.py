@@ -28,7 +28,7 @@ PRESET_HINTS: dict[str, str] = {
 }
 
 #: Flags the panel sets from its own fields; under "More options" they would contradict them.
-PANEL_FLAGS = ("--store", "--episodes", "--labels", "--preset", "--out", "--resume")
+PANEL_FLAGS = ("--store", "--episodes", "--labels", "--preset", "--out", "--resume", "--camera-map", "--default-task")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class TrainSettings:
 
     episodes: the chosen episode files (passed one by one, so the run trains on exactly these);
     labels: their success labels, passed as --labels so the trainer keeps every chosen file;
+    camera_map: (view, episode camera) for views read from a camera of another name (--camera-map);
+    default_task: the task of files that name none (--default-task; None = the preset's);
     extra_args: further `run.py train` flags, passed as they are (e.g. --threads 1, --set k=v).
     """
 
@@ -50,10 +52,13 @@ class TrainSettings:
     video_cotraining: bool = True
     checkpoint_every: int | None = None
     device: str = "auto"
+    camera_map: tuple[tuple[str, str], ...] = ()
+    default_task: str | None = None
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "episodes", tuple(Path(p) for p in self.episodes))
+        object.__setattr__(self, "camera_map", tuple((str(v), str(c)) for v, c in self.camera_map))
         object.__setattr__(self, "labels", tuple(sorted(set(self.labels))))
         object.__setattr__(self, "run_dir", Path(self.run_dir))
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
@@ -113,6 +118,10 @@ def train_argv(settings: TrainSettings, resume: bool = False) -> list[str]:
         argv.append("--no-video-cotraining")
     if settings.device != "auto":
         argv += ["--device", settings.device]
+    if settings.camera_map:
+        argv += ["--camera-map", *(f"{view}={camera}" for view, camera in settings.camera_map)]
+    if settings.default_task:
+        argv += ["--default-task", settings.default_task]
     argv += settings.extra_args
     if resume:
         argv.append("--resume")

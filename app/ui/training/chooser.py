@@ -1,7 +1,8 @@
 """The Training panel's episode chooser: a store's episodes with their label, task and length, the
-label and task filters, and the user's ticks (which survive a refresh). Summaries are read in a
-worker thread (0.3-0.5 s for 60 episodes on the loaded 2-core machine); the panel's timer collects
-the result (`poll`). GUI thread only, but for the scan itself.
+label and task filters, and the user's ticks (which survive a refresh). Summaries and inputs are
+read in a worker thread (~2 s for 60 episodes at load 8 on the 2-core machine, see
+`EpisodeScanner`); the panel's timer collects the result (`poll`). GUI thread only, but for the
+scan itself.
 """
 
 from __future__ import annotations
@@ -299,6 +300,10 @@ class EpisodeChooserWidget(QGroupBox):
         selected = self.selected_rows()
         self.selection_label.setText(selection_text(selected))
         hints = [self._scan_error] if self._scan_error else []
+        foreign = sum(1 for r in selected if r.foreign)
+        if foreign:
+            hints.append(f"{foreign} ALOHA/ACT file(s) without a label are chosen: their tools keep only successful "
+                         "demonstrations.")
         if any(r.label == "failure" for r in selected):
             hints.append("Failed demonstrations are chosen: the policy learns from them as from the others.")
         if len(selected) == 1:

@@ -25,6 +25,7 @@ from app.studio.training.job import announce_start, launch_command, record_launc
 from app.studio.training.run_state import Outcome
 from app.studio.training.settings import TrainSettings, resume_argv, train_argv
 from app.ui.training.chooser import EpisodeChooserWidget
+from app.ui.training.inputs import EpisodeInputsWidget
 from app.ui.training.progress import RunProgressWidget
 from app.ui.training.settings import TrainSettingsForm, display_path
 
@@ -51,23 +52,32 @@ class TrainingPanelWidget(QWidget):
         self._last_status = ""
 
         self.chooser = EpisodeChooserWidget(store_dir_source)
-        self.chooser.selection_changed.connect(self._update_controls)
+        self.chooser.selection_changed.connect(self._on_selection)
+        self.inputs = EpisodeInputsWidget()
         self.form = TrainSettingsForm(self.runs_root)
+        self.inputs.set_preset(self.form.preset_combo.currentText())
+        self.form.preset_combo.currentTextChanged.connect(self.inputs.set_preset)
         self.form.train_requested.connect(self.start_training)
         self.form.cancel_requested.connect(self.cancel_training)
         self.form.resume_requested.connect(self.resume_training)
         self.run_view = RunProgressWidget()
         self.run_view.run_chosen.connect(self._on_run_chosen)
+        self.inputs.changed.connect(self._update_controls)
         # The settings scroll rather than squeeze when the dock is short.
+        column = QWidget()
+        column_layout = QVBoxLayout(column)
+        column_layout.setContentsMargins(0, 0, 0, 0)
+        column_layout.addWidget(self.inputs)
+        column_layout.addWidget(self.form)
         settings = QScrollArea()
-        settings.setWidget(self.form)
+        settings.setWidget(column)
         settings.setWidgetResizable(True)
         settings.setFrameShape(QScrollArea.Shape.NoFrame)
         settings.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         for part in (self.chooser, settings, self.run_view):
             splitter.addWidget(part)
-        splitter.setSizes([380, 300, 820])
+        splitter.setSizes([380, 360, 760])
         splitter.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -83,7 +93,16 @@ class TrainingPanelWidget(QWidget):
 
     def settings(self) -> TrainSettings:
         """The settings of the fields for the ticked episodes; ValueError says what to fix."""
-        return self.form.settings(self.chooser.selected_rows())
+        selected = self.chooser.selected_rows()
+        choice = self.inputs.choice()
+        problem = choice.problem() if selected else None
+        if problem:
+            raise ValueError(problem)
+        return self.form.settings(selected, choice.mapped(), choice.default_task or None)
+
+    def _on_selection(self) -> None:
+        self.inputs.set_rows(self.chooser.selected_rows())
+        self._update_controls()
 
     # ------------------------------------------------------------------ the job
 
@@ -212,6 +231,7 @@ class TrainingPanelWidget(QWidget):
     def _update_controls(self) -> None:
         running = self.job_running()
         self.chooser.set_editable(not running)
+        self.inputs.set_editable(not running)
         self.form.set_editable(not running)
         self.run_view.runs_combo.setEnabled(not running)
         self.form.train_button.setEnabled(not running and bool(self.chooser.selected_rows()))

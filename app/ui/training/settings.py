@@ -78,7 +78,7 @@ class TrainSettingsForm(QGroupBox):
         self.preset_hint = QLabel("")
         self.preset_hint.setObjectName("hint")
         self.preset_hint.setWordWrap(True)
-        form.addRow("", self.preset_hint)
+        form.addRow(self.preset_hint)
         self.steps_spin = _spin("preset default", 10_000_000)
         form.addRow("Steps", self.steps_spin)
         self.batch_spin = _spin("preset default", 65_536)
@@ -141,8 +141,10 @@ class TrainSettingsForm(QGroupBox):
         path = Path(text).expanduser()
         return path if path.is_absolute() else REPO_ROOT / path
 
-    def settings(self, selected: Sequence[EpisodeRow]) -> TrainSettings:
-        """The settings of the fields for the `selected` episodes; ValueError says what to fix."""
+    def settings(self, selected: Sequence[EpisodeRow], camera_map: Sequence[tuple[str, str]] = (),
+                 default_task: str | None = None) -> TrainSettings:
+        """The settings of the fields for the `selected` episodes, read through `camera_map` with
+        `default_task` for files without one (the Cameras and task box); ValueError says what to fix."""
         return TrainSettings(
             episodes=tuple(r.path for r in selected),
             labels=tuple({r.label for r in selected}),
@@ -154,6 +156,8 @@ class TrainSettingsForm(QGroupBox):
             video_cotraining=self.video_check.isChecked(),
             checkpoint_every=self.checkpoint_spin.value() or None,
             device=self.device_combo.currentText(),
+            camera_map=tuple(camera_map),
+            default_task=default_task,
             extra_args=parse_extra_args(self.extra_edit.text()),
         )
 

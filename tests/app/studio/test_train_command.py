@@ -68,6 +68,7 @@ def test_the_flags_are_checked_and_the_window_follows_runs_without_torch():
     code = ("import sys\n"
             "from app.studio.jobs.train import main\n"
             "import app.studio.training.follower, app.studio.training.settings, app.studio.training.episode_rows\n"
+            "import app.studio.training.inputs, model.compatibility, model.episode_inputs\n"
             "assert main(['--steps', '0']) == 2\n"
             "print('torch' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

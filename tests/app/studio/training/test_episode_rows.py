@@ -54,3 +54,20 @@ def test_episode_rows_from_a_real_store_with_filters_and_a_growing_store(tmp_pat
     paths[1].unlink()
     assert paths[1].name not in [r.name for r in scanner.scan(store)]
     assert scanner.scan(tmp_path / "no-such-store") == []
+
+
+def test_act_files_are_offered_with_the_successes_with_their_inputs(tmp_path):
+    """ALOHA/ACT files carry no label (their tools keep only successes): the trainer takes them by
+    default, so the chooser's "successes" does too; our own unlabelled file it does not."""
+    from act_episodes import write_act_episode
+
+    store = tmp_path / "store"
+    ours = support.write_episode(store, 20, label="unknown")
+    act = write_act_episode(store / "episode_1.hdf5", length=15)
+    rows = EpisodeScanner().scan(store)
+    by_name = {r.name: r for r in rows}
+    assert by_name[act.name].foreign and not by_name[ours.name].foreign
+    assert by_name[act.name].inputs.cameras == (("top", (96, 128)),) and by_name[act.name].label == "unknown"
+    assert by_name[ours.name].inputs.camera_names == support.CAMERAS
+    assert [r.name for r in select_rows(rows, LABEL_FILTERS["successes"])] == [act.name]
+    assert [r.name for r in select_rows(rows, LABEL_FILTERS["unlabelled"])] == [ours.name, act.name]

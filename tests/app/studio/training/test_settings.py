@@ -42,8 +42,13 @@ def test_the_command_passes_only_what_the_user_set_and_the_real_parser_takes_it(
 
     full = train_argv(_settings(tmp_path, labels=("success", "failure", "success"), preset="small", steps=300,
                                    batch_size=8, lr=3e-4, video_cotraining=False, checkpoint_every=50, device="cpu",
+                                   camera_map=(("cam_high", "top"), ("cam_left_wrist", "top")),
+                                   default_task="transfer the cube",
                                    extra_args=("--threads", "1", "--set", "num_layers=2")), resume=True)
     args = build_parser().parse_args(full[2:])
+    assert args.camera_map == ["cam_high=top", "cam_left_wrist=top"] and args.default_task == "transfer the cube"
+    options = options_from_args(args, full[2:])
+    assert options.camera_map == {"cam_high": "top", "cam_left_wrist": "top"}
     assert args.labels == "failure,success"
     assert (args.preset, args.steps, args.batch_size, args.lr, args.checkpoint_every) == ("small", 300, 8, 3e-4, 50)
     assert args.no_video_cotraining and args.device == "cpu" and args.threads == 1 and args.resume
@@ -65,6 +70,8 @@ def test_the_command_passes_only_what_the_user_set_and_the_real_parser_takes_it(
     ({"extra_args": ("--out", "x")}, "--out is set by the panel"),
     ({"extra_args": ("--resume",)}, "--resume is set by the panel"),
     ({"extra_args": ("--episodes", "x")}, "--episodes is set by the panel"),
+    ({"extra_args": ("--camera-map", "cam_high=top")}, "--camera-map is set by the panel"),
+    ({"extra_args": ("--default-task", "x")}, "--default-task is set by the panel"),
 ])
 def test_settings_say_what_to_fix(tmp_path, changes, words):
     with pytest.raises(ValueError, match=words):
