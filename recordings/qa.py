@@ -36,6 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from recordings.errors import RecordingError
 from recordings.reader import Episode
 
 #: The lab's thresholds live in this file of the store (optional; defaults otherwise).
@@ -43,6 +44,10 @@ THRESHOLDS_FILE = "qa.toml"
 #: A gap between two new camera frames this many times the camera's median interval means frames
 #: were dropped (1.5: a jittery 30 fps camera never trips it, one lost frame always does).
 DROP_GAP_FACTOR = 1.5
+
+
+class QaSettingsError(RecordingError, ValueError):
+    """The store's qa.toml cannot be used; the message names the file, the key and the fix."""
 
 
 class Verdict(str, enum.Enum):
@@ -97,18 +102,18 @@ class QaThresholds:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{source} is not valid TOML ({error}); fix it or delete it to use the defaults") from None
+            raise QaSettingsError(f"{source} is not valid TOML ({error}); fix it or delete it to use the defaults") from None
         table = data.get("timing", {})
         if not isinstance(table, dict):
-            raise ValueError(f"{source}: [timing] must be a table of thresholds")
+            raise QaSettingsError(f"{source}: [timing] must be a table of thresholds")
         known = {item.name for item in dataclasses.fields(cls)}
         unknown = sorted(set(table) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown threshold(s) {unknown} in [timing]; known: {sorted(known)}")
+            raise QaSettingsError(f"{source}: unknown threshold(s) {unknown} in [timing]; known: {sorted(known)}")
         try:
             return cls(**table)
         except ValueError as error:
-            raise ValueError(f"{source}: {error}") from None
+            raise QaSettingsError(f"{source}: {error}") from None
 
     def to_toml(self) -> str:
         lines = [
