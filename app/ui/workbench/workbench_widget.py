@@ -9,6 +9,7 @@ programs); `refresh()` checks at once (the studio calls it after saving an episo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -222,12 +223,30 @@ class WorkbenchWidget(QWidget):
             self.show_status("Select episodes first (click, Shift+click, Ctrl+click).")
             return
         reason = self.reason.currentText() if reason is None else reason
-        errors = self.workbench.label(names, label, reason=reason)
+        with self._released(names):
+            errors = self.workbench.label(names, label, reason=reason)
         self._after_change(f"{len(names) - len(errors)} episode(s) marked {label}" + (f" ({reason})" if label == "failure" and reason else ""), errors)
 
     def _label_one(self, name: str, label: str, reason: str, notes: str) -> None:
-        errors = self.workbench.label([name], label, reason=reason, notes=notes)
+        with self._released([name]):
+            errors = self.workbench.label([name], label, reason=reason, notes=notes)
         self._after_change(f"{name} marked {label}", errors)
+
+    @contextlib.contextmanager
+    def _released(self, names: list[str]):
+        """Close the played episode while its file is written (HDF5 refuses to open for writing
+        a file this process has open for reading), then reopen it at the same step."""
+        path = self.view.path
+        if path is None or path.name not in names:
+            yield
+            return
+        step = self.view.cursor
+        self.view.close_episode()
+        try:
+            yield
+        finally:
+            if self.view.open_episode(path, self.workbench.thresholds):
+                self.view.seek(step)
 
     def trash_selected(self) -> None:
         names = self.table.selected_names()
