@@ -40,7 +40,7 @@ from recordings.schema import Label
 log = logging.getLogger(__name__)
 
 INDEX_FILE = ".episode_index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # bump when rows or the timing measurement change: old rows are read again
 
 #: What counts as a human, a policy or a human correcting a policy in the source mix.
 HUMAN_SOURCES = ("teleop", "scripted")
@@ -113,7 +113,8 @@ class EpisodeRow:
         return sum(self.sources.get(kind, 0) for kind in kinds) / total
 
     def source_mix(self) -> dict[str, float] | None:
-        """{'human', 'policy', 'intervention'} -> share of steps; None when unknown."""
+        """{'human', 'policy', 'intervention'} -> share of steps (human: teleop or the scripted
+        demonstrator); None when unknown."""
         if not self.sources:
             return None
         return {

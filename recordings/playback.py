@@ -112,6 +112,7 @@ class FramePrefetcher:
         self._episode = Episode.open(self.path)
         self.length = self._episode.length
         self.cameras = tuple(cameras) if cameras is not None else self._episode.camera_names
+        self._widths = {camera: int(self._episode.frame(camera, 0).shape[1]) for camera in self.cameras} if self.length else {}
         self.ahead = max(int(ahead), 1)
         self.behind = max(int(behind), 0)
         self._size = size
@@ -204,14 +205,23 @@ class FramePrefetcher:
 
     def _decode(self, step: int, size: tuple[int, int] | None) -> FrameSet:
         rows = {camera: self._episode.encoded_frame(camera, step) for camera in self.cameras}
-        futures = {camera: self._pool.submit(_decode_one, row, size) for camera, row in rows.items()}
+        futures = {camera: self._pool.submit(_decode_one, row, size, self._widths.get(camera)) for camera, row in rows.items()}
         return FrameSet(step, {camera: future.result() for camera, future in futures.items()}, size)
 
 
-def _decode_one(row: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """A JPEG row (1-D uint8) or a raw (H, W, 3) frame -> RGB, resized to `size` (w, h)."""
+#: JPEG decoding straight to 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling) costs a fraction of a
+#: full decode; used when the frame is shown at most that large.
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def _decode_one(row: np.ndarray, size: tuple[int, int] | None, full_width: int | None = None) -> np.ndarray:
+    """A JPEG row (1-D uint8) or a raw (H, W, 3) frame -> RGB, resized to `size` (w, h).
+    full_width: the recorded width, to pick a reduced-size JPEG decode."""
     if row.ndim == 1:
-        image = cv2.imdecode(row, cv2.IMREAD_COLOR)
+        flag = cv2.IMREAD_COLOR
+        if size is not None and full_width:
+            flag = next((f for factor, f in _REDUCED if size[0] * factor <= full_width), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(row, flag)
         if image is None:
             raise ValueError(f"{row.size} bytes are not a decodable JPEG image")
     else:

@@ -19,8 +19,10 @@ turns them into a verdict - ok / warn / bad, or unknown for files without timest
 - with the reasons. Thresholds come from `qa.toml` in the store (see `QaThresholds`); the default
 is ALOHA's rule (re-record below 42 Hz of a 50 Hz loop) plus limits on the rest.
 
-A simulation keeps exact time in /sim_time whatever the host's pace, so its loop timing is judged
-there (as `recordings.check` does); camera capture times and ages are host times either way.
+A simulation keeps exact time in /sim_time whatever the host's pace, so its timing is judged there
+(as `recordings.check` does): camera capture times (host times) are carried over to the sim clock
+by interpolating between the steps' host and sim times, so a camera's age and gaps read in sim
+seconds too.
 """
 
 from __future__ import annotations
@@ -252,8 +254,16 @@ def measure_timing(
         lost = int(np.sum(np.clip(gaps - 1, 0, None)))
     cameras = []
     faults: dict[str, np.ndarray] = {}
+    mapped = host is not times and len(host) > 1 and np.all(np.diff(host) > 0) and np.all(np.isfinite(times))
     for name, captured in (image_times_s or {}).items():
-        camera, fault = _camera_timing(name, np.asarray(captured, dtype=np.float64), host, limits.camera_freeze_bad_s)
+        captured = np.asarray(captured, dtype=np.float64)
+        if mapped:
+            # Capture times are host times; a simulation stepped faster or slower than real time
+            # is judged on its own clock, so carry each capture over to the step clock.
+            finite = np.isfinite(captured)
+            captured = captured.copy()
+            captured[finite] = np.interp(captured[finite], host, times)
+        camera, fault = _camera_timing(name, captured, times, limits.camera_freeze_bad_s)
         cameras.append(camera)
         faults[name] = fault
     metrics = TimingMetrics(

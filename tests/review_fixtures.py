@@ -62,9 +62,11 @@ def write_act_file(path: Path, n: int = 40, shape=(480, 640), seed: int = 0, cam
 
 def write_jpeg_store_episode(store: Path, n: int, shape=(480, 640), cameras=synthetic.CAMERAS, quality: int = 90, seed: int = 0,
                              created: str = "", task: str = "fold the towel", operator: str = "", label: str = "unknown",
-                             time0: float = 100.0) -> Path:
+                             time0: float = 100.0, distinct_frames: int | None = None) -> Path:
     """A finished episode of ours written fast (without the writer thread): camera-like JPEG
-    frames, 50 Hz timing. For benchmarks and large stores; the layout is the writer's."""
+    frames (each step's frame shows its camera and step number; with `distinct_frames` only that
+    many are encoded and cycled), 50 Hz timing. For benchmarks and large stores; the layout is the
+    writer's."""
     from recordings import schema
     from recordings.images import encode_jpeg
     from recordings.layout import ImageLayout, create_episode
@@ -77,11 +79,13 @@ def write_jpeg_store_episode(store: Path, n: int, shape=(480, 640), cameras=synt
     path = store / schema.episode_filename(next_free_index(store))
     base = [synthetic.make_image(rng, shape, k) for k in range(4)]
     encoded = {camera: [] for camera in cameras}
-    for t in range(n):
+    for t in range(n if distinct_frames is None else min(n, distinct_frames)):
         for c, camera in enumerate(cameras):
             image = np.roll(base[(t + c) % 4], shift=t * 3, axis=1)
             cv2.putText(image, f"{camera} {t}", (20, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 3)
             encoded[camera].append(encode_jpeg(image, quality))
+    for camera in cameras:  # a large store need not encode every frame: cycle a few
+        encoded[camera] = [encoded[camera][t % len(encoded[camera])] for t in range(n)]
     width = max(len(row) for rows in encoded.values() for row in rows)
     metadata = EpisodeMetadata(task=task, operator=operator, created=created, label=label)
     layout = ImageLayout(tuple(cameras), ImageFormat.JPEG, {c: (*shape, 3) for c in cameras}, quality, width)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: Source filter choices -> test on a row's source mix.
 SOURCE_FILTERS: dict[str, Callable[[dict[str, float]], bool]] = {
-    "human only": lambda mix: mix["policy"] == 0 and mix["intervention"] == 0,
+    "no policy": lambda mix: mix["policy"] == 0 and mix["intervention"] == 0,
     "with policy": lambda mix: mix["policy"] > 0,
     "with interventions": lambda mix: mix["intervention"] > 0,
 }
@@ -116,11 +116,16 @@ def matches(row: EpisodeRow, rules: EpisodeFilter, thresholds: QaThresholds) -> 
 
 
 def _mix_text(row: EpisodeRow) -> str:
-    mix = row.source_mix()
-    if mix is None:
+    """Each control source's share of the steps, largest first: "policy 73%, intervention 13%"."""
+    total = sum(row.sources.values())
+    if not total:
         return "unknown"
-    parts = [f"{name} {round(100 * share)}%" for name, share in mix.items() if share > 0]
-    return ", ".join(parts) or "none"
+    ordered = sorted(row.sources.items(), key=lambda item: -item[1])
+    return ", ".join(f"{name} {_percent(count / total)}" for name, count in ordered)
+
+
+def _percent(share: float) -> str:
+    return "<1%" if 0 < share < 0.005 else f"{round(100 * share)}%"
 
 
 def _size_text(size: int) -> str:

@@ -132,6 +132,7 @@ class EpisodeTableWidget(QWidget):
         header.sectionClicked.connect(self._sort_by)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(False)
+        header.setSectionResizeMode(COLUMN_KEYS.index("cameras"), QHeaderView.ResizeMode.Stretch)
         for key, width in (("index", 48), ("created", 140), ("task", 130), ("operator", 80), ("duration", 70), ("frames", 60),
                            ("cameras", 200), ("label", 64), ("reason", 110), ("sources", 170), ("qa", 80), ("size", 72)):
             self.view.setColumnWidth(COLUMN_KEYS.index(key), width)

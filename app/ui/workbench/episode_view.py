@@ -21,6 +21,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
+    QGraphicsItem,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -33,12 +34,12 @@ from PySide6.QtWidgets import (
 
 from app.ui import theme
 from app.ui.widgets.camera_view import CameraViewWidget
-from app.ui.workbench.timeline import TimelineWidget
+from app.ui.workbench.timeline import MARKER_COLOURS, TimelineWidget, source_colour
 from recordings.errors import EpisodeFormatError
 from recordings.playback import SPEEDS, FramePrefetcher, PlaybackClock
 from recordings.qa import QaThresholds
 from recordings.reader import Episode
-from recordings.timeline import Timeline, episode_timeline
+from recordings.timeline import MarkerKind, Timeline, episode_timeline
 from robot.types import ARM_NAMES, JOINTS_PER_ARM
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,24 @@ TICK_MS = 16  # GUI refresh while playing: above the 50 Hz the frames change at
 FRAME_WAIT_S = 0.004  # how long a tick may wait for the due frame before keeping the last one
 
 
+def timeline_legend(timeline: Timeline) -> str:
+    """Rich text naming the band colours and markers present."""
+    parts = []
+    for source in dict.fromkeys(band.source for band in timeline.bands):
+        parts.append(f'<span style="color:{source_colour(source).name()}">■</span> {source}')
+    counts: dict[MarkerKind, int] = {}
+    for marker in timeline.markers:
+        counts[marker.kind] = counts.get(marker.kind, 0) + 1
+    for kind, count in counts.items():
+        parts.append(f'<span style="color:{MARKER_COLOURS[kind]}">▎</span> {count} {kind.value}')
+    return "&nbsp;&nbsp;".join(parts)
+
+
 def _plot(title: str, y_label: str) -> pg.PlotWidget:
     plot = pg.PlotWidget()
     plot.setTitle(title, color=theme.TEXT, size="10pt")
     plot.setLabel("left", y_label)
+    plot.getAxis("left").enableAutoSIPrefix(False)  # "(x0.001)" beside radians confuses
     plot.showGrid(x=True, y=True, alpha=0.2)
     plot.setMenuEnabled(False)
     plot.setMinimumHeight(110)
@@ -90,16 +105,30 @@ class JointPlots(QWidget):
         for key, plot in self.plots.items():
             for item in [i for i in plot.listDataItems()]:
                 plot.removeItem(item)
+        curves = []
         for a, arm in enumerate(ARM_NAMES):
             for j in range(JOINTS_PER_ARM):
                 k = a * JOINTS_PER_ARM + j
                 colour = theme.JOINT_COLOURS[j % len(theme.JOINT_COLOURS)]
-                self.plots[arm].plot(time_s, qpos[:, k], pen=pg.mkPen(colour, width=1.5))
-                self.plots[arm].plot(time_s, action[:, k], pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine))
-                self.plots["error"].plot(time_s, action[:, k] - qpos[:, k], pen=pg.mkPen(colour, width=1))
+                curves.append(self.plots[arm].plot(time_s, qpos[:, k], pen=pg.mkPen(colour, width=1.5)))
+                curves.append(self.plots[arm].plot(time_s, action[:, k], pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine)))
+                curves.append(self.plots["error"].plot(time_s, action[:, k] - qpos[:, k], pen=pg.mkPen(colour, width=1)))
                 if effort is not None:
-                    self.plots["effort"].plot(time_s, effort[:, k], pen=pg.mkPen(colour, width=1))
+                    curves.append(self.plots["effort"].plot(time_s, effort[:, k], pen=pg.mkPen(colour, width=1)))
+        for curve in curves:
+            # The curves stand still while the cursor moves 50 times a second: paint them from a
+            # cached pixmap instead of stroking ~60 paths of the whole episode each frame.
+            curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.plots["effort"].setTitle("effort" if effort is not None else "effort (not in this file)", color=theme.TEXT, size="10pt")
+        # Fixed ranges: auto-ranging re-measures every curve each time the cursor moves.
+        for key, plot in self.plots.items():
+            plot.enableAutoRange(enable=False)
+            items = plot.listDataItems()
+            values = [item.yData for item in items if item.yData is not None and len(item.yData)]
+            if values:
+                low = float(min(np.nanmin(v) for v in values))
+                high = float(max(np.nanmax(v) for v in values))
+                plot.setYRange(low, high if high > low else low + 1.0, padding=0.05)
         if len(time_s):
             self.plots["left"].setXRange(float(time_s[0]), float(time_s[-1]), padding=0.01)
 
@@ -132,6 +161,7 @@ class EpisodeViewWidget(QWidget):
         self.frames_shown = 0  # distinct steps put on screen (benchmarks)
         self.cameras: dict[str, CameraViewWidget] = {}
         self._shapes: dict[str, tuple[int, int]] = {}
+        self._sized_for: tuple[int, int] | None = None
         self._last_tick = time.monotonic()
         self._timer = QTimer(self)
         self._timer.setInterval(TICK_MS)
@@ -159,6 +189,8 @@ class EpisodeViewWidget(QWidget):
         self.position.setObjectName("hint")
         self.timeline_widget = TimelineWidget()
         self.timeline_widget.seek_requested.connect(self.seek)
+        self.legend = QLabel("")
+        self.legend.setObjectName("hint")
 
         self.label_combo = QComboBox()
         for label in ("success", "failure", "unknown"):
@@ -185,12 +217,14 @@ class EpisodeViewWidget(QWidget):
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addWidget(cameras, 1)
         top_layout.addWidget(self.timeline_widget)
+        top_layout.addWidget(self.legend)
         top_layout.addLayout(transport)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)
         splitter.addWidget(self.plots)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
+        splitter.setSizes([600, 360])  # the cameras first; the plots below
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
@@ -248,6 +282,7 @@ class EpisodeViewWidget(QWidget):
             self.cameras[camera] = view
             self.camera_row.addWidget(view)
         self.timeline_widget.set_timeline(timeline)
+        self.legend.setText(timeline_legend(timeline))
         self.plots.set_data(time_s, qpos, action, effort)
         self.label_combo.setCurrentText(meta.label.value)
         self.reason_combo.setCurrentText(reason)
@@ -268,6 +303,7 @@ class EpisodeViewWidget(QWidget):
             self.camera_row.removeWidget(view)
             view.deleteLater()
         self.cameras = {}
+        self._sized_for = None
         self.play_button.setText("Play")
 
     def closeEvent(self, event) -> None:  # noqa: N802
@@ -337,6 +373,7 @@ class EpisodeViewWidget(QWidget):
             self.pause()
 
     def _show(self, frames) -> None:
+        self._update_prefetch_size()
         for camera, image in frames.frames.items():
             self.cameras[camera].set_frame(image, float(frames.step), None)
         self.cursor = frames.step
@@ -357,6 +394,9 @@ class EpisodeViewWidget(QWidget):
         if self.prefetcher is None or not self.cameras:
             return
         view = next(iter(self.cameras.values()))
+        if (view.width(), view.height()) == self._sized_for:
+            return
+        self._sized_for = (view.width(), view.height())
         height, width = next(iter(self._shapes.values()))
         scale = min(view.width() / width, view.height() / height)
         if scale <= 0:

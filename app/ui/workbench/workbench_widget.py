@@ -98,6 +98,7 @@ class WorkbenchWidget(QWidget):
         splitter.addWidget(self.view)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
+        splitter.setSizes([260, 640])  # ten rows of the table, the episode below
         status_row = QHBoxLayout()
         status_row.addWidget(self.count)
         status_row.addStretch(1)

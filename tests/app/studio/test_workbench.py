@@ -55,7 +55,7 @@ def test_rows_columns_and_filters(store):
     assert shown(qa=frozenset({"bad"})) == ["episode_1.hdf5"]
     assert shown(qa=frozenset({"unknown"})) == ["episode_3.hdf5"]
     assert shown(source="with interventions") == ["episode_2.hdf5"]
-    assert shown(source="human only") == ["episode_0.hdf5", "episode_1.hdf5"]
+    assert shown(source="no policy") == ["episode_0.hdf5", "episode_1.hdf5"]
     today = dt.date.today()
     assert shown(date_from=today, date_to=today) == ["episode_0.hdf5", "episode_2.hdf5"]
     assert shown(date_to=dt.date(2024, 12, 31)) == ["episode_1.hdf5"]
