@@ -131,3 +131,23 @@ def test_failure_reasons_file(tmp_path):
     assert load_failure_reasons(tmp_path) == ("towel dropped", "grasp slipped")
     (tmp_path / "failure_reasons.txt").write_text("# ours\nwrinkled\n\nsecond try\n")
     assert load_failure_reasons(tmp_path) == ("wrinkled", "second try")
+
+
+def test_a_recording_in_progress_is_listed_live_and_never_opened(store, make_tick):
+    import numpy as np
+
+    from recordings.writer import EpisodeWriter
+
+    writer = EpisodeWriter(store, ("cam_high", "cam_left_wrist", "cam_right_wrist"), flush_interval_s=0.05)
+    writer.start()
+    rng = np.random.default_rng(0)
+    try:
+        for i in range(10):
+            writer.on_tick(make_tick(i, 10.0 + 0.02 * i, rng))
+        rows = StoreIndex(store).refresh().rows
+        live = [row for row in rows if row.unfinished]
+        assert [(row.name, row.live, row.problem) for row in live] == [("episode_3.hdf5.partial", True, "being recorded now")]
+        assert len([row for row in rows if row.usable]) == 3
+    finally:
+        writer.stop()
+    assert StoreIndex(store).refresh().rows[-1].name == "episode_3.hdf5"

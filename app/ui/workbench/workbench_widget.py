@@ -199,6 +199,11 @@ class WorkbenchWidget(QWidget):
         self.table.apply()
         self._update_count()
         if self.table.current_name() is None and self.table.model.rows and self.view.path is None:
+            # After the table has painted: opening an episode reads its arrays and first frames.
+            QTimer.singleShot(100, self._open_first)  # 100 ms: the table paints first
+
+    def _open_first(self) -> None:
+        if self.table.current_name() is None and self.table.model.rows and self.view.path is None:
             self.table.view.selectRow(0)
 
     def _update_count(self) -> None:
