@@ -15,8 +15,10 @@ The index file is written atomically (temporary file + rename); a damaged or for
 ignored and rebuilt. Several processes may share it: the last writer wins, which costs at most a
 re-read of the rows the other one had refreshed.
 
-Threads: a `StoreIndex` may be used from several threads (one lock around its state); reading
-files happens outside the lock.
+Threads: a `StoreIndex` may be used from several threads (one lock around its state). Each
+episode file is read under `file_lock`, which writers in the same process take too (HDF5 refuses
+to open a file for writing that the process has open for reading), so a refresh on a worker and a
+relabel on the GUI thread wait at most one file read for each other.
 """
 
 from __future__ import annotations
@@ -225,6 +227,7 @@ class StoreIndex:
         self.store_dir = Path(store_dir)
         self.path = self.store_dir / INDEX_FILE
         self._lock = threading.Lock()
+        self.file_lock = threading.Lock()
         self._rows: dict[str, EpisodeRow] | None = None  # name -> row, finished episodes only
 
     def __repr__(self) -> str:
@@ -262,7 +265,8 @@ class StoreIndex:
             except FileNotFoundError:
                 known.pop(path.name, None)
                 continue
-            known[path.name] = read_row(path, stamp)
+            with self.file_lock:
+                known[path.name] = read_row(path, stamp)
         self._store(known)
 
     # ---- internals ----
@@ -318,7 +322,8 @@ class StoreIndex:
             if row is not None and row.stamp == stamp:
                 rows[name] = row
         for done, (name, stamp) in enumerate(stale):
-            rows[name] = read_row(self.store_dir / name, stamp)
+            with self.file_lock:
+                rows[name] = read_row(self.store_dir / name, stamp)
             reread.append(name)
             if progress is not None:
                 progress(done + 1, len(stale))

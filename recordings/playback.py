@@ -154,6 +154,18 @@ class FramePrefetcher:
                 found = self._cache.get(step)
             return found
 
+    def latest(self, due: int, after: int) -> FrameSet | None:
+        """While playing: move the decode window to `due` and return the newest decoded step in
+        (after, due], or None. Asking for exactly the due step would starve when decoding falls
+        behind (the due step moves on before it is ready); this shows the newest ready one, so
+        playback keeps time and drops frames instead of stalling."""
+        with self._cond:
+            if self._cursor != due:
+                self._cursor = min(max(int(due), 0), self.length - 1)
+                self._cond.notify_all()
+            ready = [step for step in self._cache if after < step <= due]
+            return self._cache[max(ready)] if ready else None
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

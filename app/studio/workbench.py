@@ -82,10 +82,9 @@ def local_time_text(created: str) -> str:
 
 
 def matches(row: EpisodeRow, rules: EpisodeFilter, thresholds: QaThresholds) -> bool:
-    if row.problem is not None:
-        return rules.problems and not (rules.labels or rules.task or rules.operator or rules.qa or rules.source or rules.date_from or rules.date_to) and (
-            not rules.text or rules.text.lower() in row.name.lower()
-        )
+    if row.problem is not None:  # unreadable or unfinished: no label, task, ... to match
+        narrowed = rules.labels or rules.task or rules.operator or rules.qa or rules.source or rules.date_from or rules.date_to
+        return rules.problems and not narrowed and (not rules.text or rules.text.lower() in row.name.lower())
     if rules.labels and row.label not in rules.labels:
         return False
     if rules.task and row.task != rules.task:
@@ -267,7 +266,8 @@ class Workbench:
         done: list[Path] = []
         for name in names:
             try:
-                done.append(self.store.relabel(self.path(name), parsed, notes, reason))
+                with self.index.file_lock:  # not while the index reads this file on a worker
+                    done.append(self.store.relabel(self.path(name), parsed, notes, reason))
             except RecordingError as error:
                 errors.append(str(error))
         self._updated(done)

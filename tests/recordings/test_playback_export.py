@@ -134,3 +134,14 @@ def test_lerobot_export_reads_back(tmp_path, record_episode, act_file):
     with pytest.raises(Exception, match="cameras"):
         export_lerobot([first, path], tmp_path / "mixed")
     assert not (tmp_path / "mixed").exists() and not (tmp_path / "mixed.partial").exists()
+
+
+def test_playing_shows_the_newest_decoded_step_not_a_future_one(tmp_path):
+    path = write_jpeg_store_episode(tmp_path, 30, shape=(48, 64))
+    with Episode.open(path) as episode, FramePrefetcher(path, ahead=30) as prefetcher:
+        prefetcher.frames(0, wait_s=5.0)
+        prefetcher.frames(12, wait_s=5.0)  # decodes from 12 on
+        frames = prefetcher.latest(due=12, after=3)
+        assert frames is not None and frames.step == 12
+        np.testing.assert_array_equal(frames.frames["cam_high"], episode.frame("cam_high", 12))
+        assert prefetcher.latest(due=12, after=12) is None  # nothing newer than what is shown

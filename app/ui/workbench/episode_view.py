@@ -2,9 +2,11 @@
 locked to the frame on screen, and the label editor.
 
 Playback: a 60 Hz GUI timer advances a `PlaybackClock`; the frames come decoded (and resized to
-the size shown) from a `FramePrefetcher` worker. A step is shown only when all its frames are
-decoded, and the cursor (timeline, plots, step counter) is set to the step of the frames shown,
-so what is on screen is always the frame at the cursor.
+the size shown) from a `FramePrefetcher` worker, and each tick shows the newest step decoded up to
+the one due (when decoding falls behind, steps are skipped rather than the clock held back). A
+step is shown only when all its frames are decoded, and the cursor (timeline, plots, step
+counter) is set to the step of the frames shown, so what is on screen is always the frame at the
+cursor.
 
 Keys: Space play/pause, Left/Right one step, Shift+Left/Right ten steps, Home/End, 1/2/3 speed.
 """
@@ -45,7 +47,6 @@ from robot.types import ARM_NAMES, JOINTS_PER_ARM
 log = logging.getLogger(__name__)
 
 TICK_MS = 16  # GUI refresh while playing: above the 50 Hz the frames change at
-FRAME_WAIT_S = 0.004  # how long a tick may wait for the due frame before keeping the last one
 
 
 def timeline_legend(timeline: Timeline) -> str:
@@ -363,7 +364,7 @@ class EpisodeViewWidget(QWidget):
         due = clock.advance(now - self._last_tick)
         self._last_tick = now
         if due != self.cursor:
-            frames = prefetcher.frames(due, wait_s=FRAME_WAIT_S)
+            frames = prefetcher.latest(due, after=self.cursor) if due > self.cursor else prefetcher.frames(due)
             if frames is not None:
                 self._show(frames)
             elif prefetcher.error:

@@ -43,7 +43,7 @@ from recordings.errors import RecordingError
 log = logging.getLogger(__name__)
 
 AUTO_REFRESH_MS = 5000
-POLL_MS = 50
+POLL_MS = 15  # how soon a finished job (a store refresh) reaches the table
 
 
 class WorkbenchWidget(QWidget):
