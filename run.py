@@ -5,7 +5,7 @@
     python run.py review [--store DIR]             the Episodes workbench in its own window
     python run.py demos --episodes N --seed S      scripted sim demonstrations, no window
     python run.py record --rig FILE --source S --seconds N   one episode from any rig, no window
-    python run.py train --episodes DIR --out DIR --preset tiny   fine-tune Fast-WAM (JSON lines)
+    python run.py train --store DIR --out DIR --preset tiny      fine-tune Fast-WAM
     python run.py eval --checkpoint DIR --episodes N --seed S    the policy on the simulated towel task
 
 `python run.py COMMAND --help` tells more about each.
@@ -69,12 +69,16 @@ def main(argv: list[str]) -> int:
         from app.studio.jobs.episodes import main as episodes_main
 
         return episodes_main(rest)
-    if command in ("demos", "record"):
-        from app.studio.jobs import demos as jobs
+    if command == "demos":
+        from app.studio.jobs.demos import main as demos_main
 
-        return jobs.main([command, *rest])
+        return demos_main(rest)
+    if command == "record":
+        from app.studio.jobs.record import main as record_main
+
+        return record_main(rest)
     if command == "train":
-        from model.train import main as train_main
+        from app.studio.jobs.train import main as train_main
 
         return train_main(rest)
     if command == "eval":

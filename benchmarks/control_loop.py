@@ -46,14 +46,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from app.studio.jobs.demos import run_opening_ceremony  # noqa: E402
-from recordings.metadata import EpisodeMetadata  # noqa: E402
-from recordings.writer import EpisodeWriter  # noqa: E402
-from robot.control_loop import ControlLoop  # noqa: E402
-from robot.kinematics import BimanualKinematics  # noqa: E402
+from app.studio.jobs.record import run_opening_ceremony  # noqa: E402
+from app.studio.session import SessionError, open_session  # noqa: E402
+from app.studio.sources import SourceFactory  # noqa: E402
+from robot.capabilities import HasLeaders, Simulation, Startable  # noqa: E402
+from robot.real_rig import AlohaRig, AlohaRigConfig  # noqa: E402
+from robot.rig import RigError  # noqa: E402
 from robot.rigs import open_rig  # noqa: E402
-from robot.teleop import EndEffectorJogSource  # noqa: E402
-from robot.types import Mode, TickRecord  # noqa: E402
+from robot.sim.config import SimRigConfig  # noqa: E402
+from robot.types import Mode, Severity, TickRecord  # noqa: E402
 
 
 def emit(kind: str, **values) -> None:
@@ -109,12 +110,12 @@ def override_cameras(rig, size: str | None, fps: float | None) -> None:
         except ValueError:
             raise ValueError(f"--camera-size must be HEIGHTxWIDTH, e.g. 480x640, got {size!r}") from None
     config = rig.config
-    if hasattr(config, "image_height"):  # SimRigConfig (sim, sim-leaders)
+    if isinstance(config, SimRigConfig):  # sim (sim-leaders keeps it in .config too)
         changes = {} if height is None else {"image_height": height, "image_width": width}
         if fps is not None:
             changes["camera_fps"] = float(fps)
         rig.config = dataclasses.replace(config, **changes)
-    elif hasattr(config, "cameras"):  # AlohaRigConfig: [[cameras]] configs
+    elif isinstance(config, AlohaRigConfig):  # [[cameras]] tables
         changes = {} if height is None else {"height": height, "width": width}
         if fps is not None:
             changes["fps"] = int(round(fps))
@@ -139,7 +140,7 @@ def start_emulator_process(baud_rate: int) -> tuple[subprocess.Popen, dict[str, 
 def keep_cameras(rig, count: int) -> None:
     """Keep the first `count` cameras of the (unconnected) rig."""
     config = rig.config
-    if hasattr(config, "image_height"):
+    if isinstance(config, SimRigConfig):
         rig.config = dataclasses.replace(config, camera_names=config.camera_names[:count])
     else:
         rig.config = dataclasses.replace(config, cameras=config.cameras[:count])
@@ -149,11 +150,10 @@ def keep_cameras(rig, count: int) -> None:
 def camera_settings(rig) -> tuple[list[int | None], float | None]:
     """([height, width], fps) of the rig's first camera."""
     config = rig.config
-    if hasattr(config, "image_height"):
+    if isinstance(config, SimRigConfig):
         return [config.image_height, config.image_width], config.camera_fps
-    cameras = getattr(config, "cameras", ())
-    if cameras:
-        return [cameras[0].height, cameras[0].width], cameras[0].fps
+    if isinstance(config, AlohaRigConfig) and config.cameras:
+        return [config.cameras[0].height, config.cameras[0].width], config.cameras[0].fps
     return [None, None], None
 
 
@@ -184,65 +184,63 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
-    rig, rig_file = open_rig(args.rig)
-    try:
-        override_cameras(rig, args.camera_size, args.camera_fps)
-    except ValueError as exc:
-        parser.error(str(exc))
-    source_name = args.source or ("leaders" if hasattr(rig, "leader_source") else "jog")
-    if source_name == "leaders" and not hasattr(rig, "leader_source"):
-        parser.error(f"--source leaders needs a rig with leader arms; {rig.name} has none")
-    if args.cameras is not None:
-        keep_cameras(rig, max(0, args.cameras))
     emulator_process = None
-    if args.emulator_process:
-        if not getattr(getattr(rig, "config", None), "emulate", False) or not hasattr(rig.config, "arms"):
-            parser.error("--emulator-process works with the aloha-emulated rig only")
-        emulator_process, ports = start_emulator_process(rig.config.settings.baud_rate)
-        rig.config = dataclasses.replace(rig.config, emulate=False, arms=tuple(
-            dataclasses.replace(a, port=ports[a.name]) for a in rig.config.arms))
-    if args.render_thread is not None:
-        if not hasattr(rig, "set_render_thread"):
-            parser.error("--render-thread works with the sim rig only")
-        rig.set_render_thread(args.render_thread == "on")
-    image_format = args.image_format or rig_file.recording.image_format
-    jpeg_quality = args.jpeg_quality or rig_file.recording.jpeg_quality
-    rig.connect()
+    problems: list[str] = []
+
+    def open_tuned(path):
+        """The rig file's rig with this run's overrides, before it connects (open_session's seam)."""
+        nonlocal emulator_process
+        rig, rig_file = open_rig(path)
+        try:
+            override_cameras(rig, args.camera_size, args.camera_fps)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if args.cameras is not None:
+            keep_cameras(rig, max(0, args.cameras))
+        if args.emulator_process:
+            if not (isinstance(rig, AlohaRig) and rig.config.emulate):
+                problems.append("--emulator-process works with the aloha-emulated rig only")
+            else:
+                emulator_process, ports = start_emulator_process(rig.config.settings.baud_rate)
+                rig.config = dataclasses.replace(rig.config, emulate=False, arms=tuple(
+                    dataclasses.replace(a, port=ports[a.name]) for a in rig.config.arms))
+        if args.render_thread is not None and not isinstance(rig, Simulation):
+            problems.append("--render-thread works with the sim rig only")
+        recording = dataclasses.replace(rig_file.recording, image_format=args.image_format or rig_file.recording.image_format,
+                                        jpeg_quality=args.jpeg_quality or rig_file.recording.jpeg_quality)
+        if problems:
+            raise RigError("; ".join(problems))
+        return rig, dataclasses.replace(rig_file, recording=recording)
+
     temp = None if args.keep else tempfile.TemporaryDirectory(prefix="bench-control-loop-")
     store = Path(args.keep) if args.keep else Path(temp.name)
-    store.mkdir(parents=True, exist_ok=True)
+    try:
+        session = open_session(args.rig, store, render_thread=None if args.render_thread is None else args.render_thread == "on",
+                               rig_opener=open_tuned)
+    except SessionError as exc:
+        parser.error(problems[0] if problems else str(exc))
+    rig, rig_file, loop, writer = session.rig, session.rig_file, session.loop, session.writer
+    image_format, jpeg_quality = rig_file.recording.image_format, rig_file.recording.jpeg_quality
+    source_name = args.source or ("leaders" if isinstance(rig, HasLeaders) else "jog")
     try:
         config = rig_file.control
-        loop = ControlLoop(rig, config)
-        jog = EndEffectorJogSource(BimanualKinematics(), config.rate_hz) if source_name == "jog" else None
-        writer = EpisodeWriter(
-            store,
-            rig.camera_names,
-            EpisodeMetadata(
-                task=rig_file.recording.task,
-                operator="benchmark",
-                rig=rig.name,
-                sim=rig.simulated,
-                control_rate_hz=config.rate_hz,
-            ),
-            image_format=image_format,
-            jpeg_quality=jpeg_quality,
-        )
+        sources = SourceFactory(rig, config)
+        if source_name == "leaders" and not isinstance(rig, HasLeaders):
+            parser.error(f"--source leaders needs a rig with leader arms; {rig.name} has none")
+        jog = sources.jog if source_name == "jog" else None
         ticks = TickLog()
         ceremony_s = None
-        if hasattr(rig, "begin_start"):
+        if isinstance(rig, Startable):
             # The real rig commands nothing until its opening ceremony is done; measure from then.
             loop.start()
             begun = time.monotonic()
             run_opening_ceremony(rig)
             ceremony_s = round(time.monotonic() - begun, 2)
         loop.subscribe(ticks)
-        if not args.no_record:
-            loop.subscribe(writer.on_tick)
-        loop.set_source(jog if jog is not None else rig.leader_source())
+        loop.set_source(sources.make("keyboard" if jog is not None else "leaders"))
         loop.request_mode(Mode.TELEOP)
         if not args.no_record:
-            writer.start()
+            writer.start(session.metadata(operator="benchmark"))
         loop.start()  # idempotent when the ceremony started it
         started = time.monotonic()
         stats_before = loop.snapshot(max_events=0).stats
@@ -279,7 +277,7 @@ def main(argv: list[str]) -> int:
         status = writer.status()
         snap = loop.snapshot(max_events=1000)
         rig_status = rig.status()
-        render_stats = rig.render_stats() if hasattr(rig, "render_stats") else None
+        render_stats = rig.render_stats() if isinstance(rig, Simulation) else None
         size = 0 if path is None else path.stat().st_size
         periods = ticks.periods_s
         errors_s = [abs(p - config.period_s) for p in periods]
@@ -293,7 +291,7 @@ def main(argv: list[str]) -> int:
             opening_ceremony_s=ceremony_s,
             image_size=camera_settings(rig)[0],
             camera_fps=camera_settings(rig)[1],
-            render_thread=getattr(rig.config, "render_thread", None),
+            render_thread=rig.config.render_thread if isinstance(rig.config, SimRigConfig) else None,
             image_format=image_format,
             jpeg_quality=jpeg_quality,
             ticks=ticks.ticks,
@@ -321,12 +319,14 @@ def main(argv: list[str]) -> int:
             bytes_per_s=round(size / wall_s),
             episode=None if path is None else (str(path) if args.keep else path.name),
             emulator_process=emulator_process is not None,
-            loop_errors=[e.message for e in snap.events if e.level == "error"],
+            loop_errors=[e.message for e in snap.events if e.severity is Severity.ERROR],
             cpu_count=os.cpu_count(),
             load_average_1min=round(os.getloadavg()[0], 2),
         )
     finally:
-        rig.disconnect()
+        if writer.status().recording:
+            writer.discard()
+        session.close()
         if emulator_process is not None:
             emulator_process.stdin.close()
             emulator_process.wait(10)

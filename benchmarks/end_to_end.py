@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.evaluate import wilson_interval  # noqa: E402
+from app.studio.evaluation import wilson_interval  # noqa: E402
 
 VARIANTS = {"video": [], "novideo": ["--no-video-cotraining"]}
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     _emit("stage", stage="demos", episodes=args.demos, wall_s=round(time.monotonic() - started, 1), ran=bool(pending))
 
     # 2. Training: Fast-WAM first (it pretrains the autoencoder), the ablation beside it.
-    common = ["train", "--episodes", *map(str, stores), "--preset", args.preset, "--steps", str(args.steps),
+    common = ["train", "--store", *map(str, stores), "--preset", args.preset, "--steps", str(args.steps),
               "--threads", "1", "--cache-dir", str(out / "cache"), *args.train_args.split()]
     runs = {v: out / f"run_{v}" for v in VARIANTS}
     logs = {v: out / f"train_{v}.jsonl" for v in VARIANTS}

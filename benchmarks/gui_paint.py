@@ -27,38 +27,38 @@ def run(window_on: bool, seconds: float, rig: Path, store: Path, source: str) ->
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.studio.studio import StudioBridge
+    from app.studio.studio import Studio
     from app.ui.main_window import StudioWindow
 
     app = QApplication.instance() or QApplication(["paint-benchmark"])
-    bridge = StudioBridge(rig, store)
-    window = StudioWindow(bridge) if window_on else None
+    studio = Studio(rig, store)
+    window = StudioWindow(studio) if window_on else None
     if window is not None:
         window.show()
-    bridge.start()
-    if not bridge.wait_until_running(120):
-        raise SystemExit("the rig did not start: " + "; ".join(e.message for e in bridge.events.all()))
-    bridge.select_source(source)
+    studio.start()
+    if not studio.wait_until_running(120):
+        raise SystemExit("the rig did not start: " + "; ".join(e.message for e in studio.events.all()))
+    studio.select_source(source)
     # Let the first second (renderer start-up, blending in) pass before measuring.
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.01)
-    ticks0 = bridge.history.count
+    ticks0 = studio.history.count
     paints0 = window.paint_count if window is not None else 0
     cpu0, wall0 = time.thread_time(), time.monotonic()
     QTimer.singleShot(int(seconds * 1000), app.quit)
     app.exec()
     cpu1, wall1 = time.thread_time(), time.monotonic()
-    stats = bridge.loop.snapshot().stats
-    rig_status = bridge.rig.status()
+    stats = studio.loop.snapshot().stats
+    rig_status = studio.rig.status()
     result = {
         "benchmark": "studio_window",
         "window": window_on,
         "source": source,
         "seconds": round(wall1 - wall0, 2),
-        "ticks": bridge.history.count - ticks0,
-        "loop_rate_hz": round((bridge.history.count - ticks0) / (wall1 - wall0), 2),
+        "ticks": studio.history.count - ticks0,
+        "loop_rate_hz": round((studio.history.count - ticks0) / (wall1 - wall0), 2),
         "busy_p50_ms": round(stats.busy_p50_ms, 2),
         "busy_p99_ms": round(stats.busy_p99_ms, 2),
         "real_time_factor": None if rig_status.real_time_factor is None else round(rig_status.real_time_factor, 3),
@@ -70,8 +70,8 @@ def run(window_on: bool, seconds: float, rig: Path, store: Path, source: str) ->
     if window is not None:
         window.close()
         app.processEvents()
-    if bridge.snapshot().phase.value != "stopped":
-        bridge.shutdown()
+    if studio.snapshot().phase.value != "stopped":
+        studio.shutdown()
     return result
 
 

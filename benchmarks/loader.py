@@ -38,7 +38,7 @@ from model.encoders import CausalVideoAutoencoder, TaskEmbedding  # noqa: E402
 from model.fastwam import FastWAM  # noqa: E402
 from model.latent_cache import CanvasCache, LatentCache, encoder_key  # noqa: E402
 from model.normalization import compute_norm_stats  # noqa: E402
-from model.train import TrainModule, sample_draws  # noqa: E402
+from model.train_module import TrainModule, sample_draws  # noqa: E402
 
 
 def emit(kind: str, **fields) -> None:

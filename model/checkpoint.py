@@ -31,11 +31,7 @@ import torch.nn.functional as F
 from model.config import FastWAMConfig
 from model.errors import CheckpointError, CheckpointMismatch
 from model.fastwam import FastWAM
-
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-NORM_FILE = "normalization.json"
-STEP_FILE = "step.json"
+from model.run_folder import CONFIG_FILE, MODEL_FILE, NORM_FILE, STEP_FILE
 
 # ------------------------------------------------------------------------------------------------
 # Normalisation statistics

@@ -35,45 +35,13 @@ import torch
 from model.checkpoint import NormStats
 from model.config import FastWAMConfig
 from model.encoders import make_canvas
-from model.errors import ModelError
+from model.errors import CorruptEpisode, NoEpisodesMatch
 from recordings.errors import EpisodeFormatError
 from recordings.reader import Episode
 from recordings.schema import Label
 from recordings.store import EpisodeStore
 
 log = logging.getLogger(__name__)
-
-# ------------------------------------------------------------------------------------------------
-# Errors
-# ------------------------------------------------------------------------------------------------
-
-
-class DataError(ModelError):
-    """The training data cannot be used as asked; the message says what to do."""
-
-
-class NoEpisodesMatch(DataError):
-    """The selection left no episode to train on."""
-
-    def __init__(self, sources: Sequence[str], found: int, why: str, fix: str):
-        self.sources = list(sources)
-        self.found = found
-        super().__init__(f"no episodes to train on in {', '.join(self.sources) or '(no source given)'}: {why}. {fix}")
-
-
-class CorruptEpisode(DataError):
-    """An episode file cannot be read (damaged, unfinished, or missing a camera the model needs)."""
-
-    def __init__(self, problems: Mapping[Path, str]):
-        self.problems = {Path(p): r for p, r in problems.items()}
-        shown = "; ".join(f"{p.name}: {r}" for p, r in list(self.problems.items())[:5])
-        more = "" if len(self.problems) <= 5 else f" (+{len(self.problems) - 5} more)"
-        super().__init__(
-            f"{len(self.problems)} episode file(s) cannot be used - {shown}{more}. Run `python run.py episodes "
-            "check` on the store (and `episodes recover` for unfinished recordings), or leave the file(s) out with "
-            "--exclude NAME"
-        )
-
 
 # ------------------------------------------------------------------------------------------------
 # Selecting episodes

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Mapping, Sequence
+
 
 class ModelError(RuntimeError):
     """Base class: something in `model/` failed in a way the user must act on."""
@@ -84,6 +87,46 @@ class PolicyOutputInvalid(ModelError):
             "the chunk was discarded. Hold the arm; if it repeats, the checkpoint or its "
             "normalisation statistics are broken (retrain or reload), or the input is corrupt."
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# Training data and training runs
+# ------------------------------------------------------------------------------------------------
+
+
+class DataError(ModelError):
+    """The training data cannot be used as asked; the message says what to do."""
+
+
+class NoEpisodesMatch(DataError):
+    """The selection left no episode to train on."""
+
+    def __init__(self, sources: Sequence[str], found: int, why: str, fix: str):
+        self.sources = list(sources)
+        self.found = found
+        super().__init__(f"no episodes to train on in {', '.join(self.sources) or '(no source given)'}: {why}. {fix}")
+
+
+class CorruptEpisode(DataError):
+    """An episode file cannot be read (damaged, unfinished, or missing a camera the model needs)."""
+
+    def __init__(self, problems: Mapping[Path, str]):
+        self.problems = {Path(p): r for p, r in problems.items()}
+        shown = "; ".join(f"{p.name}: {r}" for p, r in list(self.problems.items())[:5])
+        more = "" if len(self.problems) <= 5 else f" (+{len(self.problems) - 5} more)"
+        super().__init__(
+            f"{len(self.problems)} episode file(s) cannot be used - {shown}{more}. Run `python run.py episodes "
+            "check` on the store (and `episodes recover` for unfinished recordings), or leave the file(s) out with "
+            "--exclude NAME"
+        )
+
+
+class UsageError(ValueError):
+    """A training option is wrong or missing; the message names the flag and how to fix it."""
+
+
+class RunFolderError(DataError):
+    """The run folder does not fit what was asked (e.g. checkpoints there but no --resume)."""
 
 
 def _first(names: list[str], n: int = 5) -> str:

@@ -1,7 +1,7 @@
 """Encoded video latents, cached per episode on disk, so only the first epoch runs the encoder.
 
 Why a cache is right here: the video encoder is frozen while the DiT trains (Fast-WAM freezes the
-Wan2.2 VAE; our tiny/small autoencoder is pretrained first, then frozen - see `model.train`), so an
+Wan2.2 VAE; our tiny/small autoencoder is pretrained first, then frozen - see `model.autoencoder_stage`), so an
 episode's latents never change during a run, and across runs they change only when the frames or
 the encoder do.
 

@@ -24,6 +24,7 @@ worker thread, a job's main thread) while the control loop runs; reads of publis
 from __future__ import annotations
 
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from robot.types import ActionSource
@@ -33,19 +34,28 @@ if TYPE_CHECKING:  # the types only; importing the drivers here would load the D
     from robot.dynamixel.health import HealthReport, HealthThresholds
 
 
+#: The key of a Startable rig's prompt among its status messages (`RigStatus.messages`): the studio
+#: shows it where the operator looks (the arms panel) rather than as an event.
+START_PROMPT_KEY = "start prompt"
+
+
 @runtime_checkable
 class Startable(Protocol):
     """A rig that must be started before its followers may be driven (ALOHA's opening ceremony:
     followers ramp to the start pose, then the operator squeezes both leader grippers).
 
     `begin_start()`: any thread; sets a flag the control thread acts on inside its reads.
-    `started` / `start_prompt`: any thread; whether the arms may be driven, and what the rig asks
-    of the operator now (empty when nothing)."""
+    `started` / `starting` / `start_prompt`: any thread; whether the arms may be driven, whether a
+    start is under way (asked and neither finished nor failed nor stopped by an E-stop), and what
+    the rig asks of the operator now (empty when nothing)."""
 
     def begin_start(self) -> None: ...
 
     @property
     def started(self) -> bool: ...
+
+    @property
+    def starting(self) -> bool: ...
 
     @property
     def start_prompt(self) -> str: ...
@@ -145,3 +155,34 @@ class Simulation(Protocol):
     def set_render_thread(self, enabled: bool) -> None: ...
 
     def render_stats(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Which of the protocols above a rig declares, as plain flags a snapshot can carry (the window
+    shows panels and keys by them without holding the rig)."""
+
+    simulated: bool = False
+    startable: bool = False
+    resettable: bool = False
+    leaders: bool = False
+    calibratable: bool = False
+    health: bool = False
+    task: bool = False
+
+    @classmethod
+    def of(cls, rig: Any) -> "Capabilities":
+        return cls(
+            simulated=isinstance(rig, Simulation),
+            startable=isinstance(rig, Startable),
+            resettable=isinstance(rig, Resettable),
+            leaders=isinstance(rig, HasLeaders),
+            calibratable=isinstance(rig, Calibratable),
+            health=isinstance(rig, ReportsHealth),
+            task=isinstance(rig, EvaluatesTask),
+        )
+
+    @property
+    def real_arms(self) -> bool:
+        """Real (or emulated) follower arms: torque, an opening ceremony, Start arms, calibration."""
+        return self.startable and not self.simulated

@@ -61,7 +61,6 @@ An exception in a subscriber is logged and reported as an event; it never stops 
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import queue
@@ -74,9 +73,10 @@ from typing import Callable
 
 import numpy as np
 
+from robot.capabilities import Simulation
 from robot.rig import Rig
 from robot.safety import SafetyConfig, SafetyError, SafetyFilter, SafetyLimit
-from robot.types import ActionSource, ControlSource, Mode, RigStatus, TickRecord, TickTimings
+from robot.types import ActionSource, ControlSource, Mode, RigStatus, Severity, TickRecord, TickTimings
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,6 @@ class LoopConfig:
         )
 
 
-class EventLevel(str, enum.Enum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
 @dataclass(frozen=True)
 class LoopEvent:
     """Something the user should know about the loop.
@@ -149,7 +143,7 @@ class LoopEvent:
 
     seq: int
     time_s: float
-    level: EventLevel
+    severity: Severity
     code: str
     message: str
     what_to_do: str = ""
@@ -177,6 +171,17 @@ class LoopStats:
     late_ticks: int = 0
     missed_deadlines: int = 0
     subscriber_errors: int = 0
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """What the loop is doing now: running, the mode, the source (name, kind), blending in."""
+
+    running: bool
+    mode: Mode
+    source_name: str
+    source_kind: ControlSource
+    blending: bool
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,7 @@ class ControlLoop:
         # Shared with other threads, under _lock (held only for copies and appends).
         self._lock = threading.Lock()
         self._subscribers: tuple[Subscriber, ...] = ()
+        self._event_listeners: tuple[Callable[[LoopEvent], None], ...] = ()
         self._latest: TickRecord | None = None
         self._events: deque[LoopEvent] = deque(maxlen=self.config.max_events)
         self._event_seq = 0
@@ -357,6 +363,28 @@ class ControlLoop:
 
         return unsubscribe
 
+    def add_event_listener(self, callback: Callable[["LoopEvent"], None]) -> Callable[[], None]:
+        """Call `callback(event)` with every event as it is emitted, on the emitting thread (the
+        control thread); returns a function that removes it. The callback must be quick (append
+        to a log). Events are also kept for `events_since`."""
+        if not callable(callback):
+            raise TypeError(f"event listener {callback!r} is not callable")
+        with self._lock:
+            self._event_listeners = self._event_listeners + (callback,)
+
+        def remove() -> None:
+            with self._lock:
+                self._event_listeners = tuple(c for c in self._event_listeners if c is not callback)
+
+        return remove
+
+    def state(self) -> "LoopState":
+        """Mode, source and whether it blends in: a few fields copied under the lock, cheap
+        enough for every paint (`snapshot()` adds the percentile statistics, ~2 ms)."""
+        with self._lock:
+            mode, (name, kind), blending = self._published_mode, self._published_source, self._published_blending
+        return LoopState(running=self.running, mode=mode, source_name=name, source_kind=kind, blending=blending)
+
     def snapshot(self, max_events: int = 20) -> LoopSnapshot:
         """The latest tick, statistics, mode, source and recent events (cheap; any thread)."""
         with self._lock:
@@ -444,7 +472,7 @@ class ControlLoop:
             except Exception as exc:  # a bug of ours: keep the arm held rather than let the thread die
                 log.exception("control tick failed")
                 self._emit(
-                    EventLevel.ERROR,
+                    Severity.ERROR,
                     "loop_error",
                     f"The control loop hit an internal error: {exc}",
                     "The arm holds. Save your work and restart the studio; report the log file.",
@@ -480,7 +508,7 @@ class ControlLoop:
             self._on_read_failure(exc)
             return None
         if self._read_failures:
-            self._emit(EventLevel.INFO, "rig_read", f"The rig is reading again after {self._read_failures} failed ticks.")
+            self._emit(Severity.INFO, "rig_read", f"The rig is reading again after {self._read_failures} failed ticks.")
             self._read_failures = 0
         t_read = time.monotonic()
 
@@ -513,7 +541,7 @@ class ControlLoop:
             except Exception as exc:
                 log.exception("rig.command failed")
                 self._emit(
-                    EventLevel.ERROR,
+                    Severity.ERROR,
                     "rig_command",
                     f"Commanding the rig {self._rig.name!r} failed: {exc}",
                     "The loop holds. Check the arm's power and cable; if it persists, stop and reconnect the rig.",
@@ -561,9 +589,8 @@ class ControlLoop:
         return record
 
     def _sim_time_s(self) -> float | None:
-        # SimRig exposes its simulated clock; real rigs have none.
-        value = getattr(self._rig, "sim_time_s", None) if self._rig.simulated else None
-        return float(value) if isinstance(value, (int, float)) else None
+        rig = self._rig
+        return float(rig.sim_time_s) if rig.simulated and isinstance(rig, Simulation) else None
 
     # ------------------------------------------------------------------ control thread: requests, modes
 
@@ -580,7 +607,7 @@ class ControlLoop:
                     self._mode = Mode.HOLD
                     self._call_rig_hook("on_estop_cleared")
                     self._emit(
-                        EventLevel.INFO,
+                        Severity.INFO,
                         "estop",
                         "E-stop cleared; the arm holds its pose.",
                         "Choose Teleop (or Policy) to move again.",
@@ -594,7 +621,7 @@ class ControlLoop:
     def _request_mode(self, mode: Mode) -> None:
         if self._mode is Mode.ESTOP:
             self._emit(
-                EventLevel.WARNING,
+                Severity.WARNING,
                 "request_refused",
                 f"{mode.value.capitalize()} was refused: the E-stop is latched.",
                 "Make the workspace safe, then press Clear E-stop.",
@@ -602,7 +629,7 @@ class ControlLoop:
             return
         if mode in DRIVING_MODES and self._source is None:
             self._emit(
-                EventLevel.WARNING,
+                Severity.WARNING,
                 "request_refused",
                 f"{mode.value.capitalize()} needs an action source and none is chosen; the arm stays in {self._mode.value}.",
                 "Choose a source (keyboard jog, leader arms, policy) first.",
@@ -620,7 +647,7 @@ class ControlLoop:
         elif previous in DRIVING_MODES:
             self._stop_source()
         self._mode = mode
-        self._emit(EventLevel.INFO, "mode", f"Mode: {previous.value} -> {mode.value}.")
+        self._emit(Severity.INFO, "mode", f"Mode: {previous.value} -> {mode.value}.")
         self._publish_state()
 
     def _select_source(self, source: ActionSource | None) -> None:
@@ -631,7 +658,7 @@ class ControlLoop:
         self._source_dry = False
         if self._mode in DRIVING_MODES:
             if source is None:
-                self._emit(EventLevel.INFO, "mode", "The action source was removed; the arm holds.")
+                self._emit(Severity.INFO, "mode", "The action source was removed; the arm holds.")
                 self._enter_mode(Mode.HOLD)
             else:
                 self._needs_blend = True
@@ -644,7 +671,7 @@ class ControlLoop:
         self._mode = Mode.ESTOP
         self._blend = None
         self._emit(
-            EventLevel.ERROR,
+            Severity.ERROR,
             "estop",
             f"{reason}: the arm holds its last commanded pose.",
             "Make the workspace safe, then press Clear E-stop; the arm stays in Hold until you choose a mode.",
@@ -659,7 +686,7 @@ class ControlLoop:
         except Exception as exc:
             log.exception("rig.%s failed", name)
             self._emit(
-                EventLevel.ERROR,
+                Severity.ERROR,
                 "rig_command",
                 f"The rig's {name} failed: {exc}",
                 "Switch the arm's power off by hand if it is moving.",
@@ -676,7 +703,7 @@ class ControlLoop:
         except Exception as exc:
             log.exception("source %s failed to stop", getattr(source, "name", source))
             self._emit(
-                EventLevel.WARNING,
+                Severity.WARNING,
                 "source_error",
                 f"The source {self._source_label(source)} failed while stopping: {exc}",
                 "Nothing to do for the arm; if the source misbehaves when restarted, choose it again.",
@@ -715,7 +742,7 @@ class ControlLoop:
         except Exception as exc:
             log.exception("source %s failed", self._source_label(source))
             self._emit(
-                EventLevel.ERROR,
+                Severity.ERROR,
                 "source_error",
                 f"The source {self._source_label(source)} failed: {type(exc).__name__}: {exc}. The arm holds.",
                 "Choose Teleop (or Policy) again to restart it, or pick another source.",
@@ -725,7 +752,7 @@ class ControlLoop:
         if raw is None:
             if finished:
                 self._emit(
-                    EventLevel.INFO,
+                    Severity.INFO,
                     "source_finished",
                     f"The source {self._source_label(source)} finished; the arm holds.",
                     "Choose a mode to continue.",
@@ -734,7 +761,7 @@ class ControlLoop:
             elif not self._source_dry:
                 self._source_dry = True
                 self._emit(
-                    EventLevel.WARNING,
+                    Severity.WARNING,
                     "source_dry",
                     f"The source {self._source_label(source)} has no action; the arm holds until it has.",
                     "If this lasts, check the source (for a policy: is it still running?).",
@@ -744,7 +771,7 @@ class ControlLoop:
             return self._last_command, ControlSource.HOLD
         if self._source_dry:
             self._source_dry = False
-            self._emit(EventLevel.INFO, "source_dry", f"The source {self._source_label(source)} is acting again.")
+            self._emit(Severity.INFO, "source_dry", f"The source {self._source_label(source)} is acting again.")
         if self._needs_blend:
             self._needs_blend = False
             ticks = int(round(self.config.blend_s * self.config.rate_hz))
@@ -762,7 +789,7 @@ class ControlLoop:
         if finished:
             # Its last action still counts; the next tick holds.
             self._emit(
-                EventLevel.INFO,
+                Severity.INFO,
                 "source_finished",
                 f"The source {self._source_label(source)} finished; the arm holds.",
                 "Choose a mode to continue.",
@@ -776,7 +803,7 @@ class ControlLoop:
         source = self._source
         who = self._source_label(source) if source is not None else "the loop"
         self._emit(
-            EventLevel.ERROR,
+            Severity.ERROR,
             "unsafe_action",
             f"The action from {who} was rejected: {exc}",
             "The arm holds. Check the source (for a policy: its checkpoint and normalisation), then choose a mode again.",
@@ -791,7 +818,7 @@ class ControlLoop:
             if joint not in self._position_limited and now_s - self._limit_event_time_s.get(joint, -math.inf) > 2.0:
                 self._limit_event_time_s[joint] = now_s
                 self._emit(
-                    EventLevel.WARNING,
+                    Severity.WARNING,
                     "position_limit",
                     f"{joint} is held at its limit {hit.limit:.3f} (asked for {hit.value:.3f}).",
                     "Move the other way; the limits come from the rig file.",
@@ -803,7 +830,7 @@ class ControlLoop:
         if self._read_failures == 1:
             log.exception("rig.read failed")
             self._emit(
-                EventLevel.ERROR,
+                Severity.ERROR,
                 "rig_read",
                 f"Reading the rig {self._rig.name!r} failed: {exc}",
                 "The loop keeps trying each tick and holds. Check the arm's power and USB cable.",
@@ -827,7 +854,7 @@ class ControlLoop:
                 name = getattr(callback, "__qualname__", repr(callback))
                 log.error("subscriber %s failed (%d times):\n%s", name, count, traceback.format_exc())
                 self._emit(
-                    EventLevel.ERROR,
+                    Severity.ERROR,
                     "subscriber_error",
                     f"A tick subscriber ({name}) failed {count} time(s): {type(exc).__name__}: {exc}",
                     "The arm is unaffected. If a recording is running, stop it and check its events.",
@@ -837,11 +864,17 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ events
 
-    def _emit(self, level: EventLevel, code: str, message: str, what_to_do: str = "") -> LoopEvent:
-        logging_level = {EventLevel.INFO: logging.INFO, EventLevel.WARNING: logging.WARNING, EventLevel.ERROR: logging.ERROR}
-        log.log(logging_level[level], "%s%s", message, f" ({what_to_do})" if what_to_do else "")
+    def _emit(self, severity: Severity, code: str, message: str, what_to_do: str = "") -> LoopEvent:
+        logging_level = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING, Severity.ERROR: logging.ERROR}
+        log.log(logging_level[severity], "%s%s", message, f" ({what_to_do})" if what_to_do else "")
         with self._lock:
             self._event_seq += 1
-            event = LoopEvent(self._event_seq, time.monotonic(), level, code, message, what_to_do)
+            event = LoopEvent(self._event_seq, time.monotonic(), severity, code, message, what_to_do)
             self._events.append(event)
+            listeners = self._event_listeners
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not stop the loop; the log has it
+                log.exception("event listener %r failed", listener)
         return event

@@ -50,9 +50,9 @@ from robot.dynamixel.arm import (
     TeleopMapping,
 )
 from robot.dynamixel.bus import BusConfig
-from robot.dynamixel.calibration import ArmCalibration, CalibrationStore
+from robot.dynamixel.calibration import ArmCalibration, CalibrationProcedure, CalibrationStore
 from robot.dynamixel.errors import BusWatchdogTripped
-from robot.dynamixel.health import HealthReport, HealthThresholds, read_health
+from robot.dynamixel.health import HealthReport, HealthThresholds, bus_error_messages, read_health
 from robot.dynamixel.layout import LAYOUTS
 from robot.dynamixel.safe_start import (
     ExitGuard,
@@ -63,6 +63,7 @@ from robot.dynamixel.safe_start import (
     TorqueWatchdog,
     cut_torque,
 )
+from robot.capabilities import START_PROMPT_KEY, Calibratable, HasLeaders, ReportsHealth, Startable
 from robot.rig import Rig, RigError
 from robot.types import (
     ARM_NAMES,
@@ -71,7 +72,9 @@ from robot.types import (
     ControlSource,
     JointLimits,
     Observation,
+    RigMessage,
     RigStatus,
+    Severity,
 )
 
 log = logging.getLogger(__name__)
@@ -246,7 +249,7 @@ def start_emulated_buses(names: Iterable[str], baud_rate: int, start_pose_rad: S
     return started
 
 
-class AlohaRig(Rig):
+class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
     """Bimanual ALOHA over Dynamixel: followers commanded, leaders read, cameras streamed."""
 
     simulated = False
@@ -261,6 +264,7 @@ class AlohaRig(Rig):
         self._thresholds = HealthThresholds(max_temperature_c=s.max_temperature_c)
         self._lock = threading.Lock()  # guards the fields other threads read or set (below)
         self._start_requested = False
+        self._starting = False
         self._started = False
         self._prompt = "Connect the rig."
         self._messages: dict[str, str] = {}
@@ -341,7 +345,7 @@ class AlohaRig(Rig):
         self.emulators = {}
         self.followers, self.leaders, self.cameras = [], [], []
         with self._lock:
-            self._started = self._start_requested = False
+            self._started = self._starting = self._start_requested = False
             self._prompt = "Connect the rig."
             self._health = {}
         self._safe_start = None
@@ -352,12 +356,19 @@ class AlohaRig(Rig):
         """Ask for the opening ceremony; the next control ticks carry it out (any thread)."""
         with self._lock:
             self._start_requested = True
+            self._starting = True
             self._started = False
 
     @property
     def started(self) -> bool:
         with self._lock:
             return self._started
+
+    @property
+    def starting(self) -> bool:
+        """Start arms was asked and the ceremony has neither finished nor failed (any thread)."""
+        with self._lock:
+            return self._starting
 
     @property
     def start_prompt(self) -> str:
@@ -382,12 +393,13 @@ class AlohaRig(Rig):
             self._handover = start.handover(self.config.settings.handover_max_step_rad)
             self._safe_start = None
             with self._lock:
-                self._started = True
+                self._started, self._starting = True, False
                 self._prompt = "Arms ready: the followers follow the leaders (or the policy)."
                 self._messages.pop("start", None)
         elif start.finished:  # failed or aborted
             self._safe_start = None
             with self._lock:
+                self._starting = False
                 self._messages["start"] = start.prompt
 
     # -- control thread ------------------------------------------------------------------------
@@ -495,14 +507,14 @@ class AlohaRig(Rig):
         self._handover = None
         self._safe_start = None
         with self._lock:
-            self._started = False
+            self._started = self._starting = self._start_requested = False
             self._prompt = message
             self._messages["stopped"] = message
 
     def _on_watchdog_trip(self, message: str) -> None:  # watchdog thread
         self._handover = None
         with self._lock:
-            self._started = False
+            self._started = self._starting = False
             self._prompt = message
             self._messages["stopped"] = message
 
@@ -514,13 +526,10 @@ class AlohaRig(Rig):
             except Exception:  # a camera mid-reconnect: no number this time
                 fps[camera.name] = 0.0
         with self._lock:
-            messages = list(self._messages.values())
+            messages = [RigMessage(key, text) for key, text in self._messages.items()]
             if not self._started:
-                messages.insert(0, self._prompt)
-        for arm in self.arms:
-            stats = arm.bus.stats
-            if stats.errors_per_s > 1.0:
-                messages.append(f"{arm.arm_id}: {stats.errors_per_s:.1f} bus errors/s ({stats.last_error})")
+                messages.insert(0, RigMessage(START_PROMPT_KEY, self._prompt, Severity.INFO))
+        messages += bus_error_messages(self.arms)
         return RigStatus(name=self.name, camera_fps=fps, messages=tuple(messages))
 
     def health_reports(self) -> dict[str, HealthReport]:
@@ -532,6 +541,34 @@ class AlohaRig(Rig):
     @property
     def health_thresholds(self) -> HealthThresholds:
         return self._thresholds
+
+    @property
+    def health_arm_ids(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.config.arms)
+
+    # -- calibration (owner thread; the studio refuses it while the arms are started) -------------
+    @property
+    def calibration_arm_ids(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.config.arms)
+
+    def calibration_procedure(self, arm_id: str) -> CalibrationProcedure:
+        arm = self._arm(arm_id)
+        return CalibrationProcedure(arm_id, arm.layout, arm)
+
+    def apply_calibration(self, result: ArmCalibration) -> Path:
+        path = CalibrationStore(self.config.settings.calibration_dir).save(result)
+        # In use at once: the control thread picks the new object up at its next read of this arm.
+        self._arm(result.arm_id).calibration = result
+        with self._lock:
+            self._messages.pop(f"calibration {result.arm_id}", None)
+        return path
+
+    def _arm(self, arm_id: str) -> DynamixelArm:
+        for arm in self.arms:
+            if arm.arm_id == arm_id:
+                return arm
+        known = ", ".join(a.arm_id for a in self.arms) or "none (the rig is not connected)"
+        raise ValueError(f"{self.name} has no arm {arm_id!r}; its arms: {known}")
 
     def leader_source(self) -> "LeaderArmsSource":
         return LeaderArmsSource(self)

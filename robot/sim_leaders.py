@@ -46,13 +46,14 @@ import numpy as np
 from robot.aloha import START_ARM_POSE_RAD
 from robot.dynamixel.arm import GRIPPER, GripperLinkage, LeaderArm, TeleopMapping
 from robot.dynamixel.calibration import CalibrationStore
-from robot.dynamixel.health import HealthReport, HealthThresholds, read_health
+from robot.dynamixel.health import HealthReport, HealthThresholds, bus_error_messages, read_health
 from robot.dynamixel.safe_start import cut_torque
 from robot.real_rig import AlohaSettings, ArmEntry, LeaderArmsSource, open_arm, start_emulated_buses
+from robot.capabilities import START_PROMPT_KEY, HasLeaders, ReportsHealth, Startable
 from robot.rig import RigError
 from robot.sim.config import SimRigConfig
 from robot.sim.sim_rig import SimRig
-from robot.types import Observation, RigStatus
+from robot.types import Observation, RigMessage, RigStatus, Severity
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class SimLeadersConfig:
         return next(a for a in self.leaders if a.name == name)
 
 
-class SimLeadersRig(SimRig):
+class SimLeadersRig(SimRig, Startable, HasLeaders, ReportsHealth):
     """The simulated rig with real (or emulated) leader arms as its teleoperation source.
 
     Everything of `SimRig` (reset_episode, evaluate_task, render thread, sim time) is unchanged;
@@ -193,6 +194,12 @@ class SimLeadersRig(SimRig):
         with self._arm_lock:
             return self._prompt
 
+    @property
+    def starting(self) -> bool:
+        """Waiting for the squeeze of both leader grippers (any thread)."""
+        with self._arm_lock:
+            return self._awaiting_squeeze
+
     def _check_squeeze(self) -> None:
         with self._arm_lock:
             if not self._awaiting_squeeze:
@@ -253,13 +260,10 @@ class SimLeadersRig(SimRig):
     def status(self) -> RigStatus:
         status = super().status()
         with self._arm_lock:
-            messages = list(self._arm_messages.values())
+            messages = [RigMessage(key, text) for key, text in self._arm_messages.items()]
             if not self._started:
-                messages.insert(0, self._prompt)
-        for arm in list(self.leaders):
-            stats = arm.bus.stats
-            if stats.errors_per_s > 1.0:
-                messages.append(f"{arm.arm_id}: {stats.errors_per_s:.1f} bus errors/s ({stats.last_error})")
+                messages.insert(0, RigMessage(START_PROMPT_KEY, self._prompt, Severity.INFO))
+        messages += bus_error_messages(list(self.leaders))
         return dataclasses.replace(status, messages=(*status.messages, *messages))
 
     def health_reports(self) -> dict[str, HealthReport]:
@@ -270,6 +274,10 @@ class SimLeadersRig(SimRig):
     @property
     def health_thresholds(self) -> HealthThresholds:
         return self._thresholds
+
+    @property
+    def health_arm_ids(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.leaders_config.leaders)
 
 
 class SimLeadersSource(LeaderArmsSource):

@@ -50,6 +50,15 @@ class Mode(str, enum.Enum):
     ESTOP = "estop"  # emergency stop: latched until the user clears it
 
 
+class Severity(str, enum.Enum):
+    """How much an event or a rig message matters to the person at the rig; the one scale used by
+    the control loop, the rigs, the recorder and the studio."""
+
+    INFO = "info"  # for the record: nothing to do
+    WARNING = "warning"  # worth a look; the work goes on
+    ERROR = "error"  # something stopped or was refused; the message says what to do
+
+
 class ControlSource(str, enum.Enum):
     """Who produced the action of a tick; recorded per step as `/control_source`."""
 
@@ -163,13 +172,26 @@ class JointLimits:
 
 
 @dataclass(frozen=True)
+class RigMessage:
+    """A condition a rig reports for as long as it lasts ("camera cam_high: no frame for 2 s").
+
+    key: stable while the condition lasts ("camera cam_high"), so a message whose text carries live
+    numbers ("31.5 bus errors/s") is one condition, not a new one each second; text: for people.
+    """
+
+    key: str
+    text: str
+    severity: Severity = Severity.WARNING
+
+
+@dataclass(frozen=True)
 class RigStatus:
     """Health summary a rig reports for the status bar (any thread may read the latest)."""
 
     name: str
     real_time_factor: float | None = None  # sim only: simulated seconds per wall second
     camera_fps: Mapping[str, float] = field(default_factory=dict)
-    messages: tuple[str, ...] = ()
+    messages: tuple[RigMessage, ...] = ()
 
 
 def zero_state() -> np.ndarray:

@@ -1,12 +1,14 @@
 """Events the studio shows the user: what happened, and what to do about it. No Qt here.
 
-Everything that goes wrong below the window (a loop fault, a recorder error, a rig message)
-becomes one `StudioEvent` in the bridge's `EventLog`; the GUI thread reads copies.
+The one channel from the core to the window: the control loop's events (pushed by its event
+listener, on the control thread), the recorder's problems and the rig's messages (turned into
+events by the monitor thread when they appear), and the studio's own answers to requests all
+become `StudioEvent`s in the studio's `EventLog`, on the one severity scale of `robot.types`.
+The window reads copies (`since(event_id)`, or the recent ones a snapshot carries).
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import threading
@@ -14,13 +16,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from robot.types import Severity
+
+__all__ = ["EventLog", "Severity", "StudioEvent"]
+
 log = logging.getLogger(__name__)
-
-
-class Severity(str, enum.Enum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,9 @@ class EventLog:
     def all(self) -> tuple[StudioEvent, ...]:
         with self._lock:
             return tuple(self._events)
+
+    def recent(self, count: int) -> tuple[StudioEvent, ...]:
+        """The newest `count` events, oldest first (what a snapshot carries)."""
+        with self._lock:
+            n = len(self._events)
+            return tuple(self._events[i] for i in range(max(0, n - count), n))

@@ -59,19 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.studio.studio import Phase, StudioBridge
+    from app.studio.studio import Phase, Studio
     from app.ui.main_window import StudioWindow
 
     app = QApplication.instance() or QApplication(["Fast-WAM studio"])
     app.setApplicationName("Fast-WAM teleoperation studio")
-    bridge = StudioBridge(args.rig, args.store)
-    window = StudioWindow(bridge)
+    studio = Studio(args.rig, args.store)
+    window = StudioWindow(studio)
     window.show()
     if args.training is not None:
         window.show_training(Path(args.training) if args.training else None)
-    startup = bridge.start()
+    startup = studio.start()
     if args.start_arms or args.source is not None:
-        _schedule_start(window, bridge, startup, args.start_arms, args.source)
+        _schedule_start(window, studio, startup, args.start_arms, args.source)
     if args.screenshot is not None:
         _schedule_screenshot(window, startup, args.screenshot, args.after_s)
 
@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         code = app.exec()
     finally:
         signal.signal(signal.SIGINT, previous_sigint)
-        if bridge.snapshot().phase is not Phase.STOPPED:
-            bridge.shutdown()
+        if studio.snapshot().phase is not Phase.STOPPED:
+            studio.shutdown()
     return code
 
 
-def _schedule_start(window, bridge, startup, start_arms: bool, source: str | None) -> None:
+def _schedule_start(window, studio, startup, start_arms: bool, source: str | None) -> None:
     """Once the rig runs: Start arms (if asked), then select `source` - on a real rig a driving
     source once the arms are started (the operator still squeezes the leaders)."""
     from PySide6.QtCore import QTimer
@@ -104,7 +104,7 @@ def _schedule_start(window, bridge, startup, start_arms: bool, source: str | Non
         if not startup.result():
             timer.stop()
             return
-        snap = bridge.snapshot()
+        snap = studio.snapshot()
         real = snap.arms is not None
         if start_arms and real and not state["asked_start"]:
             state["asked_start"] = True
@@ -114,7 +114,7 @@ def _schedule_start(window, bridge, startup, start_arms: bool, source: str | Non
                 timer.stop()
             return
         timer.stop()
-        bridge.select_source(source)
+        studio.select_source(source)
 
     timer.setInterval(100)
     timer.timeout.connect(poll)

@@ -1,7 +1,7 @@
 """The studio's main window: cameras on top, plots below, the control panel at the side.
 
-The window owns no robot state. A QTimer reads `StudioBridge.snapshot()` at <= 30 Hz and paints
-it; buttons, shortcuts, jog keys and jog pads call the bridge, whose methods never block. The GUI
+The window owns no robot state. A QTimer reads `Studio.snapshot()` at <= 30 Hz and paints
+it; buttons, shortcuts, jog keys and jog pads call the studio, whose methods never block. The GUI
 thread therefore never touches the sim or a device.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
@@ -35,7 +36,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import theme
-from app.studio.studio import LOW_DISK_BYTES, Phase, StudioBridge, StudioSnapshot
+from app.studio.history import HistoryWindow
+from app.studio.monitor import LOW_DISK_BYTES
+from app.studio.snapshot import Phase, StudioSnapshot
+from app.studio.studio import Studio
 from app.ui.keys import JOG_KEY_BY_CODE, REAL_RIG_ONLY_ACTIONS, SHORTCUTS, SIM_ONLY_ACTIONS, shortcut_texts
 from app.ui.widgets.arms_panel import STARTING_COLOUR, ArmsPanelWidget
 from app.ui.widgets.calibration_dialog import CalibrationDialog
@@ -46,7 +50,7 @@ from app.ui.widgets.events_panel import ErrorBannerWidget, EventsWidget
 from app.ui.widgets.help_panel import HelpPanelWidget
 from app.ui.widgets.jog_pad import JogPadWidget
 from app.ui.widgets.plots import JointPlotsWidget, TimingPlotWidget
-from app.ui.widgets.training_panel import TrainingPanelWidget
+from app.ui.training.panel import TrainingPanelWidget
 from app.studio.events import Severity
 from recordings.schema import Label
 from robot.aloha import MIN_ACCEPTABLE_LOOP_RATE_HZ
@@ -75,12 +79,12 @@ def _format_bytes(count: int | None) -> str:
 
 
 class StudioWindow(QMainWindow):
-    """The whole studio in one window. GUI thread only; talks to the robot through `bridge`."""
+    """The whole studio in one window. GUI thread only; talks to the robot through `studio`."""
 
-    def __init__(self, bridge: StudioBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.bridge = bridge
-        self.setWindowTitle(f"Fast-WAM teleoperation studio — {bridge.rig_path.name}")
+        self.studio = studio
+        self.setWindowTitle(f"Fast-WAM teleoperation studio — {studio.rig_path.name}")
         self.setStyleSheet(theme.STYLESHEET)
         self.paint_count = 0
         self._last_tick_index = -1
@@ -140,7 +144,7 @@ class StudioWindow(QMainWindow):
         centre.splitterMoved.connect(lambda *_: setattr(self, "_user_sized_rows", True))
 
         # Side panel: E-stop on top and never scrolled away; the rest may scroll on small screens.
-        self.control_panel = ControlPanelWidget([(s.name, s.button) for s in bridge.source_options], keys)
+        self.control_panel = ControlPanelWidget([(s.name, s.button) for s in studio.source_options], keys)
         self.arms_panel = ArmsPanelWidget(keys.get("start_arms", ""))
         self.arms_panel.hide()
         self.arms_panel.start_requested.connect(self.start_arms)
@@ -229,7 +233,7 @@ class StudioWindow(QMainWindow):
     def _build_training(self) -> None:
         """Training (issue 5): the panel in a dock below the cameras (it may float to a second
         screen); a status-bar button shows the job's state and shows or hides the dock."""
-        self.training_panel = TrainingPanelWidget(store_dir_source=lambda: self.bridge.store_dir)
+        self.training_panel = TrainingPanelWidget(store_dir_source=lambda: self.studio.store_dir)
         self.training_dock = QDockWidget("Training", self)
         self.training_dock.setObjectName("training_dock")
         self.training_dock.setWidget(self.training_panel)
@@ -254,23 +258,23 @@ class StudioWindow(QMainWindow):
     def _connect_panel(self) -> None:
         panel = self.control_panel
         panel.estop_requested.connect(self.trigger_estop)
-        panel.clear_estop_requested.connect(self.bridge.clear_estop)
-        panel.source_requested.connect(self.bridge.select_source)
+        panel.clear_estop_requested.connect(self.studio.clear_estop)
+        panel.source_requested.connect(self.studio.select_source)
         panel.start_recording_requested.connect(self.start_recording)
         panel.stop_recording_requested.connect(self.stop_recording)
         panel.discard_recording_requested.connect(self.discard_recording)
-        panel.new_episode_requested.connect(self.bridge.new_episode)
+        panel.new_episode_requested.connect(self.studio.new_episode)
         self.banner.dismissed.connect(lambda: None)
 
     def _build_shortcuts(self) -> None:
         actions = {
             "estop": self.trigger_estop,
-            "clear_estop": self.bridge.clear_estop,
+            "clear_estop": self.studio.clear_estop,
             "start_recording": self.start_recording,
             "stop_success": lambda: self.stop_recording(True),
             "stop_failure": lambda: self.stop_recording(False),
             "discard": self.discard_recording,
-            "new_episode": lambda: self.bridge.new_episode(self.control_panel.seed_spin.value()),
+            "new_episode": lambda: self.studio.new_episode(self.control_panel.seed_spin.value()),
             "help": lambda: self.bottom_tabs.setCurrentIndex(1),
             "start_arms": self.start_arms,
         }
@@ -278,7 +282,7 @@ class StudioWindow(QMainWindow):
         for spec in SHORTCUTS:
             if spec.action.startswith("source:"):
                 name = spec.action.split(":", 1)[1]
-                handler = lambda n=name: self.bridge.select_source(n)  # noqa: E731
+                handler = lambda n=name: self.studio.select_source(n)  # noqa: E731
             else:
                 handler = actions[spec.action]
             self.shortcuts[spec.action] = []
@@ -319,37 +323,37 @@ class StudioWindow(QMainWindow):
 
     def start_arms(self) -> None:
         self._release_jog_keys()
-        self.bridge.start_arms()
+        self.studio.start_arms()
 
     def open_calibration(self) -> None:
         """Show the calibration window (one at a time; it stays open beside the studio)."""
-        snap = self.bridge.snapshot()
+        snap = self.studio.snapshot()
         if snap.arms is None:
             return
         if self.calibration_dialog is None:
-            self.calibration_dialog = CalibrationDialog(self.bridge, snap.arms.arm_ids, self)
+            self.calibration_dialog = CalibrationDialog(self.studio, snap.arms.arm_ids, self)
         self.calibration_dialog.show()
         self.calibration_dialog.raise_()
 
     def trigger_estop(self) -> None:
         self._release_jog_keys()
-        self.bridge.estop("E-stop pressed in the studio")
+        self.studio.estop("E-stop pressed in the studio")
 
     def start_recording(self) -> None:
-        snap = self.bridge.snapshot()
+        snap = self.studio.snapshot()
         if snap.recording.active or snap.recording.busy:
             return  # F5 twice must not start a second episode or complain
-        self.bridge.start_recording(self.control_panel.task_edit.text(), self.control_panel.operator_edit.text())
+        self.studio.start_recording(self.control_panel.task_edit.text(), self.control_panel.operator_edit.text())
 
     def stop_recording(self, success: bool) -> None:
-        rec = self.bridge.snapshot().recording
+        rec = self.studio.snapshot().recording
         if (rec.active or rec.failed) and not rec.busy:
-            self.bridge.stop_recording(success)
+            self.studio.stop_recording(success)
 
     def discard_recording(self) -> None:
-        rec = self.bridge.snapshot().recording
+        rec = self.studio.snapshot().recording
         if (rec.active or rec.failed) and not rec.busy:
-            self.bridge.discard_recording()
+            self.studio.discard_recording()
 
     def _on_jog_pad(self, arm: str, x: float, y: float, z: float) -> None:
         self._send_jog()
@@ -398,8 +402,8 @@ class StudioWindow(QMainWindow):
             pad = self.jog_pads[arm].direction
             pads_active = pads_active or any(pad)
             direction = [max(-1.0, min(1.0, k + p)) for k, p in zip(velocity[arm], pad)]
-            self.bridge.jog(arm, direction, fine=self._fine_jog)
-            self.bridge.jog_gripper(arm, max(-1.0, min(1.0, gripper[arm])), fine=self._fine_jog)
+            self.studio.jog(arm, direction, fine=self._fine_jog)
+            self.studio.jog_gripper(arm, max(-1.0, min(1.0, gripper[arm])), fine=self._fine_jog)
         # Refresh held keys and pads inside the jog source's dead-man time; stop when all are let go.
         if (self._held_jog_keys or pads_active) and not self.jog_timer.isActive():
             self.jog_timer.start()
@@ -411,15 +415,22 @@ class StudioWindow(QMainWindow):
         for pad in self.jog_pads.values():
             pad.direction = (0.0, 0.0, 0.0)
         self.jog_timer.stop()
-        self.bridge.stop_jogging()
+        self.studio.stop_jogging()
 
     # ------------------------------------------------------------------ painting
 
     def refresh(self) -> None:
-        """Paint the latest snapshot (the paint timer's slot; also callable from tests)."""
-        snap = self.bridge.snapshot()
+        """Paint the studio's latest snapshot (the paint timer's slot; also callable from tests)."""
+        self.show_snapshot(self.studio.snapshot(), lambda: self.studio.history_window(PLOT_SPAN_S))
+        if self._close_after_shutdown and self._shutdown_future is not None and self._shutdown_future.done():
+            self.close()
+
+    def show_snapshot(self, snap: StudioSnapshot, history: Callable[[], HistoryWindow | None] = lambda: None) -> None:
+        """Paint `snap`; `history()` gives the plots' window when they are due (it copies arrays,
+        so it is asked for only every PLOT_EVERY_N_PAINTS paints with a new tick). Nothing here
+        reads the studio: a test can paint a hand-built snapshot."""
         self.paint_count += 1
-        self._show_events()
+        self._show_events(snap)
         self._show_controls(snap)
         tick = snap.tick
         new_tick = tick is not None and tick.index != self._last_tick_index
@@ -427,16 +438,16 @@ class StudioWindow(QMainWindow):
             self._last_tick_index = tick.index
             self._show_cameras(snap)
             if self.paint_count % PLOT_EVERY_N_PAINTS == 0:
-                history = self.bridge.history_window(PLOT_SPAN_S)
-                self.joint_plots.set_history(history)
-                self.timing_plot.set_history(history)
+                window = history()
+                if window is not None:
+                    self.joint_plots.set_history(window)
+                    self.timing_plot.set_history(window)
         if self.paint_count % STATUS_EVERY_N_PAINTS == 1 or snap.phase is not Phase.RUNNING:
             self._show_status(snap)
-        if self._close_after_shutdown and self._shutdown_future is not None and self._shutdown_future.done():
-            self.close()
 
-    def _show_events(self) -> None:
-        new = self.events_list.add_events(self.bridge.events.since(self.events_list.last_event_id))
+    def _show_events(self, snap: StudioSnapshot) -> None:
+        last = self.events_list.last_event_id
+        new = self.events_list.add_events(tuple(e for e in snap.events if e.event_id > last))
         errors = [e for e in new if e.severity is Severity.ERROR]
         if errors:
             self.banner.show_event(errors[-1])
@@ -474,16 +485,17 @@ class StudioWindow(QMainWindow):
             panel.show_seed(snap.seed, snap.next_seed)
 
     _last_seed_shown: tuple | None = None
+    _banner_colour = ""
 
     def _show_rig_kind(self, snap: StudioSnapshot) -> None:
         """Once the rig is up: the sources, keys and panels of its kind (sim or real)."""
         if snap.phase is not Phase.RUNNING:
             return
-        real = snap.arms is not None
+        real = snap.capabilities.real_arms
         available = snap.available_sources
         for name, button in self.control_panel.source_buttons.items():
             # Leaders on a real rig, and on a simulation driven by leader arms (button only: F3 is Demo there).
-            button.setVisible(not (name == "demo" and real) and not (name == "leaders" and not (real or snap.sim_leaders)))
+            button.setVisible(not (name == "demo" and not snap.capabilities.simulated) and not (name == "leaders" and not snap.capabilities.leaders))
             button.setEnabled(name in available)
         if real == self._real_rig:
             return
@@ -505,7 +517,8 @@ class StudioWindow(QMainWindow):
         if not arms.started:
             colour = STARTING_COLOUR if arms.starting else "#374151"
             text = arms.prompt
-            if self.arm_prompt_banner.text() != text:
+            if (self.arm_prompt_banner.text(), self._banner_colour) != (text, colour):
+                self._banner_colour = colour
                 self.arm_prompt_banner.setText(text)
                 self.arm_prompt_banner.setStyleSheet(
                     f"QLabel {{ background: {colour}; color: white; font-size: 18px; font-weight: bold; padding: 8px; border-radius: 6px; }}"
@@ -536,9 +549,8 @@ class StudioWindow(QMainWindow):
             Phase.STOPPED: "stopped",
         }[snap.phase]
         self.status_phase.setText(phase_text)
-        loop = snap.loop
-        if loop is not None and loop.stats.ticks > 1:
-            stats = loop.stats
+        stats = snap.loop_stats
+        if stats is not None and stats.ticks > 1:
             slow = stats.achieved_rate_hz < MIN_ACCEPTABLE_LOOP_RATE_HZ
             self.status_loop.setText(
                 f"loop {stats.achieved_rate_hz:5.1f} / {stats.target_rate_hz:g} Hz  jitter p99 {stats.jitter_p99_ms:4.1f} ms"
@@ -597,7 +609,7 @@ class StudioWindow(QMainWindow):
         if self._shutdown_future is not None:
             return  # already winding down; the paint timer closes the window when done
         label: Label | None = Label.UNKNOWN
-        rec = self.bridge.snapshot().recording
+        rec = self.studio.snapshot().recording
         if rec.active or rec.failed:
             choice = self.ask_recording_choice()
             if choice is False:
@@ -607,4 +619,4 @@ class StudioWindow(QMainWindow):
             return  # a training job runs and the user chose not to close (the recording is untouched)
         self._release_jog_keys()
         self._close_after_shutdown = True
-        self._shutdown_future = self.bridge.shutdown_async(label)
+        self._shutdown_future = self.studio.shutdown_async(label)

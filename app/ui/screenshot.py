@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default="demo", choices=("keyboard", "demo", "hold"))
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--training", type=Path, default=None, metavar="RUN_DIR",
-                        help="show the Training panel following this run folder (one the window started)")
+                        help="show the Training panel following this run folder")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     forwarded = ["--screenshot", str(args.path), "--after-s", str(args.after_s), "--source", args.source]
     if args.rig is not None:

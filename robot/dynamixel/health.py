@@ -16,6 +16,7 @@ from robot.dynamixel import control_table as ct
 from robot.dynamixel.arm import DynamixelArm
 from robot.dynamixel.control_table import HardwareError
 from robot.dynamixel.errors import ServoHardwareError
+from robot.types import RigMessage
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,18 @@ def read_health(arm: DynamixelArm, thresholds: HealthThresholds | None = None) -
             problems.append(f"load {abs(load_pct):.0f} % (limit {th.max_load_percent:.0f} %); is the arm blocked?")
         out.append(ServoHealth(sid, names[sid], temperature, voltage, current, load_pct, bits, tuple(problems)))
     return HealthReport(arm.arm_id, bus.port, tuple(out), time.monotonic())
+
+
+#: Bus errors per second above which a rig reports its bus (a few per minute are normal noise).
+BUS_ERRORS_PER_S_WARN = 1.0
+
+
+def bus_error_messages(arms) -> list[RigMessage]:
+    """One message per arm whose bus fails more than BUS_ERRORS_PER_S_WARN times a second (any
+    thread: the bus keeps its rate under its own lock)."""
+    messages = []
+    for arm in arms:
+        stats = arm.bus.stats
+        if stats.errors_per_s > BUS_ERRORS_PER_S_WARN:
+            messages.append(RigMessage(f"bus {arm.arm_id}", f"{arm.arm_id}: {stats.errors_per_s:.1f} bus errors/s ({stats.last_error})"))
+    return messages

@@ -50,6 +50,7 @@ import mujoco
 import numpy as np
 
 from robot.aloha import ALOHA_GRIPPERS, START_ARM_POSE_RAD, START_FINGER_POS_M, GripperCalibration
+from robot.capabilities import EvaluatesTask, Resettable, Simulation
 from robot.rig import Rig, RigError
 from robot.sim import gl
 from robot.sim.camera_render_thread import CameraRenderThread, RendererFactory, RenderStats, make_camera_renderer
@@ -64,6 +65,7 @@ from robot.types import (
     STATE_DIM,
     JointLimits,
     Observation,
+    RigMessage,
     RigStatus,
 )
 
@@ -76,7 +78,7 @@ STATUS_WINDOW_TICKS = 50
 FIRST_FRAME_TIMEOUT_S = 20.0
 
 
-class SimRig(Rig):
+class SimRig(Rig, Resettable, EvaluatesTask, Simulation):
     """The MuJoCo rig. `read()`/`command()` and the extras that touch the simulation
     (`reset_episode`, `towel_vertices_m`, `gripper_poses`, `evaluate_task`) belong to the control
     thread; `status()`, `render_stats()` and `sim_time_s` may be read from any thread. With
@@ -121,7 +123,7 @@ class SimRig(Rig):
         self._lock = threading.Lock()  # guards the status windows
         self._tick_wall_s: collections.deque[float] = collections.deque(maxlen=STATUS_WINDOW_TICKS)
         self._frame_wall_s: collections.deque[float] = collections.deque(maxlen=STATUS_WINDOW_TICKS)
-        self._messages: tuple[str, ...] = ()
+        self._messages: tuple[RigMessage, ...] = ()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ class SimRig(Rig):
                 "0.002 in the [sim] section of the rig file."
             )
             log.warning(message)
-            self._messages = (message,)
+            self._messages = (RigMessage("renderer", message),)
         scene = build_scene(self.config)
         self._scene = scene
         self._model = scene.model
@@ -387,6 +389,10 @@ class SimRig(Rig):
         """Towel vertex indices the grasp model attaches to `arm`'s gripper now."""
         self._require()
         return self._grasp.held_vertices(arm)
+
+    @property
+    def task_name(self) -> str:
+        return self.config.task
 
     def evaluate_task(self) -> TowelFoldResult:
         """The towel-fold measure of the current cloth state."""

@@ -22,10 +22,8 @@ from model.checkpoint import NormStats, load_checkpoint, save_checkpoint
 from model.config import get_preset
 from model.data import (
     CanvasSpec,
-    CorruptEpisode,
     EpisodeFilter,
     EpisodeSource,
-    NoEpisodesMatch,
     SampleStream,
     WindowDataset,
     WindowSpec,
@@ -34,6 +32,7 @@ from model.data import (
     video_to_model,
 )
 from model.encoders import CausalVideoAutoencoder, build_encoders
+from model.errors import CorruptEpisode, NoEpisodesMatch
 from model.fastwam import FastWAM
 from model.latent_cache import STALE_TEMP_S, CanvasCache, LatentCache, encoder_key, prune_cache
 from model.normalization import compute_norm_stats, norm_stats_from_arrays

@@ -74,14 +74,14 @@ def make_store(root: Path, lengths=(40, 33, 30, 36), labels=None, tasks=None) ->
 
 
 def run_train(args: list[str], cwd: Path = ROOT, timeout_s: float = 120.0, torchrun: int = 0) -> tuple[int, list[dict], str]:
-    """`model.train` in a subprocess (plain, or under torchrun with `torchrun` processes);
-    returns (exit code, JSON lines from stdout, stderr)."""
-    code = "import sys; from model.train import main; sys.exit(main(sys.argv[1:]))"
+    """`python run.py train` in a subprocess (plain, or under torchrun with `torchrun` processes,
+    as the README says to run it on several GPUs); returns (exit code, JSON lines from stdout,
+    stderr). stdout is a pipe, so the command prints JSON lines."""
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}",
-               "-m", "model.train", *args]
+               str(ROOT / "run.py"), "train", *args]
     else:
-        cmd = [sys.executable, "-c", code, *args]
+        cmd = [sys.executable, str(ROOT / "run.py"), "train", *args]
     env = {"PYTHONPATH": str(cwd), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MUJOCO_GL": "egl"}
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, env=env)
     lines = []

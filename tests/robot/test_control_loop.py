@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from robot.aloha import start_pose
+from robot.capabilities import Simulation
 from robot.control_loop import ControlLoop, LoopConfig
 from robot.rig import Rig
 from robot.types import (
@@ -29,8 +30,9 @@ from robot.types import (
 MAX_STEP = 0.05  # rad per tick the double's limits allow
 
 
-class FirstOrderRig(Rig):
-    """Joints follow commands with a first-order lag (a fraction `gain` per command)."""
+class FirstOrderRig(Rig, Simulation):
+    """Joints follow commands with a first-order lag (a fraction `gain` per command). Simulated
+    time counts commands; `simulated=False` makes it behave as a real rig (no sim time)."""
 
     camera_names = ()
 
@@ -45,7 +47,7 @@ class FirstOrderRig(Rig):
         self.fail_reads = 0
         self.estops = 0
         self.estops_cleared = 0
-        self.sim_time_s = 0.0
+        self.ticks = 0
 
     def connect(self):
         pass
@@ -67,7 +69,17 @@ class FirstOrderRig(Rig):
         action = np.asarray(action, dtype=np.float64)
         self.commands.append(action.copy())
         self.qpos += self.gain * (action - self.qpos)
-        self.sim_time_s += 1.0 / self.control_rate_hz
+        self.ticks += 1
+
+    @property
+    def sim_time_s(self):
+        return self.ticks / self.control_rate_hz
+
+    def set_render_thread(self, enabled):
+        pass  # no cameras
+
+    def render_stats(self):
+        return None
 
     def joint_limits(self):
         low = np.full(STATE_DIM, -3.0)
@@ -251,7 +263,7 @@ def test_estop_latches_refuses_other_modes_and_clears_to_hold():
     for command in rig.commands[-3:]:
         np.testing.assert_allclose(command, held, atol=1e-6)
     estop_event = next(e for e in loop.snapshot().events if e.code == "estop")
-    assert estop_event.level == "error" and "Clear E-stop" in estop_event.what_to_do
+    assert estop_event.severity == "error" and "Clear E-stop" in estop_event.what_to_do
 
     loop.clear_estop()
     record = loop.tick_once()

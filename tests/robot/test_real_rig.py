@@ -78,13 +78,16 @@ def test_opening_ceremony_then_teleop_through_the_control_loop(rig_and_loop):
     assert obs.qpos.shape == (14,) and obs.qpos.dtype == np.float32
     assert set(obs.images) == {"cam_high"}
     assert obs.images["cam_high"].shape == (240, 320, 3)
-    assert "calibrated" in " ".join(rig.status().messages)  # uncalibrated arms are flagged
+    assert "calibrated" in " ".join(m.text for m in rig.status().messages)  # uncalibrated arms are flagged
     rig.command(np.zeros(14))  # ignored: not started
     assert torque(rig, "follower_left") == [0, 0, 0, 0]
 
     loop.start()
+    assert not rig.starting
     rig.begin_start()
+    assert rig.starting  # at once: the window shows the start under way before the first tick
     assert wait_until(lambda: rig.started, 15.0), rig.start_prompt
+    assert not rig.starting
     tick = loop.snapshot().tick
     assert np.abs(tick.observation.qpos[:6] - START_ARM_POSE_RAD).max() < 0.05
     # The leaders' torque-off goes out as a sync write (no reply): give the emulator's thread a
@@ -112,6 +115,11 @@ def test_opening_ceremony_then_teleop_through_the_control_loop(rig_and_loop):
     assert wait_until(lambda: not rig.started and torque(rig, "follower_right") == [0, 0, 0, 0], 2.0)
     assert torque(rig, "follower_left") == [0, 0, 0, 0]
     assert "E-stop" in rig.start_prompt
+    # An E-stop during a start ends the start: the window must not wait for it.
+    rig.begin_start()
+    assert rig.starting
+    loop.estop()
+    assert wait_until(lambda: not rig.starting, 2.0)
 
 def test_a_servo_that_goes_silent_holds_the_loop_and_is_named(rig_and_loop):
     rig, loop = rig_and_loop

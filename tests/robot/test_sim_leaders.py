@@ -1,7 +1,7 @@
-"""Leader arms driving the simulated followers (the "sim-leaders" rig kind), end to end: rig file ->
-two Dynamixel leader buses (pty emulators with scripted hands, the real dynamixel-sdk) + the
-MuJoCo rig -> the paced control loop and the HDF5 recorder (app.studio.jobs.demos.run_record, as
-`run.py record --source leaders` runs it)."""
+"""Leader arms driving the simulated followers (the "sim-leaders" rig kind): rig file -> two
+Dynamixel leader buses (pty emulators with scripted hands, the real dynamixel-sdk) + the MuJoCo
+rig. Recording from it through the paced loop is tested with `run.py record` in
+tests/app/studio/test_jobs.py."""
 
 import re
 import sys
@@ -10,9 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.studio.jobs.demos import run_record
-from recordings.check import check_episode
-from recordings.reader import Episode
 from robot.dynamixel.arm import GRIPPER
 from robot.rig_config import RigFileError
 from robot.rigs import open_rig
@@ -72,7 +69,7 @@ def test_leaders_are_limp_and_drive_only_after_both_grippers_are_squeezed(tmp_pa
         for _ in range(3):
             rig.command(rig.read().qpos)
         assert not rig.started and "squeeze both grippers" in rig.start_prompt
-        assert "squeeze both grippers" in " ".join(rig.status().messages)
+        assert "squeeze both grippers" in " ".join(m.text for m in rig.status().messages)
         rig.emulators["leader_left"].set_position_rad(gripper_id, -0.6)
         rig.command(rig.read().qpos)
         assert not rig.started  # one hand is not enough
@@ -90,28 +87,3 @@ def test_leaders_are_limp_and_drive_only_after_both_grippers_are_squeezed(tmp_pa
     finally:
         rig.disconnect()
     assert rig.emulators == {} and rig.leaders == []
-
-
-def test_record_two_seconds_from_the_emulated_leaders_into_the_simulation(tmp_path, capsys):
-    path = run_record(rig_file(tmp_path), "leaders", 2.0, None, "", "test")
-    result = check_episode(path)
-    assert result.ok, result.reasons
-    episode = Episode.open(path)
-    try:
-        assert episode.sim and episode.metadata.rig == "sim-leaders-emulated"
-        n = episode.length
-        assert n >= 50  # 2 s at 50 Hz, less what a loaded CPU loses to late ticks (69 seen at load 3 on 2 cores)
-        # Simulated time: exactly one control period per recorded step.
-        assert np.allclose(np.diff(episode.sim_times), 0.02, atol=1e-9)
-        assert "teleop" in {source.value for source in episode.control_sources}
-        action, qpos = episode.action, episode.qpos
-        arm_joints = [j for j in range(14) if j % 7 != GRIPPER]
-        # The scripted hands sway every leader joint by up to 0.15 rad, so the actions move ...
-        assert (action[:, arm_joints].max(axis=0) - action[:, arm_joints].min(axis=0)).max() > 0.05
-        # ... and after the blend (0.75 s = 38 ticks) the simulated arms track them closely (0.045 rad seen).
-        after = slice(40, None)
-        error = np.abs(qpos[after][:, arm_joints] - action[after][:, arm_joints])
-        assert error.max() < 0.08, error.max(axis=0)
-    finally:
-        episode.close()
-    assert '"label": "' in capsys.readouterr().out

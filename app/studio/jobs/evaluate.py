@@ -34,16 +34,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from app.studio.evaluation import EvalTally, RolloutSettings, rollout
+from app.studio.session import SessionError, open_session
+from model.chunking import ChunkedPolicySource, set_cpu_threads
 from model.errors import ModelError
-from model.evaluate import ChunkedPolicySource, EvalTally, set_cpu_threads
-from recordings.metadata import EpisodeMetadata
-from recordings.schema import Label
-from recordings.writer import EpisodeWriter
-from robot.control_loop import ControlLoop, EventLevel
+from robot.capabilities import EvaluatesTask, Resettable, Simulation
 from robot.rig import RigError
 from robot.rig_config import RigFileError
-from robot.rigs import open_rig
-from robot.types import Mode
 
 from app.studio.paths import DEFAULT_RIG_FILE
 
@@ -85,7 +82,7 @@ ENSEMBLE_EVERY = 4
 
 
 def _resolve_checkpoint(path: str) -> Path:
-    from model.train import resolve_checkpoint
+    from model.run_folder import resolve_checkpoint
 
     return resolve_checkpoint(path)
 
@@ -110,86 +107,40 @@ def run_eval(args: argparse.Namespace) -> dict:
     if not (args.ensemble_decay >= 0 and args.ensemble_decay < float("inf")):
         raise ValueError(f"--ensemble-decay must be a finite number >= 0 (e.g. 0.01), got {args.ensemble_decay}")
 
-    rig, rig_file = open_rig(args.rig)
-    if not rig.simulated or not hasattr(rig, "evaluate_task"):
-        raise RigError(f"eval needs the simulated rig with its towel task; {args.rig} opens {rig.name}")
-    missing = [c for c in policy.config.camera_names if c not in rig.camera_names]
-    if missing:
-        raise RigError(f"the policy needs camera(s) {missing} but the rig file gives {list(rig.camera_names)}; "
-                       "add them to [sim] camera_names")
     # Render inside read(), in step with the simulation: rollouts are stepped as fast as the CPU
     # goes, which would outrun a camera thread and show the policy stale frames (run.py demos
     # records its training data the same way).
-    rig.set_render_thread(False)
-    rig.connect()
-    tally = EvalTally()
-    started = time.monotonic()
+    session = open_session(args.rig, args.save_dir, record=bool(args.save_dir), render_thread=False)
+    rig = session.rig
     try:
-        writer = None
-        if args.save_dir:
-            writer = EpisodeWriter(Path(args.save_dir), rig.camera_names, image_format=rig_file.recording.image_format,
-                                   jpeg_quality=rig_file.recording.jpeg_quality)
+        if not (isinstance(rig, Simulation) and isinstance(rig, Resettable) and isinstance(rig, EvaluatesTask)):
+            raise RigError(f"eval needs the simulated rig with its towel task; {args.rig} opens {rig.name}")
+        missing = [c for c in policy.config.camera_names if c not in rig.camera_names]
+        if missing:
+            raise RigError(f"the policy needs camera(s) {missing} but the rig file gives {list(rig.camera_names)}; "
+                           "add them to [sim] camera_names")
         rate = rig.control_rate_hz
-        max_ticks = int(round(args.max_seconds * rate))
-        check_ticks = max(1, int(round(args.check_every_s * rate)))
+        settings = RolloutSettings(max_ticks=int(round(args.max_seconds * rate)),
+                                   check_ticks=max(1, int(round(args.check_every_s * rate))), checkpoint=checkpoint)
+        tally = EvalTally()
+        started = time.monotonic()
         emit("eval_start", checkpoint=str(checkpoint), variant=policy.config.variant, preset=policy.config.name,
              episodes=args.episodes, seeds=[args.seed, args.seed + args.episodes - 1], execute=args.execute,
              ensemble=args.ensemble, horizon=horizon, max_seconds=args.max_seconds)
         for seed in range(args.seed, args.seed + args.episodes):
-            # A fresh loop per rollout: its hold pose starts from the reset arm, not from where
-            # the previous rollout left the commands (which would yank the arm back there).
-            loop = ControlLoop(rig, rig_file.control)
-            if writer is not None:
-                loop.subscribe(writer.on_tick)
-            tally_entry = _rollout(rig, loop, writer, policy, args, seed, max_ticks, check_ticks, checkpoint)
-            tally.add(tally_entry["success"], tally_entry["fold_error_m"], tally_entry.pop("_latencies"))
-            emit("episode", **tally_entry)
+            source = ChunkedPolicySource(policy, args.execute, ensemble=args.ensemble, ensemble_decay=args.ensemble_decay)
+            line = rollout(session, source, seed, settings)
+            line["chunks"] = source.chunks
+            tally.add(line["success"], line["fold_error_m"], source.latencies_s)
+            emit("episode", **line)
     finally:
-        rig.disconnect()
+        session.close()
     summary = {**tally.summary(), "checkpoint": str(checkpoint), "variant": policy.config.variant,
                "seeds": [args.seed, args.seed + args.episodes - 1], "execute": args.execute,
                "ensemble": args.ensemble, "horizon": horizon,
                "wall_s": round(time.monotonic() - started, 1)}
     emit("summary", **summary)
     return summary
-
-
-def _rollout(rig, loop: ControlLoop, writer, policy, args, seed: int, max_ticks: int, check_ticks: int, checkpoint: Path) -> dict:
-    t0 = time.monotonic()
-    rig.reset_episode(seed)
-    source = ChunkedPolicySource(policy, args.execute, ensemble=args.ensemble, ensemble_decay=args.ensemble_decay)
-    loop.set_source(source)
-    loop.request_mode(Mode.POLICY)
-    if writer is not None:
-        writer.start(EpisodeMetadata(task=getattr(rig.config, "task", ""), operator="policy", rig=rig.name, sim=True,
-                                     notes=f"eval seed={seed}; checkpoint={checkpoint}", control_rate_hz=rig.control_rate_hz))
-    success = False
-    ticks = 0
-    while ticks < max_ticks:
-        loop.tick_once()
-        ticks += 1
-        if writer is not None:
-            while writer.status().queue_depth > writer.config.queue_size // 2:
-                time.sleep(0.002)  # unpaced ticks can outrun JPEG encoding; never drop a frame
-        if ticks % check_ticks == 0 and rig.evaluate_task().success:
-            success = True
-            break
-    result = rig.evaluate_task()
-    errors = [e for e in loop.events_since(-1) if e.level is EventLevel.ERROR]
-    loop.request_mode(Mode.HOLD)
-    loop.tick_once()  # applies HOLD (and is recorded as the last step)
-    loop.set_source(None)
-    saved = None
-    if writer is not None:
-        saved = str(writer.stop(Label.SUCCESS if success else Label.FAILURE,
-                                notes=f"eval seed={seed}; fold_error_m={result.fold_error_m:.4f}; checkpoint={checkpoint}"))
-    return {
-        "seed": seed, "success": success, "fold_error_m": round(result.fold_error_m, 4),
-        "corner_distances_m": [round(d, 4) for d in result.corner_distances_m], "ticks": ticks,
-        "sim_s": round(ticks / rig.control_rate_hz, 2), "wall_s": round(time.monotonic() - t0, 2),
-        "chunks": source.chunks, "policy_errors": [e.message for e in errors][:3], "saved": saved,
-        "_latencies": list(source.latencies_s),
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         emit("error", kind="model", message=str(error), what_to_do="Point --checkpoint at a run folder or checkpoint "
              "written by `python run.py train`.")
         return 4
-    except (RigError, RigFileError) as error:
+    except (RigError, RigFileError, SessionError) as error:
         emit("error", kind="rig", message=str(error), what_to_do="Check the rig file given with --rig.")
         return 1
     except KeyboardInterrupt:

@@ -68,16 +68,18 @@ class ArmsPanelWidget(QGroupBox):
         layout.addLayout(row)
         #: Every distinct prompt painted, in order (the window shows prompts that last a tick).
         self.prompts_shown: list[str] = []
+        self._prompt_colour = ""
 
     def show_state(self, arms: ArmsState, estopped: bool, running: bool) -> None:
-        self.start_button.setEnabled(running and not estopped and not arms.starting)
+        self.start_button.setEnabled(running and not estopped and not arms.starting and not arms.started)
         if arms.started:
             text, colour = arms.prompt or "Arms started.", theme.OK_COLOUR
         elif arms.starting:
             text, colour = arms.prompt, STARTING_COLOUR
         else:
             text, colour = arms.prompt or "Press Start arms.", "#374151"
-        if self.prompt_label.text() != text:
+        if (self.prompt_label.text(), self._prompt_colour) != (text, colour):
+            self._prompt_colour = colour
             self.prompt_label.setText(text)
             self.prompt_label.setStyleSheet(theme.badge_style(colour).replace("font-size: 15px", "font-size: 14px"))
             if not self.prompts_shown or self.prompts_shown[-1] != text:

@@ -1,9 +1,9 @@
 """Step-by-step calibration of one Dynamixel arm, in a window of its own (no input(), no print()).
 
-The procedure (`robot.dynamixel.calibration.CalibrationProcedure`) runs on the bridge's worker
-thread; this dialog only calls the bridge (`begin_calibration`, `calibration_next`/`back`/`save`/
-`cancel`, `calibration_refresh` on a timer for the live reading) and paints
-`bridge.calibration_status()`. GUI thread only; it never touches a bus.
+The procedure (`robot.dynamixel.calibration.CalibrationProcedure`) runs on the studio's worker
+thread; this dialog only asks the studio (`begin_calibration`, then `studio.calibration`'s
+`next`/`back`/`save`/`cancel`, and `refresh` on a timer for the live reading) and paints
+`studio.calibration_status()`. GUI thread only; it never touches a bus.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import theme
-from app.studio.studio import CalibrationStatus, StudioBridge
+from app.studio.studio import CalibrationStatus, Studio
 from robot.dynamixel.calibration import CalibrationStep
 
 REFRESH_MS = 200  # the live reading: one sync read on the worker per refresh
@@ -32,9 +32,9 @@ REFRESH_MS = 200  # the live reading: one sync read on the worker per refresh
 class CalibrationDialog(QDialog):
     """Choose an arm, Begin, then Next through the steps; Back redoes one; Save keeps the result."""
 
-    def __init__(self, bridge: StudioBridge, arm_ids: tuple[str, ...], parent: QWidget | None = None) -> None:
+    def __init__(self, studio: Studio, arm_ids: tuple[str, ...], parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.bridge = bridge
+        self.studio = studio
         self.setWindowTitle("Calibrate an arm")
         self.setModal(False)
         self.setMinimumWidth(560)
@@ -65,9 +65,9 @@ class CalibrationDialog(QDialog):
         self.next_button = QPushButton("Next")
         self.save_button = QPushButton("Save")
         self.cancel_button = QPushButton("Cancel")
-        self.back_button.clicked.connect(self.bridge.calibration_back)
-        self.next_button.clicked.connect(self.bridge.calibration_next)
-        self.save_button.clicked.connect(self.bridge.calibration_save)
+        self.back_button.clicked.connect(self.studio.calibration.back)
+        self.next_button.clicked.connect(self.studio.calibration.next)
+        self.save_button.clicked.connect(self.studio.calibration.save)
         self.cancel_button.clicked.connect(self._cancel)
         for button in (self.back_button, self.next_button, self.save_button, self.cancel_button):
             buttons.addWidget(button)
@@ -82,24 +82,24 @@ class CalibrationDialog(QDialog):
     def _begin(self) -> None:
         self._own_arm = self.arm_combo.currentText()
         self.error_label.setText("")
-        self.bridge.begin_calibration(self._own_arm)
+        self.studio.begin_calibration(self._own_arm)
 
     def _cancel(self) -> None:
-        status = self.bridge.calibration_status()
+        status = self.studio.calibration_status()
         if status is not None and not status.closed:
-            self.bridge.calibration_cancel()
+            self.studio.calibration.cancel()
         else:
             self.close()
 
     def refresh(self) -> None:
-        """Paint the bridge's calibration status and ask for a fresh live reading."""
-        status = self.bridge.calibration_status()
+        """Paint the studio's calibration status and ask for a fresh live reading."""
+        status = self.studio.calibration_status()
         if status is not None and status.arm_id != self._own_arm and self._own_arm is None and not status.closed:
             self._own_arm = status.arm_id  # opened elsewhere (a script): follow it
         mine = status if status is not None and status.arm_id == self._own_arm else None
         open_ = mine is not None and not mine.closed
         if open_:
-            self.bridge.calibration_refresh()
+            self.studio.calibration.refresh()
         self._show(mine, open_)
 
     def _show(self, status: CalibrationStatus | None, open_: bool) -> None:
@@ -137,8 +137,8 @@ class CalibrationDialog(QDialog):
                 label.setText("—" if live is None else f"{math.degrees(live[k]):+7.1f}°")
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        status = self.bridge.calibration_status()
+        status = self.studio.calibration_status()
         if status is not None and status.arm_id == self._own_arm and not status.closed:
-            self.bridge.calibration_cancel()  # closing the window must not leave an arm half-calibrated
+            self.studio.calibration.cancel()  # closing the window must not leave an arm half-calibrated
         self.timer.stop()
         super().closeEvent(event)

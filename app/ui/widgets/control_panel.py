@@ -1,7 +1,7 @@
 """The side panel: E-stop, mode and source, recording controls, task/operator, episode seed.
 
-It holds no state of the rig: buttons emit signals the window forwards to the bridge, and
-`show_state(...)` paints what the bridge reports (GUI thread only).
+It holds no state of the rig: buttons emit signals the window forwards to the studio, and
+`show_state(...)` paints what the studio reports (GUI thread only).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class ControlPanelWidget(QWidget):
         for widget in (self.seed_spin, self.current_seed_label, self.new_episode_button):
             self.episode_form.setRowVisible(widget, available)
 
-    # --- painting the bridge's state -----------------------------------------------------------
+    # --- painting the studio's state -----------------------------------------------------------
     def show_mode(self, mode: Mode) -> None:
         text = "E-STOP (latched)" if mode is Mode.ESTOP else mode.value.upper()
         if self.mode_badge.text() != text:

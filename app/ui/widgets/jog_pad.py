@@ -1,6 +1,6 @@
 """Mouse jogging: a square pad per arm. Dragging away from the centre moves that gripper in the
 table plane at a speed proportional to the distance (left button); the right button drags up/down.
-Releasing stops it. Emits normalised velocities in [-1, 1]; the bridge scales them.
+Releasing stops it. Emits normalised velocities in [-1, 1]; the studio scales them.
 """
 
 from __future__ import annotations

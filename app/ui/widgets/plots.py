@@ -23,6 +23,9 @@ def _styled_plot(title: str, y_label: str, span_s: float) -> pg.PlotWidget:
     plot = pg.PlotWidget()
     plot.setTitle(title, color=theme.TEXT, size="11pt")
     plot.setLabel("left", y_label)
+    # pyqtgraph rescales a unit-less axis whose values stay within +-1 ("(x0.001)", ticks of
+    # hundreds): joints a few tenths of a radian from zero would read as hundreds of radians.
+    plot.getAxis("left").enableAutoSIPrefix(False)
     plot.setLabel("bottom", "time (s)")
     plot.showGrid(x=True, y=True, alpha=0.2)
     plot.setXRange(-span_s, 0, padding=0)

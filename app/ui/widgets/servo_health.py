@@ -1,7 +1,7 @@
 """Per-servo health of a real rig: temperature, supply voltage, current (or load) and the
 hardware-error bits of every servo, coloured against the rig's thresholds.
 
-Paints `robot.dynamixel.health.HealthReport`s the bridge copied from the rig (the control thread
+Paints `robot.dynamixel.health.HealthReport`s the studio copied from the rig (the control thread
 reads one arm at a time, about once a second each); never reads a servo itself. GUI thread only.
 """
 

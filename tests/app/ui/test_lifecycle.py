@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.studio.studio import Phase, StudioBridge
+from app.studio.studio import Phase, Studio
 from app.studio.events import Severity
 from app.ui.main import main
 from app.ui.main_window import StudioWindow
@@ -20,32 +20,30 @@ WAIT_MS = 30_000
 def test_a_broken_rig_file_is_reported_in_the_window_and_nothing_starts(qtbot, tmp_path):
     rig_file = tmp_path / "broken.toml"
     rig_file.write_text('[rig]\nkind = "simm"\n\n[control]\nrate_hz = 50.0\n')
-    bridge = StudioBridge(rig_file, tmp_path / "store")
-    window = StudioWindow(bridge)
+    studio = Studio(rig_file, tmp_path / "store")
+    window = StudioWindow(studio)
     qtbot.addWidget(window)
     window.show()
-    bridge.start()
-    qtbot.waitUntil(lambda: bridge.snapshot().phase is Phase.FAILED, timeout=WAIT_MS)
+    studio.start()
+    qtbot.waitUntil(lambda: studio.snapshot().phase is Phase.FAILED, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=WAIT_MS)
     text = window.banner.label.text()
     assert "broken.toml" in text and "simm" in text and "Fix the rig file" in text
-    assert "rig failed" in window.status_phase.text()
-    # Buttons that need a running rig do nothing harmful and say why.
-    assert not window.control_panel.start_button.isEnabled()
-    bridge.select_source("demo")
-    assert any("not running yet" in e.message for e in bridge.events.all())
+    # Requests that need a running rig do nothing harmful and say why.
+    studio.select_source("demo")
+    assert any("not running yet" in e.message for e in studio.events.all())
     window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=WAIT_MS)
-    assert bridge.snapshot().phase is Phase.STOPPED
+    assert studio.snapshot().phase is Phase.STOPPED
 
 
 def test_closing_while_recording_asks_and_saves(qtbot, tmp_path):
-    bridge = StudioBridge(ROOT / "configs" / "sim.toml", tmp_path)
-    window = StudioWindow(bridge)
+    studio = Studio(ROOT / "configs" / "sim.toml", tmp_path)
+    window = StudioWindow(studio)
     qtbot.addWidget(window)
     window.show()
-    bridge.start()
-    assert bridge.wait_until_running(60)
+    studio.start()
+    assert studio.wait_until_running(60)
     asked = []
 
     def choose_success():
@@ -54,12 +52,12 @@ def test_closing_while_recording_asks_and_saves(qtbot, tmp_path):
 
     window.ask_recording_choice = choose_success
     window.start_recording()
-    qtbot.waitUntil(lambda: bridge.snapshot().recording.frames >= 10, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: studio.snapshot().recording.frames >= 10, timeout=WAIT_MS)
     window.close()
     assert asked == [True]
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=WAIT_MS)
-    assert bridge.snapshot().phase is Phase.STOPPED
-    assert not bridge.loop.running
+    assert studio.snapshot().phase is Phase.STOPPED
+    assert not studio.loop.running
     episodes = sorted(tmp_path.glob("episode_*.hdf5"))
     assert len(episodes) == 1 and not list(tmp_path.glob("*.partial"))
     with Episode.open(episodes[0]) as episode:
@@ -67,22 +65,22 @@ def test_closing_while_recording_asks_and_saves(qtbot, tmp_path):
 
 
 def test_cancelling_the_close_keeps_recording(qtbot, tmp_path):
-    bridge = StudioBridge(ROOT / "configs" / "sim.toml", tmp_path)
-    window = StudioWindow(bridge)
+    studio = Studio(ROOT / "configs" / "sim.toml", tmp_path)
+    window = StudioWindow(studio)
     qtbot.addWidget(window)
     window.show()
-    bridge.start()
-    assert bridge.wait_until_running(60)
+    studio.start()
+    assert studio.wait_until_running(60)
     window.ask_recording_choice = lambda: False
     window.start_recording()
-    qtbot.waitUntil(lambda: bridge.snapshot().recording.active, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: studio.snapshot().recording.active, timeout=WAIT_MS)
     window.close()
-    assert window.isVisible() and bridge.snapshot().recording.active
+    assert window.isVisible() and studio.snapshot().recording.active
     window.ask_recording_choice = lambda: None  # discard
     window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=WAIT_MS)
     assert not list(tmp_path.glob("episode_*.hdf5")) and not list(tmp_path.glob("*.partial"))
-    assert any(e.severity is Severity.INFO and "discarded" in e.message for e in bridge.events.all())
+    assert any(e.severity is Severity.INFO and "discarded" in e.message for e in studio.events.all())
 
 
 def test_main_rejects_a_missing_rig_file(capsys, tmp_path):

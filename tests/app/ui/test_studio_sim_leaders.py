@@ -1,7 +1,7 @@
 """The studio window on the simulation driven by leader arms (configs/sim_leaders_emulated.toml:
 two pty Dynamixel emulators with scripted hands behind the real dynamixel-sdk, the MuJoCo world):
-the Leaders button appears next to Demo, and once both grippers are squeezed the simulated arms
-follow the leaders."""
+Leaders is offered beside Demo, and once both grippers are squeezed the simulated arms follow
+the leaders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from app.studio.studio import Phase, StudioBridge
+from app.studio.studio import Phase, Studio
 from app.ui.main_window import StudioWindow
 from robot.types import Mode
 
@@ -28,29 +28,33 @@ def window_on_sim_leaders(qapp, tmp_path):
     text = text.replace('store_dir = "../recordings/episodes"', f'store_dir = "{tmp_path / "episodes"}"')
     path = tmp_path / "sim_leaders.toml"
     path.write_text(text)
-    bridge = StudioBridge(path)
-    window = StudioWindow(bridge)
+    studio = Studio(path)
+    window = StudioWindow(studio)
     window.show()
-    bridge.start()
-    assert bridge.wait_until_running(60), [e.message for e in bridge.events.all()]
-    yield window, bridge
+    studio.start()
+    assert studio.wait_until_running(60), [e.message for e in studio.events.all()]
+    yield window, studio
     window.ask_recording_choice = lambda: None
     window.close()
-    if bridge.snapshot().phase is not Phase.STOPPED:
-        bridge.shutdown(recording_label=None)
+    if studio.snapshot().phase is not Phase.STOPPED:
+        studio.shutdown(recording_label=None)
     sys.setswitchinterval(before)
 
 
 def test_leaders_drive_the_simulated_arms_from_the_window(window_on_sim_leaders, qtbot):
-    window, bridge = window_on_sim_leaders
+    window, studio = window_on_sim_leaders
     buttons = window.control_panel.source_buttons
-    qtbot.waitUntil(lambda: buttons["leaders"].isVisible() and buttons["leaders"].isEnabled(), timeout=WAIT_MS)
-    assert buttons["demo"].isVisible()  # still a simulation: the scripted demo stays available
+    qtbot.waitUntil(buttons["leaders"].isEnabled, timeout=WAIT_MS)  # painted: the click can land
+    # Still a simulation (the scripted demo stays available) with leaders and no arms panel;
+    # how the window shows that is in test_window_display.py.
+    snap = studio.snapshot()
+    assert snap.capabilities.simulated and snap.capabilities.leaders and not snap.capabilities.real_arms
+    assert snap.arms is None and snap.available_sources == ("keyboard", "leaders", "demo", "hold")
     qtbot.mouseClick(buttons["leaders"], Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: bridge.snapshot().mode is Mode.TELEOP and bridge.snapshot().loop.source_name == "leader arms",
+    qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.TELEOP and studio.snapshot().loop.source_name == "leader arms",
                     timeout=WAIT_MS)
     # The scripted hands squeeze both grippers every few seconds; then the sim follows the leaders.
-    rig = bridge.rig
+    rig = studio.rig
     qtbot.waitUntil(lambda: rig.started, timeout=WAIT_MS)
-    first = bridge.snapshot().tick.observation.qpos.copy()
-    qtbot.waitUntil(lambda: abs(bridge.snapshot().tick.observation.qpos - first).max() > 0.02, timeout=WAIT_MS)
+    first = studio.snapshot().tick.observation.qpos.copy()
+    qtbot.waitUntil(lambda: abs(studio.snapshot().tick.observation.qpos - first).max() > 0.02, timeout=WAIT_MS)

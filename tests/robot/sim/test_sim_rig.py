@@ -226,4 +226,4 @@ def test_a_blown_up_simulation_restarts_the_episode_and_says_so(rig):
 
 def test_a_step_above_the_tuned_one_is_reported_in_the_status():
     with SimRig(SimRigConfig(camera_names=(), physics_timestep_s=0.004)) as sim:
-        assert any("physics_timestep_s = 0.002" in message for message in sim.status().messages)
+        assert any("physics_timestep_s = 0.002" in message.text for message in sim.status().messages)

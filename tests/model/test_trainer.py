@@ -1,5 +1,7 @@
-"""`python run.py train`: a short tiny run end to end, resume after a cancel or a crash, 2-process
-DDP (gloo) against one process, the no-video-co-training switch, and errors as JSON lines.
+"""The trainer through `python run.py train`: a short tiny run end to end, resume after a cancel or
+a crash, 2-process DDP/FSDP (gloo, torchrun) against one process, the no-video-co-training switch,
+fine-tuning starts, and a cancel while caching. (The command line's own part - its errors, the
+terminal display - is tests/app/studio/test_train_command.py.)
 
 Runs are real: episodes written by the recordings writer, the autoencoder stage, the latent
 cache on disk, the training loop, checkpoints in our format, and the policy loading the result.
@@ -20,8 +22,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import train as train_module
+from app.studio.jobs.train import main as train_main
 from model.policy import FastWAMPolicy, PolicyInput
+from model.run_folder import EVENTS_FILE
 
 _spec = importlib.util.spec_from_file_location("train_support", Path(__file__).with_name("test_train_support.py"))
 support = importlib.util.module_from_spec(_spec)
@@ -31,7 +34,7 @@ torch.set_num_threads(1)
 
 
 def _args(store: Path, out: Path, cache: Path, *extra: str, steps: int = 6) -> list[str]:
-    args = ["--episodes", str(store), "--out", str(out), "--cache-dir", str(cache), "--steps", str(steps),
+    args = ["--store", str(store), "--out", str(out), "--cache-dir", str(cache), "--steps", str(steps),
             "--batch-size", "4", "--log-every", "1", "--val-every", "3", "--checkpoint-every", "3",
             "--val-samples", "8", "--seed", "3", *extra]
     for item in support.TEST_MODEL_OVERRIDES:
@@ -40,7 +43,7 @@ def _args(store: Path, out: Path, cache: Path, *extra: str, steps: int = 6) -> l
 
 
 def _run(capsys, args: list[str]) -> tuple[int, list[dict]]:
-    code = train_module.main(args)
+    code = train_main(args)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     return code, lines
 
@@ -64,7 +67,7 @@ def base_run(workspace):
     out = workspace["root"] / "base"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = train_module.main(_args(workspace["store"], out, workspace["cache"], "--vae-steps", "3",
+        code = train_main(_args(workspace["store"], out, workspace["cache"], "--vae-steps", "3",
                                        "--vae-batch-size", "2"))
     lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
     return code, lines, out
@@ -87,6 +90,9 @@ def test_short_training_run_produces_a_checkpoint_the_policy_loads(base_run):
     assert progress[0]["lr"] > progress[-1]["lr"]  # the cosine decays
     cache_ready = next(e for e in lines if e["event"] == "cache_ready")
     assert cache_ready["built"] == 4 and cache_ready["hits"] == 0
+    # The trainer keeps the same events in the run folder itself, whatever started it.
+    logged = [json.loads(line) for line in (out / EVENTS_FILE).read_text().splitlines()]
+    assert logged == lines and lines[0]["event"] == "started" and lines[0]["pid"] == os.getpid()
 
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints == ["step_00000003", "step_00000006"]
@@ -149,6 +155,8 @@ def test_two_processes_match_one_process(base_run, workspace, tmp_path, strategy
     assert code == 0, stderr[-3000:]
     assert lines[-1]["event"] == "summary" and lines[-1]["rank"] == 0
     assert all(e.get("rank", 0) == 0 for e in lines)  # one voice on stdout
+    logged = [json.loads(line) for line in (out / EVENTS_FILE).read_text().splitlines()]
+    assert logged == lines  # rank 0 alone writes the run folder's events, each once
     ddp, single = _losses(lines), _losses(base_lines)
     assert ddp.keys() == single.keys()
     for step in single:
@@ -168,33 +176,6 @@ def test_no_video_cotraining_switch(base_run, workspace, capsys, tmp_path):
     assert next(e for e in lines if e["event"] == "cache_ready")["built"] == 0  # same encoder: all cached
     config = json.loads((out / "checkpoints" / "step_00000002" / "config.json").read_text())
     assert config["variant"] == "no_video_cotraining"
-
-
-def test_errors_are_json_lines_with_what_to_do(workspace, capsys, tmp_path, monkeypatch):
-    store, cache = workspace["store"], workspace["cache"]
-    code, lines = _run(capsys, _args(store, tmp_path / "a", cache, "--task", "sort the socks"))
-    assert code == 3 and lines[-1]["event"] == "error" and lines[-1]["kind"] == "no_episodes"
-    assert "sort the socks" in lines[-1]["message"] and lines[-1]["what_to_do"]
-
-    bad = tmp_path / "bad"
-    shutil.copytree(store, bad)
-    (bad / "episode_7.hdf5").write_bytes(b"\0" * 4096)
-    code, lines = _run(capsys, _args(bad, tmp_path / "b", cache))
-    assert code == 3 and lines[-1]["kind"] == "corrupt_episode" and "episode_7.hdf5" in lines[-1]["message"]
-
-    code, lines = _run(capsys, _args(store, tmp_path / "c", cache, "--set", "num_layerz=2"))
-    assert code == 2 and lines[-1]["kind"] == "invalid_argument" and "num_layerz" in lines[-1]["message"]
-    code, lines = _run(capsys, ["--lr", "-1", "--episodes", str(store)])
-    assert code == 2 and "--lr" in lines[-1]["message"]
-    code, lines = _run(capsys, _args(store, tmp_path / "e", cache, "--cache-max-gb", "-1"))
-    assert code == 2 and "--cache-max-gb" in lines[-1]["message"]
-
-    def out_of_memory(self):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(train_module.Trainer, "run", out_of_memory)
-    code, lines = _run(capsys, _args(store, tmp_path / "d", cache))
-    assert code == 5 and lines[-1]["kind"] == "out_of_memory" and "--batch-size (now 4)" in lines[-1]["what_to_do"]
 
 
 def test_fine_tuning_starts_from_a_fastwam_checkpoint_or_wan_weights(base_run, workspace, capsys, tmp_path):

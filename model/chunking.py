@@ -1,8 +1,7 @@
-"""Policy evaluation pieces that need no robot driver: chunked execution of a policy as an
-action source, and the statistics of an evaluation (Wilson interval, latency percentiles).
+"""Executing a chunk policy in the control loop: `ChunkedPolicySource` turns predicted chunks of H
+actions into one action per tick (plain chunks, or ACT's temporal ensembling), synchronously.
 
-The simulated evaluation loop itself (SimRig, ControlLoop, recording) lives in `app/evaluate.py`,
-because `model` may not import the robot's drivers or the sim.
+`run.py eval` (app/studio/jobs/evaluate.py) drives it on the simulated rig.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ import collections
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -27,32 +24,6 @@ def set_cpu_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(int(threads))
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a success rate (default 95%). (0, 1) for zero trials.
-
-    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0/n and n/n, which
-    is where small robot evaluations often land.
-    """
-    if trials < 0 or not 0 <= successes <= max(trials, 0):
-        raise ValueError(f"need 0 <= successes <= trials, got {successes}/{trials}")
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denom = 1.0 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def latency_summary(seconds: Sequence[float]) -> dict:
-    """{"n", "p50_ms", "p95_ms", "max_ms"} of a list of durations in seconds."""
-    if not seconds:
-        return {"n": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
-    ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    return {"n": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p95_ms": round(float(np.percentile(ms, 95)), 2), "max_ms": round(float(ms.max()), 2)}
 
 
 class ChunkedPolicySource:
@@ -126,32 +97,3 @@ class ChunkedPolicySource:
     def stop(self) -> None:
         self._queue.clear()
         self._plans.clear()
-
-
-@dataclass
-class EvalTally:
-    """Running totals of an evaluation."""
-
-    successes: int = 0
-    episodes: int = 0
-    fold_errors_m: list[float] = field(default_factory=list)
-    latencies_s: list[float] = field(default_factory=list)
-
-    def add(self, success: bool, fold_error_m: float, latencies_s: Sequence[float]) -> None:
-        self.episodes += 1
-        self.successes += int(bool(success))
-        self.fold_errors_m.append(float(fold_error_m))
-        self.latencies_s.extend(latencies_s)
-
-    def summary(self) -> dict:
-        lo, hi = wilson_interval(self.successes, self.episodes)
-        errors = np.asarray(self.fold_errors_m, dtype=np.float64)
-        return {
-            "episodes": self.episodes,
-            "successes": self.successes,
-            "success_rate": round(self.successes / self.episodes, 4) if self.episodes else None,
-            "success_ci95": [round(lo, 4), round(hi, 4)],
-            "fold_error_m_mean": round(float(errors.mean()), 4) if errors.size else None,
-            "fold_error_m_median": round(float(np.median(errors)), 4) if errors.size else None,
-            "latency": latency_summary(self.latencies_s),
-        }
