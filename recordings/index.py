@@ -250,6 +250,15 @@ class StoreIndex:
             self._rows = {}
         return self._refresh({}, progress)
 
+    def update_one(self, path: str | os.PathLike) -> EpisodeRow:
+        """Re-read one episode now and return its row (raises FileNotFoundError if it is gone)."""
+        path = Path(path)
+        self.update([path])
+        row = self._loaded().get(path.name)
+        if row is None:
+            raise FileNotFoundError(f"{path} is not an episode of {self.store_dir}")
+        return row
+
     def update(self, paths: Iterable[str | os.PathLike]) -> None:
         """Re-read these episodes now (the studio calls this after writing them); a path that no
         longer exists drops its row. Saves the index."""

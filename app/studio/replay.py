@@ -8,7 +8,9 @@ first - and only once its arms are started (ALOHA's opening ceremony: the follow
 start pose, the operator squeezes the leaders).
 
 Threads: `replay_episode` runs on the caller's thread (a worker: it takes as long as the episode
-on a real rig) and owns the rig for that time. A simulation is stepped unpaced, as fast as it goes.
+on a real rig) and opens its own session of the rig file (`app.studio.session.open_session`) for
+that time. A simulation is stepped unpaced, as fast as it goes. Inside the window, whose session
+already holds the rig, the lead's wiring should hand that session over instead.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from typing import Callable
 import numpy as np
 
 from recordings.reader import Episode
+from app.studio.session import SessionError, open_session
 from robot.capabilities import Resettable, Simulation, Startable
 from robot.control_loop import ControlLoop
 from robot.rig import Rig
-from robot.rig_config import RigFile
-from robot.rigs import open_rig
 from robot.types import ARM_JOINT_INDICES, ControlSource, Mode, Observation, TickRecord
 
 log = logging.getLogger(__name__)
@@ -85,21 +86,6 @@ class EpisodeReplaySource:
         return self.sent >= len(self.actions)
 
 
-def open_rig_with_loop(rig_file: str | Path) -> tuple[Rig, RigFile, ControlLoop]:
-    """Open and connect the rig of `rig_file` with a control loop (not started).
-
-    Stand-in for the session the studio core opens (`app.studio.session.open_session`); replay
-    should use that once it exists, so a replay inside the window shares the window's rig.
-    """
-    rig, loaded = open_rig(rig_file)
-    rig.connect()
-    try:
-        return rig, loaded, ControlLoop(rig, loaded.control)
-    except Exception:
-        rig.disconnect()
-        raise
-
-
 def episode_seed(notes: str) -> int | None:
     found = _SEED.search(notes or "")
     return int(found.group(1)) if found else None
@@ -117,7 +103,12 @@ def replay_episode(
     with Episode.open(episode_path) as episode:
         actions, recorded = episode.action.copy(), episode.qpos.copy()
         notes, rate = episode.metadata.notes, episode.metadata.control_rate_hz
-    rig, loaded, loop = open_rig_with_loop(rig_file)
+    # Unpaced stepping for a simulation: each frame the state of its tick.
+    try:
+        session = open_session(rig_file, record=False, render_thread=False)
+    except SessionError as error:
+        raise ReplayRefused(str(error)) from error
+    rig, control = session.rig, session.rig_file.control
     try:
         simulated = isinstance(rig, Simulation)
         if not simulated and not real_rig_confirmed:
@@ -125,15 +116,13 @@ def replay_episode(
                 f"{rig.name} is a real rig: replaying moves the arms. Confirm the replay (the window asks), "
                 f"keep the E-stop in reach and the workspace clear."
             )
-        if abs(loaded.control.rate_hz - rate) > 1e-6:
-            raise ReplayRefused(f"The episode was recorded at {rate:g} Hz but {rig.name} runs at {loaded.control.rate_hz:g} Hz; replay needs the same rate.")
+        if abs(control.rate_hz - rate) > 1e-6:
+            raise ReplayRefused(f"The episode was recorded at {rate:g} Hz but {rig.name} runs at {control.rate_hz:g} Hz; replay needs the same rate.")
         seed = episode_seed(notes)
         if isinstance(rig, Resettable):
             seed = rig.reset_episode(seed)
-            loop = ControlLoop(rig, loaded.control)  # its hold pose is read from the reset arms
-        if simulated:
-            rig.set_render_thread(False)  # unpaced stepping: each frame the state of its tick
-        settle = int(round(loaded.control.blend_s * loaded.control.rate_hz)) + 1
+            session.new_loop()  # its hold pose is read from the reset arms
+        settle = int(round(control.blend_s * control.rate_hz)) + 1
         source = EpisodeReplaySource(actions, settle_ticks=settle)
         replayed: list[np.ndarray] = []
 
@@ -143,7 +132,8 @@ def replay_episode(
             if on_tick is not None:
                 on_tick(record)
 
-        loop.subscribe(collect)
+        session.subscribe(collect)
+        loop = session.loop
         if not simulated:
             _start_arms(rig, loop, start_timeout_s)
         loop.set_source(source)
@@ -160,8 +150,7 @@ def replay_episode(
         if simulated:
             loop.tick_once()
     finally:
-        loop.stop()
-        rig.disconnect()
+        session.close()
     # replayed[k] is the observation before recorded action k+1 was applied, like recorded[k+1].
     steps = min(len(replayed), len(recorded) - 1)
     error = np.asarray(replayed[:steps]) - recorded[1 : steps + 1] if steps > 0 else np.zeros((0, recorded.shape[1]))

@@ -110,11 +110,13 @@ def test_episodes_commands(store, tmp_path):
 
 
 def test_replay_of_a_sim_episode_on_the_sim_rig(tmp_path):
+    from app.studio.jobs.console import JsonLinesReporter
     from app.studio.jobs.demos import run_demos
     from app.studio.paths import DEFAULT_RIG_FILE
     from app.studio.replay import replay_episode
 
-    results = run_demos(1, seed=3, store=tmp_path, rig_path=DEFAULT_RIG_FILE, max_seconds=1.2, operator="")
+    results = run_demos(1, seed=3, store=tmp_path, rig_path=DEFAULT_RIG_FILE, max_seconds=1.2, operator="",
+                        reporter=JsonLinesReporter(io.StringIO()))
     path = tmp_path / results[0]["episode"]
     with Episode.open(path) as episode:
         steps = episode.length
@@ -123,3 +125,20 @@ def test_replay_of_a_sim_episode_on_the_sim_rig(tmp_path):
     assert result.seed == 3 and result.steps == steps
     assert moved > 0.02  # the demonstrator moved the arms: replaying is not trivially close
     assert result.tracking_rms_rad < 0.02, result.tracking_rms_rad
+
+
+def test_a_saved_recording_is_indexed_and_judged_at_once(tmp_path):
+    from app.studio.events import Severity
+    from app.studio.recording import index_and_judge
+    from recordings.index import StoreIndex
+
+    store = tmp_path / "store"
+    good = write_timed_episode(store, 100.0 + np.arange(40) / 50.0)
+    slow = write_timed_episode(store, 100.0 + np.arange(40) / 30.0)
+    assert index_and_judge(good, "Saved.") == (Severity.INFO, "Saved. Timing QA: ok.")
+    severity, text = index_and_judge(slow, "Saved.")
+    assert severity is Severity.WARNING and text.startswith("Saved. Timing QA: bad (control rate 30.0 Hz")
+    assert [row.name for row in StoreIndex(store).cached_rows()] == ["episode_0.hdf5", "episode_1.hdf5"]
+    (store / "qa.toml").write_text("[timing]\nnonsense = 1\n")
+    severity, text = index_and_judge(good, "Saved.")
+    assert severity is Severity.WARNING and "unknown threshold" in text
