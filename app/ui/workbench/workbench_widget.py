@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -155,8 +156,6 @@ class WorkbenchWidget(QWidget):
 
     def wait_idle(self, timeout_s: float = 60.0) -> bool:
         """Tests and scripts: wait for the worker's jobs and deliver their results."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         while self._jobs and time.monotonic() < deadline:
             self._jobs[0][0].exception(timeout=max(deadline - time.monotonic(), 0.01))
@@ -191,7 +190,11 @@ class WorkbenchWidget(QWidget):
             self.workbench.reload_settings()
             return self.workbench.refresh(rebuild=rebuild)
 
-        self._jobs.append((self._pool.submit(work), done, lambda e: (setattr(self, "_refreshing", False), self.show_status(f"Reading the store failed: {e}")), "refresh"))
+        def failed(error: BaseException) -> None:
+            self._refreshing = False
+            self.show_status(f"Reading the store failed: {error}")
+
+        self._jobs.append((self._pool.submit(work), done, failed, "refresh"))
         self._poll.start()
 
     def _rows_changed(self) -> None:
