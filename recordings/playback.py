@@ -203,6 +203,8 @@ class FramePrefetcher:
             step, size = wanted
             try:
                 frame_set = self._decode(step, size)
+            except RuntimeError:  # the decode pool was shut down under us (interpreter exit)
+                return
             except (EpisodeFormatError, OSError, ValueError) as error:
                 with self._cond:
                     self.error = f"Cannot play {self.path.name} at step {step}: {error}"

@@ -24,7 +24,6 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QGraphicsItem,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -62,14 +61,12 @@ def timeline_legend(timeline: Timeline) -> str:
     return "&nbsp;&nbsp;".join(parts)
 
 
-def _plot(title: str, y_label: str) -> pg.PlotWidget:
-    plot = pg.PlotWidget()
+def _style(plot: pg.PlotItem, title: str, y_label: str) -> pg.PlotItem:
     plot.setTitle(title, color=theme.TEXT, size="10pt")
     plot.setLabel("left", y_label)
     plot.getAxis("left").enableAutoSIPrefix(False)  # "(x0.001)" beside radians confuses
     plot.showGrid(x=True, y=True, alpha=0.2)
     plot.setMenuEnabled(False)
-    plot.setMinimumHeight(110)
     plot.setDownsampling(auto=True, mode="peak")
     plot.setClipToView(True)
     return plot
@@ -77,20 +74,25 @@ def _plot(title: str, y_label: str) -> pg.PlotWidget:
 
 class JointPlots(QWidget):
     """qpos (solid) vs action (dashed) per arm, effort, and tracking error (action - qpos), all
-    against time in s, each with a cursor line. GUI thread."""
+    against time in s, each with a cursor line. One graphics view for all four plots: a cursor
+    move then costs one repaint, not four. GUI thread."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        grid = QGridLayout(self)
-        grid.setContentsMargins(0, 0, 0, 0)
-        self.plots = {
-            "left": _plot("left arm: qpos solid, action dashed", "rad / 0..1"),
-            "right": _plot("right arm: qpos solid, action dashed", "rad / 0..1"),
-            "effort": _plot("effort", "servo units"),
-            "error": _plot("tracking error (action - qpos)", "rad / 0..1"),
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.canvas.setMinimumHeight(240)
+        layout.addWidget(self.canvas)
+        titles = {
+            "left": ("left arm: qpos solid, action dashed", "rad / 0..1"),
+            "right": ("right arm: qpos solid, action dashed", "rad / 0..1"),
+            "effort": ("effort", "servo units"),
+            "error": ("tracking error (action - qpos)", "rad / 0..1"),
         }
-        for i, key in enumerate(("left", "right", "effort", "error")):
-            grid.addWidget(self.plots[key], i // 2, i % 2)
+        self.plots: dict[str, pg.PlotItem] = {}
+        for i, (key, (title, unit)) in enumerate(titles.items()):
+            self.plots[key] = _style(self.canvas.addPlot(row=i // 2, col=i % 2), title, unit)
         self.plots["right"].setXLink(self.plots["left"])
         self.plots["effort"].setXLink(self.plots["left"])
         self.plots["error"].setXLink(self.plots["left"])

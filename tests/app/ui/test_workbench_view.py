@@ -66,7 +66,7 @@ def test_an_aloha_file_opens_in_the_view(bench, store, qtbot):
     assert list(view.cameras) == ["top"]
     assert view.timeline.bands[0].source == "unknown"
     assert view.label_combo.currentText() == "unknown"
-    assert "not in this file" in view.plots.plots["effort"].plotItem.titleLabel.text
+    assert "not in this file" in view.plots.plots["effort"].titleLabel.text
     view.seek(17)
     assert view.cursor == 17 and view.timeline_widget.cursor == 17
     assert view.plots.cursor_time_s() == pytest.approx(17 / 50)
