@@ -8,7 +8,8 @@ cursor is the step of the frames on screen - never a step whose frames are still
 so the picture and the cursor always agree.
 
 Threads: the prefetcher's worker owns its `Episode` (readers are not thread-safe) and the decode
-pool; `seek`, `frames` and `close` are for one caller thread (the GUI's). cv2.imdecode and
+pool; `seek`, `frames`, `latest` and `close` are for one caller thread (the GUI's), which has a
+reader of its own for the frames of a seek. cv2.imdecode and
 cv2.resize release the GIL, so decoding runs beside the GUI thread.
 """
 
@@ -120,6 +121,7 @@ class FramePrefetcher:
         self._cache: OrderedDict[int, FrameSet] = OrderedDict()
         self._cond = threading.Condition()
         self._closed = False
+        self._caller: Episode | None = None  # the calling thread's reader, for seeks
         self.error: str | None = None
         self.decoded = 0  # frame sets decoded so far (for benchmarks)
         self._pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="frame-decode")
@@ -141,18 +143,26 @@ class FramePrefetcher:
                 self._cache.clear()
                 self._cond.notify_all()
 
-    def frames(self, step: int, wait_s: float = 0.0) -> FrameSet | None:
-        """The frame set of `step` if decoded (waiting up to `wait_s`), else None. Also moves the
-        decode window to `step`."""
+    def frames(self, step: int) -> FrameSet:
+        """The frame set of `step` now: from the cache, else decoded on the calling thread (a seek:
+        handing it to the worker and waiting would cost thread wake-ups on a busy machine). Also
+        moves the decode window to `step`. Raises EpisodeFormatError for an unreadable frame."""
         with self._cond:
             if self._cursor != step:
                 self._cursor = min(max(int(step), 0), self.length - 1)
                 self._cond.notify_all()
             found = self._cache.get(step)
-            if found is None and wait_s > 0 and self.error is None:
-                self._cond.wait_for(lambda: step in self._cache or self.error is not None or self._closed, wait_s)
-                found = self._cache.get(step)
+            size = self._size
+        if found is not None:
             return found
+        if self._caller is None:
+            self._caller = Episode.open(self.path)  # the worker's reader is the worker's alone
+        rows = {camera: self._caller.encoded_frame(camera, step) for camera in self.cameras}
+        frame_set = FrameSet(step, {c: _decode_one(row, size, self._widths.get(c)) for c, row in rows.items()}, size)
+        with self._cond:
+            if size == self._size and step not in self._cache:
+                self._cache[step] = frame_set
+        return frame_set
 
     def latest(self, due: int, after: int) -> FrameSet | None:
         """While playing: move the decode window to `due` and return the newest decoded step in
@@ -173,6 +183,8 @@ class FramePrefetcher:
         self._thread.join(timeout=5.0)
         self._pool.shutdown(wait=True)
         self._episode.close()
+        if self._caller is not None:
+            self._caller.close()
 
     def __enter__(self) -> "FramePrefetcher":
         return self

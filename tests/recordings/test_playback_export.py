@@ -22,12 +22,12 @@ def test_prefetched_frames_are_the_frames_at_their_step(tmp_path):
     path = write_jpeg_store_episode(tmp_path, 40, shape=(96, 128))
     with Episode.open(path) as episode, FramePrefetcher(path, ahead=8) as prefetcher:
         for step in (0, 1, 2, 17, 39, 5, 6, 38):  # forward, a seek, a jump back
-            frames = prefetcher.frames(step, wait_s=5.0)
-            assert frames is not None and frames.step == step
+            frames = prefetcher.frames(step)
+            assert frames.step == step
             for camera in episode.camera_names:
                 np.testing.assert_array_equal(frames.frames[camera], episode.frame(camera, step))
         prefetcher.set_size((64, 48))
-        frames = prefetcher.frames(20, wait_s=5.0)
+        frames = prefetcher.frames(20)
         assert frames.frames["cam_high"].shape == (48, 64, 3)
         assert prefetcher.error is None
 
@@ -136,11 +136,12 @@ def test_lerobot_export_reads_back(tmp_path, record_episode, act_file):
     assert not (tmp_path / "mixed").exists() and not (tmp_path / "mixed.partial").exists()
 
 
-def test_playing_shows_the_newest_decoded_step_not_a_future_one(tmp_path):
+def test_playing_shows_the_newest_decoded_step_not_a_future_one(tmp_path, wait_until):
     path = write_jpeg_store_episode(tmp_path, 30, shape=(48, 64))
     with Episode.open(path) as episode, FramePrefetcher(path, ahead=30) as prefetcher:
-        prefetcher.frames(0, wait_s=5.0)
-        prefetcher.frames(12, wait_s=5.0)  # decodes from 12 on
+        prefetcher.frames(0)
+        prefetcher.frames(12)  # the worker decodes from 12 on
+        wait_until(lambda: (f := prefetcher.latest(due=14, after=3)) is not None and f.step == 14, what="the worker to decode ahead")
         frames = prefetcher.latest(due=12, after=3)
         assert frames is not None and frames.step == 12
         np.testing.assert_array_equal(frames.frames["cam_high"], episode.frame("cam_high", 12))

@@ -342,17 +342,17 @@ class EpisodeViewWidget(QWidget):
             self.pause()
             self.seek(self.cursor + steps)
 
-    def seek(self, step: int, wait_s: float = 1.0) -> None:
-        """Show `step` now (waits for its frames up to `wait_s`)."""
+    def seek(self, step: int) -> None:
+        """Show `step` now."""
         if self.clock is None or self.prefetcher is None:
             return
         step = self.clock.seek(step)
-        self.prefetcher.seek(step)
-        frames = self.prefetcher.frames(step, wait_s=wait_s)
-        if frames is not None:
-            self._show(frames)
-        elif self.prefetcher.error:
-            self.error.emit(self.prefetcher.error)
+        try:
+            frames = self.prefetcher.frames(step)
+        except (EpisodeFormatError, OSError, ValueError) as error:
+            self.error.emit(f"Cannot show step {step} of {self.path.name}: {error}")
+            return
+        self._show(frames)
 
     def _speed_changed(self) -> None:
         if self.clock is not None:
@@ -366,7 +366,10 @@ class EpisodeViewWidget(QWidget):
         due = clock.advance(now - self._last_tick)
         self._last_tick = now
         if due != self.cursor:
-            frames = prefetcher.latest(due, after=self.cursor) if due > self.cursor else prefetcher.frames(due)
+            if due < self.cursor:  # the clock went back (a seek while playing): show it now
+                self.seek(due)
+                return
+            frames = prefetcher.latest(due, after=self.cursor)
             if frames is not None:
                 self._show(frames)
             elif prefetcher.error:
