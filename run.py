@@ -2,6 +2,7 @@
 
     python run.py [--rig configs/sim.toml]         open the studio (the simulated rig by default)
     python run.py episodes list|check|recover ...  look after the episode store
+    python run.py review [--store DIR]             the Episodes workbench in its own window
     python run.py demos --episodes N --seed S      scripted sim demonstrations, no window
     python run.py record --rig FILE --source S --seconds N   one episode from any rig, no window
     python run.py train --store DIR --out DIR --preset tiny      fine-tune Fast-WAM
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv and not argv[0].startswith("-") else "app"
     rest = argv[1:] if command != "app" or (argv and argv[0] == "app") else argv
 
-    missing = missing_system_libraries(window=command == "app")
+    missing = missing_system_libraries(window=command in ("app", "review"))
     if missing:
         print("The studio needs system packages that are not installed:", file=sys.stderr)
         print("\n".join(missing), file=sys.stderr)
@@ -60,6 +61,10 @@ def main(argv: list[str]) -> int:
         from app.ui.main import main as app_main
 
         return app_main(rest)
+    if command == "review":
+        from app.ui.workbench.main import main as review_main
+
+        return review_main(rest)
     if command == "episodes":
         from app.studio.jobs.episodes import main as episodes_main
 

@@ -151,6 +151,18 @@ class Episode:
         return self.metadata.label
 
     @property
+    def failure_reason(self) -> str:
+        """Why a failure failed ("" when none was given)."""
+        self._ensure_described()
+        return attr_text(self._attrs.get(schema.ATTR_FAILURE_REASON, ""))
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The file's root attributes as read at open (a copy)."""
+        self._ensure_described()
+        return dict(self._attrs)
+
+    @property
     def sim(self) -> bool:
         return self.metadata.sim
 
@@ -256,6 +268,17 @@ class Episode:
 
     def frame(self, camera: str, t: int) -> np.ndarray:
         """The (H, W, 3) uint8 RGB frame of `camera` at step `t` (negative counts from the end)."""
+        row = self.encoded_frame(camera, t)
+        if row.ndim == 3:
+            return row
+        try:
+            return decode_jpeg(row)
+        except ValueError:
+            raise EpisodeFormatError(self.path, [f"frame {t} of camera {camera!r} is not a decodable JPEG image"]) from None
+
+    def encoded_frame(self, camera: str, t: int) -> np.ndarray:
+        """The frame as stored: (H, W, 3) uint8 RGB for raw files, else the (n_bytes,) uint8 JPEG
+        row (padding dropped where the length is known), to decode elsewhere (another thread)."""
         c = self._camera_index(camera)
         n = self.length
         if not -n <= t < n:
@@ -264,14 +287,8 @@ class Episode:
         dataset = self._dataset(schema.image_path(camera))
         if dataset.ndim == 4:
             return np.ascontiguousarray(dataset[t])
-        length = None
         if self.is_ours:
             # Our rows are in `camera_names` order; read only the JPEG's bytes, not the padding.
             length = int(self._array(schema.COMPRESS_LEN)[c, t])
-            row = dataset[t, :length] if 0 < length <= dataset.shape[1] else dataset[t]
-        else:
-            row = dataset[t]  # ALOHA's compress_len rows follow a camera order we cannot know
-        try:
-            return decode_jpeg(row, length)
-        except ValueError:
-            raise EpisodeFormatError(self.path, [f"frame {t} of camera {camera!r} is not a decodable JPEG image"]) from None
+            return dataset[t, :length] if 0 < length <= dataset.shape[1] else dataset[t]
+        return dataset[t]  # ALOHA's compress_len rows follow a camera order we cannot know

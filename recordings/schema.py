@@ -82,6 +82,7 @@ ATTR_CREATED = "created"  # ISO 8601 wall-clock time (UTC) the recording started
 ATTR_SOFTWARE_VERSION = "software_version"
 ATTR_LABEL = "success_label"
 ATTR_NOTES = "notes"
+ATTR_FAILURE_REASON = "failure_reason"  # why a failure failed (from the store's failure_reasons.txt)
 ATTR_CALIBRATION_HASH = "calibration_hash"
 ATTR_CONTROL_RATE_HZ = "control_rate_hz"
 ATTR_CAMERA_NAMES = "camera_names"

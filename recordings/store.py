@@ -43,8 +43,10 @@ def next_free_index(store_dir: str | os.PathLike) -> int:
     return index
 
 
-def set_label(path: str | os.PathLike, label: Label | str, notes: str | None = None) -> None:
-    """Change an episode's success label (and notes, unless None) after the fact."""
+def set_label(
+    path: str | os.PathLike, label: Label | str, notes: str | None = None, reason: str | None = None
+) -> None:
+    """Change an episode's success label (and notes and failure reason, unless None) after the fact."""
     path = Path(path)
     parsed = Label.parse(label)
     if notes is not None and not isinstance(notes, str):
@@ -55,6 +57,8 @@ def set_label(path: str | os.PathLike, label: Label | str, notes: str | None = N
             root.attrs[schema.ATTR_LABEL] = parsed.value
             if notes is not None:
                 root.attrs[schema.ATTR_NOTES] = notes
+            if reason is not None:
+                root.attrs[schema.ATTR_FAILURE_REASON] = reason
     except OSError as error:
         raise RecordingError(f"Could not relabel {path.name}: {error}. Is the file read-only or in use?") from error
 
@@ -69,6 +73,7 @@ class EpisodeSummary:
     length: int = 0
     duration_s: float = 0.0
     label: str = Label.UNKNOWN.value
+    reason: str = ""  # failure reason
     task: str = ""
     operator: str = ""
     created: str = ""
@@ -87,6 +92,7 @@ class EpisodeSummary:
             "length": self.length,
             "duration_s": round(self.duration_s, 3),
             "label": self.label,
+            "reason": self.reason,
             "task": self.task,
             "operator": self.operator,
             "created": self.created,
@@ -168,6 +174,7 @@ class EpisodeStore:
                     length=episode.length,
                     duration_s=episode.duration_s,
                     label=meta.label.value,
+                    reason=episode.failure_reason,
                     task=meta.task,
                     operator=meta.operator,
                     created=meta.created,
@@ -203,7 +210,9 @@ class EpisodeStore:
                 results.append(error)
         return results
 
-    def relabel(self, episode: str | os.PathLike | int, label: Label | str, notes: str | None = None) -> Path:
+    def relabel(
+        self, episode: str | os.PathLike | int, label: Label | str, notes: str | None = None, reason: str | None = None
+    ) -> Path:
         path = self.resolve(episode)
-        set_label(path, label, notes)
+        set_label(path, label, notes, reason)
         return path

@@ -17,4 +17,4 @@ if str(ROOT) not in sys.path:
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
-pytest_plugins = ("episode_fixtures", "policy_fixtures", "act_episodes")
+pytest_plugins = ("episode_fixtures", "policy_fixtures", "act_episodes", "review_fixtures")

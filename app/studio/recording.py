@@ -14,6 +14,8 @@ from pathlib import Path
 from app.studio.events import EventLog, Severity
 from app.studio.snapshot import RecordingStatus
 from recordings.errors import FramesDropped, RecordingError
+from recordings.index import StoreIndex
+from recordings.qa import Verdict, load_thresholds
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import Label
 from recordings.store import EpisodeStore
@@ -93,9 +95,10 @@ class RecordingControl:
             return None
         final = self.writer.status()
         text = f"Saved {path.name}: {label.value}, {final.frames_written} steps, {final.duration_s:.1f} s."
+        severity, text = index_and_judge(path, text)
         with self._lock:
             self._last_saved = text
-        self.events.add(Severity.INFO, "recorder", text)
+        self.events.add(severity, "recorder", text)
         return path
 
     def discard(self) -> bool:
@@ -136,3 +139,19 @@ class RecordingControl:
         if error is not self._error_seen:
             self._error_seen = error
             self.events.add(Severity.ERROR, "recorder", str(error), "Press Stop to keep the frames written so far, or Discard.")
+
+
+def index_and_judge(path: Path, saved_text: str) -> tuple[Severity, str]:
+    """Put a just-saved episode into the store index (the Episodes view lists it at once) and add
+    its timing QA verdict to the saved message; a bad verdict is a warning."""
+    try:
+        row = StoreIndex(path.parent).update_one(path)
+        result = row.qa(load_thresholds(path.parent))
+    except RecordingError as exc:  # a damaged qa.toml: the episode is saved all the same
+        return Severity.WARNING, f"{saved_text} Timing QA not judged: {exc}"
+    if result is None:
+        return Severity.INFO, saved_text
+    if result.verdict is Verdict.BAD:
+        return Severity.WARNING, f"{saved_text} Timing QA: bad ({'; '.join(result.reasons[:2])}); consider recording it again."
+    return Severity.INFO, f"{saved_text} Timing QA: {result.verdict.value}."
+

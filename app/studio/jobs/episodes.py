@@ -4,7 +4,8 @@
     episodes check   [FILE ...] [--store DIR] [--json]         is each file a valid episode?
     episodes recover [FILE ...] [--store DIR] [--json]         turn leftovers of interrupted
                                                                recordings into episodes
-    episodes label   EPISODE success|failure|unknown [--notes TEXT] [--store DIR]
+    episodes label   EPISODE success|failure|unknown [--notes TEXT] [--reason TEXT] [--store DIR]
+    episodes qa|trash|restore|export ...                      see app.studio.jobs.episodes_review
 
 The store defaults to recordings/episodes/ in the repository. Exit status: 0 all good, 1 a file
 is not a valid episode or could not be recovered, 2 a usage error.
@@ -19,7 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from app.studio.jobs import episodes_review as review
 from recordings.check import CheckResult
+from recordings.qa import load_thresholds
 from recordings.errors import RecordingError, RecoveryError
 from recordings.schema import Label
 from recordings.store import DEFAULT_STORE_DIR, EpisodeStore, EpisodeSummary
@@ -46,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     label.add_argument("episode", help="episode index, file name in the store, or path")
     label.add_argument("label", choices=[item.value for item in Label])
     label.add_argument("--notes", default=None, help="replace the episode's notes")
+    label.add_argument("--reason", default=None, help="failure reason (see failure_reasons.txt in the store)")
+    review.add_commands(commands, common)
     return parser
 
 
@@ -66,9 +71,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return _check(store, args.files or None, args.frames, args.json, out)
         if args.command == "recover":
             return _recover(store, args.files or None, args.json, out)
+        if args.command in review.COMMANDS:
+            return review.run(args, store, out)
         if args.command == "label":
             episode = int(args.episode) if args.episode.isdigit() else args.episode
-            path = store.relabel(episode, args.label, args.notes)
+            path = store.relabel(episode, args.label, args.notes, args.reason)
             _print(out, args.json, {"path": str(path), "label": args.label}, f"{path.name}: label set to {args.label}")
             return 0
     except RecordingError as error:
@@ -135,6 +142,7 @@ def _clip(text: str, width: int) -> str:
 
 def _check(store: EpisodeStore, files: list[Path] | None, frames: int, as_json: bool, out: TextIO) -> int:
     results: list[CheckResult] = store.check(files, spot_checks=max(frames, 1))
+    thresholds = load_thresholds(store.root)
     all_ok = all(r.ok for r in results)
     if as_json:
         _print(out, True, {"ok": all_ok, "results": [r.to_json() for r in results]}, "")
@@ -146,6 +154,7 @@ def _check(store: EpisodeStore, files: list[Path] | None, frames: int, as_json: 
             line = f"OK       {result.path.name} ({result.length} frames)"
             if result.warnings:
                 line += " - " + "; ".join(result.warnings)
+            line += review.qa_suffix(result.path, thresholds)
         elif result.unfinished:
             line = f"UNFINISHED {result.path}: " + "; ".join(result.reasons)
         else:

@@ -1,0 +1,1 @@
+"""The Episodes workbench's Qt view (`WorkbenchWidget`) over `app.studio.workbench`."""
