@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="real rigs: press Start arms as soon as the rig is up (followers move to the start pose)")
     parser.add_argument("--training", nargs="?", const="", default=None, metavar="RUN_DIR",
                         help="open with the Training panel shown; with a run folder the window started, follow it")
+    parser.add_argument("--episodes", action="store_true",
+                        help="open on the Episodes page (the workbench over the store) once the rig is up")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
 
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.training is not None:
         window.show_training(Path(args.training) if args.training else None)
     startup = studio.start()
+    if args.episodes:
+        _when_running(window, startup, window.show_episodes)
     if args.start_arms or args.source is not None:
         _schedule_start(window, studio, startup, args.start_arms, args.source)
     if args.screenshot is not None:
@@ -115,6 +119,23 @@ def _schedule_start(window, studio, startup, start_arms: bool, source: str | Non
             return
         timer.stop()
         studio.select_source(source)
+
+    timer.setInterval(100)
+    timer.timeout.connect(poll)
+    timer.start()
+
+
+def _when_running(window, startup, action) -> None:
+    """Call `action()` on the GUI thread once the rig runs (not at all if it failed)."""
+    from PySide6.QtCore import QTimer
+
+    timer = QTimer(window)
+
+    def poll() -> None:
+        if startup.done():
+            timer.stop()
+            if startup.result():
+                action()
 
     timer.setInterval(100)
     timer.timeout.connect(poll)

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from app.ui import theme
 from app.studio.history import HistoryWindow
 from app.studio.monitor import LOW_DISK_BYTES
+from app.studio.paths import DEFAULT_RIG_FILE
 from app.studio.snapshot import Phase, StudioSnapshot
 from app.studio.studio import Studio
 from app.ui.keys import JOG_KEY_BY_CODE, REAL_RIG_ONLY_ACTIONS, SHORTCUTS, SIM_ONLY_ACTIONS, shortcut_texts
@@ -51,6 +52,7 @@ from app.ui.widgets.help_panel import HelpPanelWidget
 from app.ui.widgets.jog_pad import JogPadWidget
 from app.ui.widgets.plots import JointPlotsWidget, TimingPlotWidget
 from app.ui.training.panel import TrainingPanelWidget
+from app.ui.workbench.workbench_widget import WorkbenchWidget
 from app.studio.events import Severity
 from recordings.schema import Label
 from robot.aloha import MIN_ACCEPTABLE_LOOP_RATE_HZ
@@ -188,7 +190,18 @@ class StudioWindow(QMainWindow):
         left = QVBoxLayout()
         left.addWidget(self.banner)
         left.addWidget(self.arm_prompt_banner)
-        left.addWidget(centre, 1)
+        # The live view and the Episodes workbench share the centre; the side panel (E-stop first)
+        # stays in view whichever is shown, so the arm can always be stopped.
+        self.pages = QTabWidget()
+        self.pages.setDocumentMode(True)
+        self.pages.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.pages.addTab(centre, "Live")
+        self._episodes_placeholder = QLabel("The episode store opens here once the rig is up.")
+        self._episodes_placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.pages.addTab(self._episodes_placeholder, "Episodes")
+        self.pages.currentChanged.connect(self._on_page)
+        self.workbench: WorkbenchWidget | None = None
+        left.addWidget(self.pages, 1)
         main_layout.addLayout(left, 1)
         main_layout.addWidget(side)
         self.setCentralWidget(main)
@@ -254,6 +267,25 @@ class StudioWindow(QMainWindow):
         self.resizeDocks([self.training_dock], [440], Qt.Orientation.Vertical)
         if run_dir is not None:
             self.training_panel.attach(run_dir)
+
+    def _on_page(self, index: int) -> None:
+        if index == 1:
+            self._release_jog_keys()
+            self._open_workbench()
+
+    def _open_workbench(self) -> None:
+        """The workbench over the studio's store, built when first shown (the store is known once
+        the rig is up). Replay goes to a simulation of its own, never to the rig this window drives."""
+        if self.workbench is not None or self.studio.store_dir is None:
+            return
+        self.workbench = WorkbenchWidget(self.studio.store_dir, DEFAULT_RIG_FILE)
+        self.pages.removeTab(1)
+        self.pages.insertTab(1, self.workbench, "Episodes")
+        self.pages.setCurrentIndex(1)
+
+    def show_episodes(self) -> None:
+        """Show the Episodes page (the workbench over the studio's store)."""
+        self.pages.setCurrentIndex(1)
 
     def _connect_panel(self) -> None:
         panel = self.control_panel
@@ -382,9 +414,12 @@ class StudioWindow(QMainWindow):
         return False
 
     def _jog_keys_active(self) -> bool:
-        """Jog keys are plain letters: they jog only when the user is not typing."""
+        """Jog keys are plain letters: they jog only on the live page and when the user is not
+        typing."""
         if not self.isActiveWindow() and QApplication.activeWindow() is not None:
             return False
+        if self.pages.currentIndex() != 0:
+            return False  # the workbench has keys of its own (play, step)
         return not isinstance(QApplication.focusWidget(), _TEXT_INPUTS)
 
     def _send_jog(self) -> None:
@@ -480,11 +515,16 @@ class StudioWindow(QMainWindow):
         )
         panel.show_episode_count(rec.episode_count)
         panel.show_last_saved(rec.busy or rec.last_saved)
+        if rec.last_saved != self._last_saved_seen:
+            self._last_saved_seen = rec.last_saved
+            if self.workbench is not None:
+                self.workbench.refresh()  # the new episode appears in the table at once
         if self._last_seed_shown != (snap.seed, snap.next_seed):
             self._last_seed_shown = (snap.seed, snap.next_seed)
             panel.show_seed(snap.seed, snap.next_seed)
 
     _last_seed_shown: tuple | None = None
+    _last_saved_seen = ""
     _banner_colour = ""
 
     def _show_rig_kind(self, snap: StudioSnapshot) -> None:
@@ -602,6 +642,8 @@ class StudioWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if self._shutdown_future is not None and self._shutdown_future.done():
             self.paint_timer.stop()
+            if self.workbench is not None:
+                self.workbench.close()  # its worker and the episode it plays
             QApplication.instance().removeEventFilter(self)
             event.accept()
             return

@@ -158,6 +158,14 @@ def test_record_a_scripted_episode_through_the_buttons(studio, qtbot):
         assert episode.duration_s >= 1.5
     assert studio.snapshot().recording.last_saved.startswith(f"Saved {path.name}: success")
 
+    # The Episodes page: the workbench over the studio's store lists it (the E-stop stays in view).
+    window.show_episodes()
+    workbench = window.workbench
+    assert workbench is not None and window.pages.currentWidget() is workbench
+    assert window.control_panel.estop_button.isVisible()
+    qtbot.waitUntil(lambda: workbench.table.model.rowCount() == before + 1, timeout=WAIT_MS)
+    window.pages.setCurrentIndex(0)
+
 
 def test_estop_button_latches_until_cleared(studio, qtbot):
     window, studio, _ = studio
