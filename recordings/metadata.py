@@ -46,7 +46,8 @@ class EpisodeMetadata:
 
     control_rate_hz: the control loop's rate; created: ISO 8601 UTC wall-clock start time (set
     when the writer starts if left empty); calibration_hash: identifies the rig calibration the
-    joint values depend on (empty when unknown).
+    joint values depend on (empty when unknown); reason: why the demonstration failed (the
+    lab's list); label, reason and notes may be edited later (`recordings.labels`).
     """
 
     task: str = ""
@@ -59,9 +60,10 @@ class EpisodeMetadata:
     label: Label = Label.UNKNOWN
     created: str = ""
     software_version: str = field(default_factory=software_version)
+    reason: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("task", "operator", "rig", "notes", "calibration_hash", "created", "software_version"):
+        for name in ("task", "operator", "rig", "notes", "calibration_hash", "created", "software_version", "reason"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"EpisodeMetadata.{name} must be text, got {getattr(self, name)!r}")
         if not (isinstance(self.control_rate_hz, (int, float)) and math.isfinite(self.control_rate_hz)) or (
@@ -91,6 +93,7 @@ class EpisodeMetadata:
             schema.ATTR_SOFTWARE_VERSION: self.software_version,
             schema.ATTR_LABEL: self.label.value,
             schema.ATTR_NOTES: self.notes,
+            schema.ATTR_LABEL_REASON: self.reason,
             schema.ATTR_CALIBRATION_HASH: self.calibration_hash,
             schema.ATTR_CONTROL_RATE_HZ: float(self.control_rate_hz),
         }
@@ -129,5 +132,6 @@ class EpisodeMetadata:
             label=parsed_label,
             created=text(schema.ATTR_CREATED),
             software_version=text(schema.ATTR_SOFTWARE_VERSION),
+            reason=text(schema.ATTR_LABEL_REASON),
         )
 

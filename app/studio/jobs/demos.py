@@ -23,8 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from recordings.errors import RecordingError
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import Label
+from recordings.store import StorePathError, require_store_dir
 from recordings.writer import EpisodeWriter
 from robot.control_loop import ControlLoop
 from robot.rig import Rig, RigError
@@ -72,17 +74,19 @@ def open_session(rig_path: Path, store: Path | None) -> RigSession:
         rig, rig_file = open_rig(rig_path)
     except RigFileError as exc:
         raise JobError(f"The rig file cannot be used: {exc}") from exc
-    store_dir = store or rig_file.recording.store_dir
-    store_dir.mkdir(parents=True, exist_ok=True)
+    store_dir = require_store_dir(store or rig_file.recording.store_dir, create=True)
     rig.connect()
     try:
         loop = ControlLoop(rig, rig_file.control)
-        writer = EpisodeWriter(
-            store_dir,
-            rig.camera_names,
-            image_format=rig_file.recording.image_format,
-            jpeg_quality=rig_file.recording.jpeg_quality,
-        )
+        try:
+            writer = EpisodeWriter(
+                store_dir,
+                rig.camera_names,
+                image_format=rig_file.recording.image_format,
+                jpeg_quality=rig_file.recording.jpeg_quality,
+            )
+        except ValueError as exc:  # e.g. a rig without cameras: nothing to record from
+            raise JobError(f"{rig_path} cannot record: {exc}") from exc
         loop.subscribe(writer.on_tick)
     except Exception:
         rig.disconnect()
@@ -263,7 +267,10 @@ def main(argv: list[str]) -> int:
                 print("--seconds must be positive.", file=sys.stderr)
                 return 2
             run_record(args.rig, args.source, args.seconds, args.store, args.task, args.operator)
-    except (JobError, RigError, OSError) as exc:
+    except StorePathError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (JobError, RigError, RecordingError, OSError) as exc:  # a full disk ends here, cleanly
         print(f"{args.command} failed: {exc}", file=sys.stderr)
         return 1
     return 0
