@@ -23,11 +23,13 @@ never share a file handle and the parent opens nothing big.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +38,9 @@ from model.checkpoint import NormStats
 from model.config import FastWAMConfig
 from model.encoders import make_canvas
 from model.errors import ModelError
+from recordings.check import check_episode
 from recordings.errors import EpisodeFormatError
+from recordings.hdf5_faults import READ_ERRORS, describe
 from recordings.reader import Episode
 from recordings.schema import Label
 from recordings.store import EpisodeStore
@@ -68,10 +72,25 @@ class CorruptEpisode(DataError):
         self.problems = {Path(p): r for p, r in problems.items()}
         shown = "; ".join(f"{p.name}: {r}" for p, r in list(self.problems.items())[:5])
         more = "" if len(self.problems) <= 5 else f" (+{len(self.problems) - 5} more)"
+        names = " ".join(p.name for p in self.problems)
         super().__init__(
             f"{len(self.problems)} episode file(s) cannot be used - {shown}{more}. Run `python run.py episodes "
-            "check` on the store (and `episodes recover` for unfinished recordings), or leave the file(s) out with "
-            "--exclude NAME"
+            "check --deep` on the store (and `episodes recover` for unfinished recordings), or leave the file(s) "
+            f"out with --exclude ({names}), or train on the others with --skip-unreadable"
+        )
+
+
+class UnreadableEpisode(DataError):
+    """An episode failed while being read for training (a frame or array that does not read).
+
+    Built from its message alone, so that an error in a DataLoader worker process reaches the
+    trainer as this type (PyTorch re-raises a worker's exception as `type(message)`)."""
+
+    @classmethod
+    def at(cls, path: Path, reason: str) -> "UnreadableEpisode":
+        return cls(
+            f"{Path(path).name} cannot be read while training: {reason}. Check it with `python run.py episodes "
+            f"check --deep {path}`; leave it out with --exclude {Path(path).name}"
         )
 
 
@@ -157,12 +176,21 @@ def find_episodes(
     episode_filter: EpisodeFilter | None = None,
     default_task: str = "",
     cameras: Sequence[str] = (),
+    *,
+    deep: bool = False,
+    skip_unreadable: bool = False,
+    on_skip: Callable[[Path, str], None] | None = None,
+    check_memo: "DeepCheckMemo | None" = None,
 ) -> list[EpisodeInfo]:
     """The episodes of `sources` (store folders or files) that pass `episode_filter`, by path.
 
-    Every candidate is opened (layout only). Raises `CorruptEpisode` naming every file that
-    cannot be read or lacks one of `cameras`, and `NoEpisodesMatch` (saying what was there)
-    when nothing passes.
+    Every candidate is opened (layout only); with `deep`, every selected episode is also read
+    whole and every frame decoded (`recordings.check.check_episode(deep=True)`, remembered in
+    `check_memo` for files that did not change), so a bad frame is found before training, not
+    an hour into it. Files that cannot be used (unreadable, lacking one of `cameras`, empty):
+    by default `CorruptEpisode` names every one of them; with `skip_unreadable` each is left
+    out with a warning (logged, and passed to `on_skip(path, reason)` for the caller to show).
+    Raises `NoEpisodesMatch` (saying what was there) when nothing passes.
     """
     flt = episode_filter or EpisodeFilter()
     names = [str(s) for s in sources]
@@ -192,8 +220,8 @@ def find_episodes(
         except EpisodeFormatError as error:
             problems[path] = "; ".join(error.reasons)
             continue
-        except OSError as error:
-            problems[path] = f"cannot be read ({error})"
+        except READ_ERRORS as error:
+            problems[path] = f"cannot be read ({describe(error)})"
             continue
         lacking = [c for c in cameras if c not in info.cameras]
         if lacking and _selected(info, flt):
@@ -202,13 +230,72 @@ def find_episodes(
         if info.length < 1:
             problems[path] = "has no steps"
             continue
+        if deep and _selected(info, flt):
+            reasons = deep_check(path, check_memo)
+            if reasons:
+                problems[path] = "; ".join(reasons)
+                continue
         infos.append(info)
     selected = [info for info in infos if _selected(info, flt)]
-    if problems:
+    if problems and not skip_unreadable:
         raise CorruptEpisode(problems)
+    for path, reason in problems.items():
+        log.warning("Leaving out %s: %s", path.name, reason)
+        if on_skip is not None:
+            on_skip(path, reason)
     if not selected:
         raise NoEpisodesMatch(names, len(infos), _describe_rejections(infos, flt), _fix_for(flt))
     return selected
+
+
+class DeepCheckMemo:
+    """Episodes that passed the deep check, keyed by (path, size, mtime, inode), in a JSON file,
+    so the next training run does not decode every frame again. Only passes are remembered: a
+    file that failed is checked again (it may have been restored). Not thread-safe."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._passed: dict[str, list[int]] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self._passed = {}  # missing or damaged memo: check again, nothing is lost
+
+    @staticmethod
+    def _stamp(path: Path) -> list[int]:
+        stat = path.stat()
+        return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+    def passed(self, path: Path) -> bool:
+        try:
+            return self._passed.get(str(path.resolve())) == self._stamp(path)
+        except OSError:
+            return False
+
+    def remember(self, path: Path) -> None:
+        try:
+            self._passed[str(path.resolve())] = self._stamp(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(self._passed, handle)
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as error:  # a read-only cache folder costs time, not correctness
+            log.warning("Could not remember the deep check of %s in %s: %s", path.name, self.path, error)
+
+
+def deep_check(path: Path, memo: DeepCheckMemo | None = None) -> list[str]:
+    """Why `path` cannot be trained on after reading every array and decoding every frame
+    (empty when it can)."""
+    if memo is not None and memo.passed(path):
+        return []
+    verdict = check_episode(path, deep=True)
+    if verdict.ok and memo is not None:
+        memo.remember(path)
+    return list(verdict.reasons)
 
 
 def _selected(info: EpisodeInfo, flt: EpisodeFilter) -> bool:
@@ -437,6 +524,12 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         e, t = self.locate(int(index))
+        try:
+            return self._item(e, t)
+        except EpisodeFormatError as error:  # damaged after the up-front check, or never checked
+            raise UnreadableEpisode.at(self.sources[e].info.path, "; ".join(error.reasons)) from error
+
+    def _item(self, e: int, t: int) -> dict[str, torch.Tensor]:
         source = self.sources[e]
         episode = source.reader()
         length = source.info.length

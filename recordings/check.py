@@ -15,7 +15,7 @@ import numpy as np
 
 from recordings import schema
 from recordings.errors import EpisodeFormatError, LeftOpenForWrite, UnfinishedEpisode
-from recordings.hdf5_faults import DAMAGED_FIX, READ_ERRORS, describe, short
+from recordings.hdf5_faults import DAMAGED_FIX, READ_ERRORS, describe, member, short
 from recordings.images import decode_jpeg
 from recordings.labels import read_record
 from recordings.layout import attr_text, camera_names_of
@@ -33,6 +33,8 @@ _CONTROL_SOURCES = {source.value.encode("ascii") for source in ControlSource}
 DEEP_BLOCK = 64
 #: Frames named per camera in a reason; the rest are counted.
 NAMED_FRAMES = 5
+#: Stands for an object that exists but cannot be opened (its reason is already given).
+_DAMAGED = object()
 
 
 def open_readonly(path: str | Path) -> h5py.File:
@@ -84,8 +86,19 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
     """Layout, shapes and dtypes: everything that can be said without reading the data."""
     reasons: list[str] = []
     lengths: dict[str, int] = {}
+
+    def opened(path: str):
+        """The object, None if absent, or _DAMAGED (with a reason) if it cannot be opened."""
+        try:
+            return member(root, path)
+        except READ_ERRORS as error:
+            reasons.append(f"{path} cannot be opened: {describe(error)}")
+            return _DAMAGED
+
     for path in schema.STATE_DATASETS + schema.OPTIONAL_STATE_DATASETS:
-        item = root.get(path)
+        item = opened(path)
+        if item is _DAMAGED:
+            continue
         if item is None:
             if path not in schema.OPTIONAL_STATE_DATASETS:
                 reasons.append(f"{path} is missing")
@@ -106,15 +119,19 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
         reasons.append("the episode has no steps")
 
     compress_attr = bool(root.attrs.get(schema.ATTR_COMPRESS, False))
-    images = root.get(schema.IMAGES_GROUP)
+    images = opened(schema.IMAGES_GROUP)
     cameras = camera_names_of(root) if isinstance(images, h5py.Group) else ()
-    if not isinstance(images, h5py.Group):
+    if images is _DAMAGED:
+        pass
+    elif not isinstance(images, h5py.Group):
         reasons.append(f"{schema.IMAGES_GROUP} is missing")
     elif not cameras:
         reasons.append(f"{schema.IMAGES_GROUP} holds no camera")
     compressed = compress_attr
     for camera in cameras:
-        dataset = root.get(schema.image_path(camera))
+        dataset = opened(schema.image_path(camera))
+        if dataset is _DAMAGED:
+            continue
         if not isinstance(dataset, h5py.Dataset):
             reasons.append(f"camera {camera!r} is listed but {schema.image_path(camera)} is missing")
             continue
@@ -137,8 +154,10 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
     version = root.attrs.get(schema.ATTR_SCHEMA_VERSION)
     has_extras = version is not None
     if compressed and has_extras:
-        compress_len = root.get(schema.COMPRESS_LEN)
-        if compress_len is None:
+        compress_len = opened(schema.COMPRESS_LEN)
+        if compress_len is _DAMAGED:
+            pass
+        elif compress_len is None:
             reasons.append(f"{schema.COMPRESS_LEN} is missing")
         elif compress_len.shape != (len(cameras), length):
             reasons.append(f"{schema.COMPRESS_LEN} has shape {compress_len.shape}, expected ({len(cameras)}, {length})")
@@ -146,7 +165,9 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
         for path in (schema.TIMESTAMP, schema.CONTROL_SOURCE, schema.TICK_INDEX) + tuple(
             schema.image_time_path(camera) for camera in cameras
         ):
-            item = root.get(path)
+            item = opened(path)
+            if item is _DAMAGED:
+                continue
             if not isinstance(item, h5py.Dataset):
                 reasons.append(f"{path} is missing")
             elif item.shape != (length,):
@@ -176,6 +197,11 @@ def content_problems(
     reasons: list[str] = []
     warnings: list[str] = []
     n = structure.length
+    try:  # every attribute, not only the ones asked for by name: they are stored in one heap
+        for name in root.attrs:
+            root.attrs[name]
+    except READ_ERRORS as error:
+        reasons.append(f"the episode's metadata (root attributes) cannot be read: {describe(error)}")
     for path in schema.STATE_DATASETS + ((schema.EFFORT,) if structure.has_effort else ()):
         values = _read(root, path, reasons)
         if values is None:
@@ -302,6 +328,8 @@ def _extras_problems(root: h5py.File, structure: Structure) -> tuple[list[str], 
     dropped = int(np.asarray(attrs.get(schema.ATTR_FRAMES_DROPPED, 0)).reshape(-1)[0])
     if dropped:
         warnings.append(f"{dropped} control ticks were dropped while recording (gaps in /tick_index)")
+    for camera in structure.camera_names:  # read whole: a damaged chunk fails its checksum here
+        _read(root, schema.image_time_path(camera), reasons)
     stamps = _read(root, schema.TIMESTAMP, reasons)
     sim_times = _read(root, schema.SIM_TIME, reasons) if schema.SIM_TIME in root else None
     if stamps is not None:

@@ -53,3 +53,14 @@ def describe(error: BaseException) -> str:
         if fragment in lowered:
             return f"{meaning} [{short(text, 120)}]"
     return f"HDF5 reports an error [{type(error).__name__}: {short(text, 120)}]"
+
+
+def member(group, path: str):
+    """The object at `path` in an h5py group, or None when there is no such link.
+
+    h5py's `group.get(path)` also answers None when the object is there but cannot be opened
+    (its header fails its checksum raises KeyError, which `get` swallows): a damaged dataset
+    would read as a missing optional one. Here an existing but damaged object raises."""
+    if path not in group:
+        return None
+    return group[path]

@@ -50,7 +50,7 @@ import numpy as np
 
 from recordings import schema
 from recordings.errors import EpisodeFormatError, RecordingError
-from recordings.hdf5_faults import READ_ERRORS, describe
+from recordings.hdf5_faults import READ_ERRORS, describe, member
 from recordings.schema import Label, attr_text
 
 try:
@@ -102,24 +102,29 @@ class LabelState:
 @dataclass(frozen=True)
 class RecordReading:
     """What the two slots of a record say. state: the newest valid one (None if neither is);
-    sequence / slot: its number and place; interrupted: a slot holds a started but invalid write
-    (an edit that was cut off, or damage) - the state shown is the one before it."""
+    sequence / slot: its number and place; interrupted: the other slot holds a write that may be
+    newer but is invalid (an edit that was cut off, or damage) - the state shown is the one
+    before it; stale_damaged: the other slot held an older state and is damaged (harmless: the
+    next edit overwrites it)."""
 
     state: LabelState | None
     sequence: int = 0
     slot: int | None = None
     interrupted: bool = False
+    stale_damaged: bool = False
 
     @property
     def warning(self) -> str | None:
-        if not self.interrupted:
-            return None
-        if self.state is None:
+        if self.interrupted and self.state is None:
             return "the label record is damaged (no readable copy); set the label again with `episodes label`"
-        return (
-            "the last label edit did not complete (or the label record is damaged); the label shown is "
-            "the one before it: set it again with `episodes label` if needed"
-        )
+        if self.interrupted:
+            return (
+                "the last label edit did not complete (or the label record is damaged); the label shown is "
+                "the one before it: set it again with `episodes label` if needed"
+            )
+        if self.stale_damaged:
+            return "an older copy in the label record is damaged; the current label is intact"
+        return None
 
 
 # ---- slots ----
@@ -139,38 +144,49 @@ def encode_slot(state: LabelState, sequence: int) -> np.ndarray:
     return slot
 
 
-def _decode_slot(raw: bytes) -> tuple[LabelState, int] | None | bool:
-    """(state, sequence) for a valid slot; None for a never-written one (all zero); False for a
-    slot holding a started but invalid write."""
+class _Invalid:
+    """A slot holding a started but invalid write; sequence: what its header says, None when
+    the header itself is unreadable."""
+
+    def __init__(self, sequence: int | None):
+        self.sequence = sequence
+
+
+def _decode_slot(raw: bytes) -> tuple[LabelState, int] | None | _Invalid:
+    """(state, sequence) for a valid slot; None for a never-written one (all zero); _Invalid for
+    a slot holding a started but invalid write."""
     if not any(raw):
         return None
     magic, fmt, sequence, length, crc = _HEADER.unpack_from(raw)
     if magic != MAGIC or fmt != FORMAT or length > MAX_PAYLOAD_BYTES:
-        return False
+        return _Invalid(None)
     payload = raw[_HEADER.size : _HEADER.size + length]
     if zlib.crc32(struct.pack("<QI", sequence, length) + payload) != crc:
-        return False
+        return _Invalid(sequence)
     try:
         data = json.loads(payload.decode("utf-8"))
         return LabelState(data["label"], data.get("reason", ""), data.get("notes", "")), sequence
     except (ValueError, KeyError, TypeError):
-        return False
+        return _Invalid(sequence)
 
 
 def decode_record(raw: bytes | np.ndarray) -> RecordReading:
     """The two slots' bytes (2 * SLOT_BYTES) -> what they say."""
     raw = bytes(np.asarray(raw, dtype=np.uint8).reshape(-1)) if not isinstance(raw, bytes) else raw
     best: tuple[LabelState, int, int] | None = None
-    interrupted = False
+    invalid: list[_Invalid] = []
     for slot in range(SLOTS):
         decoded = _decode_slot(raw[slot * SLOT_BYTES : (slot + 1) * SLOT_BYTES])
-        if decoded is False:
-            interrupted = True
+        if isinstance(decoded, _Invalid):
+            invalid.append(decoded)
         elif decoded is not None and (best is None or decoded[1] > best[1]):
             best = (decoded[0], decoded[1], slot)
     if best is None:
-        return RecordReading(None, interrupted=interrupted)
-    return RecordReading(best[0], best[1], best[2], interrupted)
+        return RecordReading(None, interrupted=bool(invalid))
+    # An invalid slot whose (unchecked) header says it is older than the valid one is an old
+    # copy gone bad; anything else may be the newer edit that was cut off.
+    newer = [item for item in invalid if item.sequence is None or item.sequence > best[1]]
+    return RecordReading(best[0], best[1], best[2], interrupted=bool(newer), stale_damaged=len(newer) < len(invalid))
 
 
 # ---- inside HDF5 (creating a file, reading one that is open) ----
@@ -205,7 +221,7 @@ def state_from_attrs(attrs: Mapping[str, Any]) -> LabelState:
 
 def read_record(root: h5py.File) -> RecordReading | None:
     """The record of an open file, or None when it has none (older files, ALOHA's)."""
-    dataset = root.get(schema.LABEL_RECORD)
+    dataset = member(root, schema.LABEL_RECORD)
     if dataset is None:
         return None
     if not isinstance(dataset, h5py.Dataset) or dataset.shape != (SLOTS, SLOT_BYTES) or dataset.dtype != np.uint8:
@@ -269,7 +285,7 @@ def write_label(
 
 def _geometry(root: h5py.File, path: Path) -> _Geometry:
     current = state_from_attrs(root.attrs)
-    dataset = root.get(schema.LABEL_RECORD)
+    dataset = member(root, schema.LABEL_RECORD)
     offset = None
     if dataset is not None:
         plist = dataset.id.get_create_plist()

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from recordings import schema
+from recordings.hdf5_faults import member
 from recordings.labels import LabelState, create_label_record
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import ImageFormat, attr_text
@@ -155,7 +156,7 @@ def camera_names_of(root: h5py.File) -> tuple[str, ...]:
         listed = tuple(attr_text(name) for name in np.atleast_1d(names))
         if listed:
             return listed
-    group = root.get(schema.IMAGES_GROUP)
+    group = member(root, schema.IMAGES_GROUP)
     if isinstance(group, h5py.Group):
         return tuple(name for name, item in group.items() if isinstance(item, h5py.Dataset))
     return ()

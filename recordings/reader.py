@@ -23,7 +23,7 @@ import numpy as np
 from recordings import schema
 from recordings.check import Structure, open_readonly, structure_problems
 from recordings.errors import EpisodeFormatError
-from recordings.hdf5_faults import READ_ERRORS, describe
+from recordings.hdf5_faults import READ_ERRORS, describe, member
 from recordings.images import decode_jpeg
 from recordings.labels import LabelState, read_label_state
 from recordings.layout import attr_text
@@ -204,7 +204,7 @@ class Episode:
         if path not in self._cache:
             root = self._file()
             try:
-                item = root.get(path)  # arrays are read whole once: no handle to cache
+                item = member(root, path)  # arrays are read whole once: no handle to cache
                 values = None if item is None else item[()]
             except READ_ERRORS as error:
                 raise EpisodeFormatError(self.path, [f"{path} cannot be read: {describe(error)}"]) from error

@@ -28,7 +28,7 @@ import numpy as np
 from recordings import schema
 from recordings.check import check_episode
 from recordings.errors import RecoveryError
-from recordings.hdf5_faults import READ_ERRORS, describe
+from recordings.hdf5_faults import READ_ERRORS, describe, member
 from recordings.images import decode_jpeg
 from recordings.layout import SWMR_LIBVER, ImageLayout, attr_text, camera_names_of, create_episode
 from recordings.locks import LockHeld, lock_exclusive, release
@@ -140,7 +140,7 @@ def clear_open_for_write(path: str | os.PathLike) -> RepairResult:
 
 def committed_length(root: h5py.File) -> tuple[int, int]:
     """(complete steps, steps present at all) in a partial file."""
-    stamps_ds = root.get(schema.TIMESTAMP)
+    stamps_ds = member(root, schema.TIMESTAMP)
     if stamps_ds is None:
         return 0, 0
     stamps = stamps_ds[()]
@@ -151,12 +151,12 @@ def committed_length(root: h5py.File) -> tuple[int, int]:
     paths = [schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION, schema.CONTROL_SOURCE, schema.TICK_INDEX]
     paths += [schema.image_path(c) for c in cameras] + [schema.image_time_path(c) for c in cameras]
     for path in paths:
-        item = root.get(path)
+        item = member(root, path)
         if item is None:
             return 0, present
         complete = min(complete, item.shape[0])
         present = max(present, item.shape[0])
-    compress_len = root.get(schema.COMPRESS_LEN)
+    compress_len = member(root, schema.COMPRESS_LEN)
     if compress_len is not None:
         complete = min(complete, compress_len.shape[1])
     return complete, present
@@ -268,7 +268,7 @@ def _open_leftover(partial: Path) -> h5py.File:
 def _last_decodable(root: h5py.File, complete: int) -> int:
     """Belt and braces: back off from a tail whose frames do not decode."""
     cameras = camera_names_of(root)
-    compress_len = root.get(schema.COMPRESS_LEN)
+    compress_len = member(root, schema.COMPRESS_LEN)
     if compress_len is None:
         return complete
     for n in range(complete, max(complete - MAX_TAIL_BACKOFF, 0), -1):
