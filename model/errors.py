@@ -45,6 +45,32 @@ class CheckpointMismatch(CheckpointError):
         )
 
 
+class OutputFolderError(ModelError):
+    """The folder a run or export writes to cannot be used (read-only, a file, no permission):
+    a problem with the command line, not a bug."""
+
+    def __init__(self, path, flag: str, reason: str):
+        self.path = str(path)
+        self.flag = flag
+        super().__init__(f"{flag} {self.path}: {reason}. Pass a folder you can write to with {flag}")
+
+
+class ModelTooLarge(ModelError):
+    """A model config whose estimated memory does not fit where it would run (checked from the
+    sizes, before anything is built)."""
+
+    def __init__(self, name: str, parameters: int, needed_bytes: int, available_bytes: int, training: bool, where: str):
+        self.parameters = parameters
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+        what = "training it (weights, gradients, AdamW moments)" if training else "its weights"
+        super().__init__(
+            f"the model {name!r} has {parameters / 1e9:.2f} B parameters; {what} needs about "
+            f"{needed_bytes / 1e9:.1f} GB, but {where} has {available_bytes / 1e9:.1f} GB. Use a smaller preset "
+            "(--preset small or tiny) or lower num_layers / the hidden and ffn widths (--set)"
+        )
+
+
 class MissingDependency(ModelError):
     """An optional package is needed for this feature (e.g. diffusers for the Wan2.2 VAE)."""
 

@@ -9,6 +9,7 @@ import importlib.metadata
 import logging
 import math
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +35,16 @@ def software_version() -> str:
     except (OSError, KeyError, tomllib.TOMLDecodeError) as error:
         log.warning("Could not tell the software version for the episode metadata: %s", error)
         return "unknown"
+
+
+def validate_task(task: str, where: str = "task") -> str:
+    """`task` if it can name a task: not blank, no control characters (the rig file's rule,
+    applied to command-line flags too). Raises ValueError saying what to write instead."""
+    if not isinstance(task, str) or not task.strip():
+        raise ValueError(f'{where} must describe the task, e.g. "fold the towel"; got {task!r}')
+    if any(unicodedata.category(char) == "Cc" for char in task):
+        raise ValueError(f"{where} must be one line of plain text (no control characters); got {task!r}")
+    return task
 
 
 def _now_iso() -> str:
@@ -66,6 +77,8 @@ class EpisodeMetadata:
         for name in ("task", "operator", "rig", "notes", "calibration_hash", "created", "software_version", "reason"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"EpisodeMetadata.{name} must be text, got {getattr(self, name)!r}")
+        if self.task:  # empty: unknown (ALOHA files); otherwise it must say something
+            validate_task(self.task, "EpisodeMetadata.task")
         if not (isinstance(self.control_rate_hz, (int, float)) and math.isfinite(self.control_rate_hz)) or (
             self.control_rate_hz <= 0
         ):

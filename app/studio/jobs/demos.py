@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recordings.errors import RecordingError
-from recordings.metadata import EpisodeMetadata
+from recordings.metadata import EpisodeMetadata, validate_task
 from recordings.schema import Label
 from recordings.store import StorePathError, require_store_dir
 from recordings.writer import EpisodeWriter
@@ -251,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "record" and args.task:
+        try:
+            validate_task(args.task, "--task")
+        except ValueError as exc:
+            print(f"record: {exc}", file=sys.stderr)
+            return 2
     if not args.rig.is_file():
         print(f"The rig file {args.rig} does not exist; pass one with --rig (e.g. {DEFAULT_RIG_FILE}).", file=sys.stderr)
         return 2
