@@ -8,10 +8,8 @@
   diffusers `WanTransformer3DModel` names) into the video expert for a fresh fine-tune, then
   `init_action_expert_from_video(model)`: the action expert by the interpolation rule.
 
-- Training runs: `complete_checkpoints(run_dir)` / `newest_complete_checkpoint(run_dir)` find
-  the checkpoints a resume can use (newest first, damaged ones named and skipped),
-  `load_training_state(path)` reads the optimizer/RNG payload, `remove_partial_files(run_dir)`
-  clears what a killed save left behind.
+- `read_tensors(path)`: a safetensors file with errors naming it. What a resume of a training
+  run can use is `model.resume`.
 
 Nothing here unpickles arbitrary objects: torch files are read with `weights_only=True`,
 everything we write is safetensors or JSON. A file that cannot be read is a `CheckpointError`
@@ -22,15 +20,13 @@ would run whatever a poisoned file holds) is never passed on.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -38,26 +34,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.config import FastWAMConfig
-from model.errors import CheckpointError, CheckpointMismatch, OutputFolderError
+from model.errors import CheckpointError, CheckpointMismatch
 from model.fastwam import FastWAM
 
-log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 NORM_FILE = "normalization.json"
 STEP_FILE = "step.json"
-#: A training run's checkpoint folders: <run>/checkpoints/step_<8 digits>/, each with the files
-#: above plus the optimizer/RNG payload and `trainer.json`, written last (it marks the folder
-#: complete).
-CHECKPOINTS_DIR = "checkpoints"
-TRAINER_FILE = "trainer.json"
-TRAINING_STATE_FILE = "training_state.pt"
-LATEST_FILE = "latest.json"
-_STEP_FOLDER = re.compile(r"^step_(\d+)$")
-#: Temporary files of an interrupted save: `.<name>.<random>.tmp` (ours), `.<name>.<random>`
-#: (mkstemp without a suffix), `.<name>.tmp`.
-_TEMPORARY = re.compile(r"^\.(?P<name>[^/]+?)(\.[A-Za-z0-9_]{8})?(\.tmp)?$")
 
 # ------------------------------------------------------------------------------------------------
 # Normalisation statistics
@@ -140,7 +124,7 @@ def _torch_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
-def _torch_load(path: Path, fix: str = "Download or copy it again."):
+def torch_load_tensors(path: Path, fix: str = "Download or copy it again."):
     """A torch file with `weights_only=True`; CheckpointError naming the file and the fault."""
     if not path.is_file():
         raise CheckpointError(path, "no such file", "Check the path.")
@@ -174,16 +158,6 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                               "Use an earlier checkpoint or copy it again.") from exc
 
 
-def load_training_state(path: str | os.PathLike) -> dict:
-    """A checkpoint's optimizer/RNG payload (`training_state.pt`), read with weights_only=True.
-    Raises CheckpointError naming the file (truncated, damaged, or holding other objects)."""
-    path = Path(path)
-    payload = _torch_load(path, "Resume from an earlier checkpoint (the trainer falls back by itself).")
-    if not isinstance(payload, Mapping) or "optimizer" not in payload:
-        raise CheckpointError(path, "it has no optimizer state", "Resume from an earlier checkpoint.")
-    return dict(payload)
-
-
 def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], path, what: str) -> None:
     check_state_dict(path, model.state_dict(), state, what)
     meta = next(iter(model.parameters())).is_meta
@@ -205,7 +179,7 @@ def released_state_dict(payload: Mapping) -> dict[str, torch.Tensor]:
 def load_released_checkpoint(path, config: FastWAMConfig, device=None, dtype=None) -> tuple[FastWAM, int]:
     """The reference training checkpoint -> (model, step). Every tensor must match by name and shape."""
     path = Path(path)
-    payload = _torch_load(path)
+    payload = torch_load_tensors(path)
     if not isinstance(payload, Mapping) or "mot" not in payload:
         keys = sorted(payload)[:10] if isinstance(payload, Mapping) else type(payload).__name__
         raise CheckpointError(path, f"it has no 'mot' entry (found {keys})",
@@ -284,7 +258,7 @@ def load_config(directory) -> FastWAMConfig:
         raise CheckpointError(path, f"it cannot be read ({exc.strerror or exc})", "Check the file's permissions.") from exc
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -317,7 +291,7 @@ def load_checkpoint(directory, device=None, dtype=None) -> LoadedCheckpoint:
     model._rope_cache.clear()
     model = model.to(device=device or "cpu", dtype=dtype)
     try:
-        norm = NormStats.from_dict(_read_json(directory / NORM_FILE, "normalisation statistics"))
+        norm = NormStats.from_dict(read_json(directory / NORM_FILE, "normalisation statistics"))
     except FileNotFoundError as exc:
         raise CheckpointError(directory, f"there is no {NORM_FILE}",
                               "The policy needs the training data's statistics; save them with save_checkpoint.") from exc
@@ -326,147 +300,10 @@ def load_checkpoint(directory, device=None, dtype=None) -> LoadedCheckpoint:
                               "Use an earlier checkpoint.") from exc
     step_path = directory / STEP_FILE
     try:
-        step = int(_read_json(step_path, "step file")["step"]) if step_path.is_file() else 0
+        step = int(read_json(step_path, "step file")["step"]) if step_path.is_file() else 0
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(step_path, f"the step file is damaged ({exc})", "Use an earlier checkpoint.") from exc
     return LoadedCheckpoint(model, config, norm, step, extra)
-
-
-# ------------------------------------------------------------------------------------------------
-# A training run's checkpoints: which can be resumed from, and what a killed save left behind
-# ------------------------------------------------------------------------------------------------
-
-
-def checkpoint_problem(folder: str | os.PathLike) -> str | None:
-    """Why a run's checkpoint folder cannot be resumed from, or None when it looks complete.
-
-    Quick: every file is there and its structure reads (JSON parses, the config passes its
-    limits, the safetensors header matches the file's length, the torch payload's zip directory
-    is intact); tensor bytes are not read. A file that passes this and still fails to load is a
-    CheckpointError at load time, and the caller falls back to the next checkpoint.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    folder = Path(folder)
-    trainer = folder / TRAINER_FILE
-    if not trainer.is_file():
-        return f"{TRAINER_FILE} is missing: the save did not finish"
-    try:
-        step = _read_json(trainer, "trainer record")["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            return f"{TRAINER_FILE} holds no valid step ({step!r})"
-        load_config(folder)
-        NormStats.from_dict(_read_json(folder / NORM_FILE, "normalisation statistics"))
-    except CheckpointError as error:
-        return error.reason + f" ({Path(error.path).name})"
-    except FileNotFoundError as error:
-        return f"{Path(error.filename).name} is missing"
-    except (KeyError, TypeError, ValueError) as error:
-        return f"{NORM_FILE} is incomplete ({error})"
-    weights = folder / MODEL_FILE
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            handle.keys()
-    except FileNotFoundError:
-        return f"{MODEL_FILE} is missing"
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        return f"{MODEL_FILE} is truncated or corrupt ({str(error)[:160]})"
-    state = folder / TRAINING_STATE_FILE
-    try:
-        size = state.stat().st_size
-        with zipfile.ZipFile(state) as archive:
-            for member in archive.infolist():
-                if member.header_offset + member.compress_size > size:
-                    return f"{TRAINING_STATE_FILE} is truncated"
-    except FileNotFoundError:
-        return f"{TRAINING_STATE_FILE} is missing"
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        return f"{TRAINING_STATE_FILE} is truncated or not a torch file ({error})"
-    return None
-
-
-def _step_of(folder: Path) -> int:
-    match = _STEP_FOLDER.match(folder.name)
-    return int(match.group(1)) if match else -1
-
-
-def complete_checkpoints(
-    run_dir: str | os.PathLike, on_skip: Callable[[Path, str], None] | None = None
-) -> Iterator[Path]:
-    """The run's checkpoint folders that pass `checkpoint_problem`, newest step first. Each one
-    that does not is logged and passed to `on_skip(folder, reason)` (for the caller to show),
-    so a resume falls back to the newest complete checkpoint and says why."""
-    folder = Path(run_dir) / CHECKPOINTS_DIR
-    if not folder.is_dir():
-        return
-    for candidate in sorted((p for p in folder.iterdir() if p.is_dir() and _step_of(p) >= 0), key=_step_of, reverse=True):
-        problem = checkpoint_problem(candidate)
-        if problem is None:
-            yield candidate
-            continue
-        log.warning("Checkpoint %s cannot be resumed from: %s", candidate, problem)
-        if on_skip is not None:
-            on_skip(candidate, problem)
-
-
-def newest_complete_checkpoint(
-    run_dir: str | os.PathLike, on_skip: Callable[[Path, str], None] | None = None
-) -> Path | None:
-    """The newest checkpoint of a run that passes `checkpoint_problem` (None when none does)."""
-    return next(complete_checkpoints(run_dir, on_skip), None)
-
-
-def prepare_output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Create `path` (and its parents) and prove it writable by writing a file there, before a
-    run spends minutes on data; raises OutputFolderError (a usage problem, with the flag's
-    name) when it is a file, read-only or not permitted. A probe, not os.access: root passes
-    every permission check, and a read-only mount says so only when written to."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputFolderError(path, flag, "is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputFolderError(path, flag, f"cannot be written ({exc.strerror or exc})") from exc
-    return path
-
-
-def remove_partial_files(run_dir: str | os.PathLike) -> list[Path]:
-    """Remove what interrupted saves left in a run folder: hidden temporary files beside
-    checkpoint files, `.best.tmp` and `autoencoder.tmp` folders; a `.best.old` is put back as
-    `best` when the swap was cut off between its two renames. Call it only while no process
-    writes the run (at the start of a run or a resume). Returns what was removed."""
-    run_dir = Path(run_dir)
-    removed: list[Path] = []
-    if not run_dir.is_dir():
-        return removed
-    best, old = run_dir / "best", run_dir / ".best.old"
-    if old.is_dir() and not best.exists():
-        os.replace(old, best)
-        log.warning("Restored %s from %s (a save was interrupted between its renames)", best, old.name)
-    folders = [run_dir, best, run_dir / "autoencoder"]
-    checkpoints = run_dir / CHECKPOINTS_DIR
-    if checkpoints.is_dir():
-        folders += [p for p in checkpoints.iterdir() if p.is_dir()]
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            if entry.is_dir():
-                if folder == run_dir and entry.name in (".best.tmp", ".best.old", "autoencoder.tmp"):
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed.append(entry)
-                continue
-            match = _TEMPORARY.match(entry.name)
-            if match and (match.group(2) or match.group(3)):
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
-    for path in removed:
-        log.info("Removed %s, left by an interrupted save", path)
-    return removed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -527,7 +364,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         return state
     if path.suffix == ".safetensors":
         return read_tensors(path)
-    payload = _torch_load(path)
+    payload = torch_load_tensors(path)
     if isinstance(payload, Mapping) and "state_dict" in payload:
         payload = payload["state_dict"]
     return dict(payload)

@@ -15,7 +15,7 @@ import numpy as np
 
 from recordings import schema
 from recordings.errors import EpisodeFormatError, LeftOpenForWrite, UnfinishedEpisode
-from recordings.hdf5_faults import DAMAGED_FIX, READ_ERRORS, describe, member, short
+from recordings.hdf5_faults import DAMAGED_FIX, READ_ERRORS, attribute, describe, member, short
 from recordings.images import decode_jpeg
 from recordings.labels import read_record
 from recordings.layout import attr_text, camera_names_of
@@ -118,7 +118,7 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
     if length == 0 and lengths:
         reasons.append("the episode has no steps")
 
-    compress_attr = bool(root.attrs.get(schema.ATTR_COMPRESS, False))
+    compress_attr = bool(attribute(root.attrs, schema.ATTR_COMPRESS, False))
     images = opened(schema.IMAGES_GROUP)
     cameras = camera_names_of(root) if isinstance(images, h5py.Group) else ()
     if images is _DAMAGED:
@@ -151,7 +151,7 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
         else:
             reasons.append(f"{schema.image_path(camera)} has shape {dataset.shape}, expected (T, H, W, 3) or (T, bytes)")
 
-    version = root.attrs.get(schema.ATTR_SCHEMA_VERSION)
+    version = attribute(root.attrs, schema.ATTR_SCHEMA_VERSION)
     has_extras = version is not None
     if compressed and has_extras:
         compress_len = opened(schema.COMPRESS_LEN)
@@ -318,14 +318,14 @@ def _extras_problems(root: h5py.File, structure: Structure) -> tuple[list[str], 
             f"written with episode format {structure.schema_version}; this studio knows up to "
             f"{schema.SCHEMA_VERSION}: update the studio"
         )
-    label = attr_text(attrs.get(schema.ATTR_LABEL, Label.UNKNOWN.value))
+    label = attr_text(attribute(attrs, schema.ATTR_LABEL, Label.UNKNOWN.value))
     if label not in {item.value for item in Label}:
         reasons.append(f"success label {label!r} is not one of unknown/success/failure")
-    if not bool(attrs.get(schema.ATTR_FINISHED, False)) and not bool(attrs.get(schema.ATTR_RECOVERED, False)):
+    if not bool(attribute(attrs, schema.ATTR_FINISHED, False)) and not bool(attribute(attrs, schema.ATTR_RECOVERED, False)):
         reasons.append("the recording was not closed properly (neither finished nor recovered)")
-    if bool(attrs.get(schema.ATTR_RECOVERED, False)):
+    if bool(attribute(attrs, schema.ATTR_RECOVERED, False)):
         warnings.append("recovered after a crash: the last second may be missing")
-    dropped = int(np.asarray(attrs.get(schema.ATTR_FRAMES_DROPPED, 0)).reshape(-1)[0])
+    dropped = int(np.asarray(attribute(attrs, schema.ATTR_FRAMES_DROPPED, 0)).reshape(-1)[0])
     if dropped:
         warnings.append(f"{dropped} control ticks were dropped while recording (gaps in /tick_index)")
     for camera in structure.camera_names:  # read whole: a damaged chunk fails its checksum here
@@ -346,7 +346,7 @@ def _extras_problems(root: h5py.File, structure: Structure) -> tuple[list[str], 
                 reasons.append(f"{schema.TIMESTAMP} goes backwards at {int(np.count_nonzero(steps_s < 0))} steps")
             elif stamps_for_rate[-1] > stamps_for_rate[0]:
                 rate = (n - 1) / (stamps_for_rate[-1] - stamps_for_rate[0])
-                expected = float(np.asarray(attrs.get(schema.ATTR_CONTROL_RATE_HZ, 50.0)).reshape(-1)[0])
+                expected = float(np.asarray(attribute(attrs, schema.ATTR_CONTROL_RATE_HZ, 50.0)).reshape(-1)[0])
                 if rate < MIN_RATE_FRACTION * expected:
                     warnings.append(
                         f"mean rate {rate:.1f} Hz is below {MIN_RATE_FRACTION * expected:.0f} Hz "

@@ -35,7 +35,7 @@ _MEANINGS: tuple[tuple[str, str], ...] = (
 )
 
 #: What to do about a damaged file, said once per message.
-DAMAGED_FIX = "restore it from a backup or move it out of the store (training leaves it out only when told: --exclude)"
+DAMAGED_FIX = "restore it from a backup or move it out of the store"
 
 
 def short(text: str, limit: int = 160) -> str:
@@ -64,3 +64,12 @@ def member(group, path: str):
     if path not in group:
         return None
     return group[path]
+
+
+def attribute(attrs, name: str, default=None):
+    """An attribute's value, or `default` when there is no such attribute. h5py's
+    `attrs.get(name, default)` also answers the default when the attribute is there but its
+    storage fails its checksum; here that raises."""
+    if name not in attrs:
+        return default
+    return attrs[name]

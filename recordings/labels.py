@@ -50,7 +50,7 @@ import numpy as np
 
 from recordings import schema
 from recordings.errors import EpisodeFormatError, RecordingError
-from recordings.hdf5_faults import READ_ERRORS, describe, member
+from recordings.hdf5_faults import READ_ERRORS, attribute, describe, member
 from recordings.schema import Label, attr_text
 
 try:
@@ -209,13 +209,13 @@ def state_from_attrs(attrs: Mapping[str, Any]) -> LabelState:
     """The label as the recorder wrote it into the attributes (unknown label strings read as
     unknown; `check` reports them)."""
     try:
-        label = Label(attr_text(attrs.get(schema.ATTR_LABEL, Label.UNKNOWN.value)) or Label.UNKNOWN.value)
+        label = Label(attr_text(attribute(attrs, schema.ATTR_LABEL, Label.UNKNOWN.value)) or Label.UNKNOWN.value)
     except ValueError:
         label = Label.UNKNOWN
     return LabelState(
         label,
-        attr_text(attrs.get(schema.ATTR_LABEL_REASON, "")),
-        attr_text(attrs.get(schema.ATTR_NOTES, "")),
+        attr_text(attribute(attrs, schema.ATTR_LABEL_REASON, "")),
+        attr_text(attribute(attrs, schema.ATTR_NOTES, "")),
     )
 
 
@@ -317,10 +317,11 @@ def _write_slot(path: Path, fd: int, geometry: _Geometry, label: Label, notes, r
     try:
         where = geometry.offset + target * SLOT_BYTES
         if os.environ.get(PAUSE_ENV) == "torn":  # the kill tests' torn write: half, pause, rest
-            os.pwrite(fd, slot[: SLOT_BYTES // 2], where)
+            cut = len(slot.rstrip(b"\0")) // 2  # half of the checksummed bytes
+            os.pwrite(fd, slot[:cut], where)
             os.fsync(fd)
             _pause("torn")
-            os.pwrite(fd, slot[SLOT_BYTES // 2 :], where + SLOT_BYTES // 2)
+            os.pwrite(fd, slot[cut:], where + cut)
         else:
             written = os.pwrite(fd, slot, where)
             if written != SLOT_BYTES:

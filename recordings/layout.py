@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from recordings import schema
-from recordings.hdf5_faults import member
+from recordings.hdf5_faults import attribute, member
 from recordings.labels import LabelState, create_label_record
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import ImageFormat, attr_text
@@ -151,7 +151,7 @@ def camera_names_of(root: h5py.File) -> tuple[str, ...]:
     """Camera names in recorded order: the `camera_names` attr, else the images group's members
     (ALOHA files; h5py lists them alphabetically, which is ALOHA's own `compress_len` order only
     by accident, so ALOHA files are decoded without `compress_len`)."""
-    names = root.attrs.get(schema.ATTR_CAMERA_NAMES)
+    names = attribute(root.attrs, schema.ATTR_CAMERA_NAMES)
     if names is not None:
         listed = tuple(attr_text(name) for name in np.atleast_1d(names))
         if listed:

@@ -77,8 +77,6 @@ class EpisodeMetadata:
         for name in ("task", "operator", "rig", "notes", "calibration_hash", "created", "software_version", "reason"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"EpisodeMetadata.{name} must be text, got {getattr(self, name)!r}")
-        if self.task:  # empty: unknown (ALOHA files); otherwise it must say something
-            validate_task(self.task, "EpisodeMetadata.task")
         if not (isinstance(self.control_rate_hz, (int, float)) and math.isfinite(self.control_rate_hz)) or (
             self.control_rate_hz <= 0
         ):

@@ -28,7 +28,7 @@ import numpy as np
 from recordings import schema
 from recordings.check import check_episode
 from recordings.errors import RecoveryError
-from recordings.hdf5_faults import READ_ERRORS, describe, member
+from recordings.hdf5_faults import READ_ERRORS, attribute, describe, member
 from recordings.images import decode_jpeg
 from recordings.layout import SWMR_LIBVER, ImageLayout, attr_text, camera_names_of, create_episode
 from recordings.locks import LockHeld, lock_exclusive, release
@@ -125,14 +125,13 @@ def clear_open_for_write(path: str | os.PathLike) -> RepairResult:
             raise RecoveryError(path, str(error)) from error
         except OSError as error:
             raise RecoveryError(path, f"writing its superblock failed ({error.strerror or error})") from error
-        if not cleared:
-            verdict = check_episode(path)
-            if verdict.ok:
-                raise RecoveryError(path, "it is a finished episode that needs no recovery")
-            raise RecoveryError(path, "it is not marked open for writing; what is wrong: " + "; ".join(verdict.reasons))
     finally:
-        release(lock_fd)
+        release(lock_fd)  # before checking: HDF5's own lock would collide with ours
     verdict = check_episode(path)
+    if not cleared:
+        if verdict.ok:
+            raise RecoveryError(path, "it is a finished episode that needs no recovery")
+        raise RecoveryError(path, "it is not marked open for writing; what is wrong: " + "; ".join(verdict.reasons))
     result = RepairResult(path, verdict.ok, verdict.reasons)
     log.info("%s", result.message)
     return result
@@ -288,7 +287,7 @@ def _last_decodable(root: h5py.File, complete: int) -> int:
 def _copy(source: h5py.File, target: Path, n: int) -> None:
     """Copy the first n steps of `source` into a new episode file at `target`."""
     cameras = camera_names_of(source)
-    fmt = ImageFormat(attr_text(source.attrs.get(schema.ATTR_IMAGE_FORMAT, ImageFormat.JPEG.value)))
+    fmt = ImageFormat(attr_text(attribute(source.attrs, schema.ATTR_IMAGE_FORMAT, ImageFormat.JPEG.value)))
     metadata = EpisodeMetadata.from_attrs(source.attrs)
     shapes: dict[str, tuple[int, int, int]] = {}
     jpeg_width = 1
@@ -302,14 +301,14 @@ def _copy(source: h5py.File, target: Path, n: int) -> None:
     if compress_len is not None and compress_len.size:
         jpeg_width = int(compress_len.max())  # trim the growth headroom of the live file
     layout = ImageLayout(
-        cameras, fmt, shapes, int(source.attrs.get(schema.ATTR_JPEG_QUALITY, 90)), max(jpeg_width, 1)
+        cameras, fmt, shapes, int(attribute(source.attrs, schema.ATTR_JPEG_QUALITY, 90)), max(jpeg_width, 1)
     )
     with h5py.File(target, "w", libver=SWMR_LIBVER) as out:  # the checksummed format, as the writer's
         create_episode(out, layout, metadata, length=n, jpeg_width=jpeg_width)
         for name in source.attrs:  # keep anything the writer knew that metadata does not model
             if name not in out.attrs:
                 out.attrs[name] = source.attrs[name]
-        out.attrs[schema.ATTR_FRAMES_DROPPED] = source.attrs.get(schema.ATTR_FRAMES_DROPPED, 0)
+        out.attrs[schema.ATTR_FRAMES_DROPPED] = attribute(source.attrs, schema.ATTR_FRAMES_DROPPED, 0)
         out.attrs[schema.ATTR_FINISHED] = False
         out.attrs[schema.ATTR_RECOVERED] = True
         step_paths = [schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION, schema.TIMESTAMP, schema.CONTROL_SOURCE, schema.TICK_INDEX]

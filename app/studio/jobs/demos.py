@@ -257,6 +257,12 @@ def main(argv: list[str]) -> int:
         except ValueError as exc:
             print(f"record: {exc}", file=sys.stderr)
             return 2
+    if args.store is not None:  # before the rig starts: a typo must not cost a rig start-up
+        try:
+            require_store_dir(args.store, create=True)
+        except StorePathError as exc:
+            print(f"{args.command}: {exc}", file=sys.stderr)
+            return 2
     if not args.rig.is_file():
         print(f"The rig file {args.rig} does not exist; pass one with --rig (e.g. {DEFAULT_RIG_FILE}).", file=sys.stderr)
         return 2
