@@ -201,6 +201,11 @@ def run_record(rig_path: Path, source_name: str, seconds: float, store: Path | N
         run_opening_ceremony(session.rig)
         loop.set_source(source)
         loop.request_mode(Mode.TELEOP)
+        # The mode changes on the loop's next tick: start recording once it has, so that the
+        # first step is the source's and not the idle tick before it.
+        deadline = time.monotonic() + 2.0
+        while loop.snapshot(max_events=0).mode is not Mode.TELEOP and time.monotonic() < deadline:
+            time.sleep(0.005)
         path = writer.start(session.metadata(task, operator, notes=f"source={source_name}"))
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
