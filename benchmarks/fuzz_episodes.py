@@ -23,7 +23,10 @@ Counted per case:
   loader leaves it out or stops naming it; `list` is counted separately (it reads no frames,
   so it cannot see a damaged frame);
 - missed: a copy that is not harmless and that `check --deep` or the loader passed as good.
-Aim: crashes 0, hangs 0, missed 0.
+Aim: crashes 0, hangs 0, missed 0. With `--without-checksums` the episodes are in the format
+written before this studio checksummed its files: crashes and hangs must still be 0, but a byte
+changed inside a JPEG or a text attribute cannot be told from a real one, so `missed` counts
+what no reader can detect in such files.
 """
 
 from __future__ import annotations
@@ -96,7 +99,29 @@ def _record(store: Path, cameras, shape, n, image_format, label, seed) -> Path:
     return writer.stop(label)
 
 
-def make_bases(folder: Path) -> list[dict]:
+def without_checksums(path: Path) -> None:
+    """Rewrite an episode as the studio wrote them before the checksums (and as other tools
+    write theirs): no Fletcher-32, text attributes in the global heap, HDF5's oldest format."""
+    import h5py
+
+    plain = path.with_name(path.name + ".plain")
+    with h5py.File(path, "r") as src, h5py.File(plain, "w") as dst:
+        for name, value in src.attrs.items():
+            if isinstance(value, bytes):
+                value = value.decode("utf-8")
+            elif isinstance(value, np.ndarray) and value.dtype.kind == "S":
+                value = [item.decode("utf-8") for item in value]
+            dst.attrs[name] = value
+
+        def copy(name, item):
+            if isinstance(item, h5py.Dataset):
+                # Contiguous like ALOHA's own files; the label record stays where labels expect it.
+                dst.create_dataset(name, data=item[()])
+        src.visititems(copy)
+    os.replace(plain, path)
+
+
+def make_bases(folder: Path, checksums: bool = True) -> list[dict]:
     """Three real episodes and what the loader needs to read each."""
     from recordings.store import set_label
 
@@ -106,6 +131,9 @@ def make_bases(folder: Path) -> list[dict]:
     single = _record(folder / "single", ("top",), (60, 80), 30, "jpeg", "unknown", 3)
     set_label(single, "failure", notes="towel slipped", reason="grasp missed")
     set_label(single, "success", notes="fine after all")  # both label slots now hold a state
+    if not checksums:
+        for path in (jpeg, raw, single):
+            without_checksums(path)
     top = {c: "top" for c in CAMERAS3}
     return [
         {"path": str(jpeg), "camera_map": {}},
@@ -313,6 +341,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=60.0)
     parser.add_argument("--keep", action="store_true", help="keep the damaged files that crashed, hung or were missed")
+    parser.add_argument("--without-checksums", action="store_true",
+                        help="damage episodes in the format written before checksums (no Fletcher-32): shows what "
+                             "cannot be detected in older stores")
     parser.add_argument("--worker", choices=("readers", "oracle"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -328,7 +359,7 @@ def main(argv: list[str]) -> int:
                      "oracle_failed": 0} for kind in KINDS}
     problems = []
     try:
-        bases = make_bases(work / "bases")
+        bases = make_bases(work / "bases", checksums=not args.without_checksums)
         for base in bases:
             base["warnings"] = list(check_episode(base["path"], deep=True).warnings)
             base["names"] = dataset_names(base["path"])
@@ -388,6 +419,7 @@ def main(argv: list[str]) -> int:
     for problem in problems[:20]:
         print(json.dumps({"benchmark": "fuzz_episodes", "problem": problem}, default=str), flush=True)
     print(json.dumps({"benchmark": "fuzz_episodes", "kind": "all", **total, "seed": args.seed,
+                      "checksums": not args.without_checksums,
                       "seconds": round(time.monotonic() - started, 1), "cpus": os.cpu_count(),
                       "load_1min": round(os.getloadavg()[0], 2),
                       "kept": str(work) if args.keep and problems else None}), flush=True)

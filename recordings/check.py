@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from recordings import schema
+from recordings.attributes import root_attributes
 from recordings.errors import EpisodeFormatError, LeftOpenForWrite, UnfinishedEpisode
 from recordings.hdf5_faults import DAMAGED_FIX, READ_ERRORS, attribute, describe, member, short
 from recordings.images import decode_jpeg
@@ -118,9 +119,10 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
     if length == 0 and lengths:
         reasons.append("the episode has no steps")
 
-    compress_attr = bool(attribute(root.attrs, schema.ATTR_COMPRESS, False))
+    attrs = root_attributes(root)
+    compress_attr = bool(attribute(attrs, schema.ATTR_COMPRESS, False))
     images = opened(schema.IMAGES_GROUP)
-    cameras = camera_names_of(root) if isinstance(images, h5py.Group) else ()
+    cameras = camera_names_of(root, attrs) if isinstance(images, h5py.Group) else ()
     if images is _DAMAGED:
         pass
     elif not isinstance(images, h5py.Group):
@@ -151,7 +153,7 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
         else:
             reasons.append(f"{schema.image_path(camera)} has shape {dataset.shape}, expected (T, H, W, 3) or (T, bytes)")
 
-    version = attribute(root.attrs, schema.ATTR_SCHEMA_VERSION)
+    version = attribute(attrs, schema.ATTR_SCHEMA_VERSION)
     has_extras = version is not None
     if compressed and has_extras:
         compress_len = opened(schema.COMPRESS_LEN)
@@ -198,8 +200,7 @@ def content_problems(
     warnings: list[str] = []
     n = structure.length
     try:  # every attribute, not only the ones asked for by name: they are stored in one heap
-        for name in root.attrs:
-            root.attrs[name]
+        root_attributes(root)
     except READ_ERRORS as error:
         reasons.append(f"the episode's metadata (root attributes) cannot be read: {describe(error)}")
     for path in schema.STATE_DATASETS + ((schema.EFFORT,) if structure.has_effort else ()):
@@ -312,7 +313,7 @@ def _extras_problems(root: h5py.File, structure: Structure) -> tuple[list[str], 
     reasons: list[str] = []
     warnings: list[str] = []
     n = structure.length
-    attrs = root.attrs
+    attrs = root_attributes(root)
     if structure.schema_version is not None and structure.schema_version > schema.SCHEMA_VERSION:
         warnings.append(
             f"written with episode format {structure.schema_version}; this studio knows up to "

@@ -9,6 +9,8 @@ what it caught into a reason with `describe`.
 
 from __future__ import annotations
 
+from recordings.attributes import AttributesHang
+
 #: Everything h5py raises for a damaged or truncated file. Only ever caught around HDF5 reads,
 #: so a bug of ours elsewhere is never mistaken for a damaged file.
 READ_ERRORS: tuple[type[BaseException], ...] = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError)
@@ -47,6 +49,8 @@ def short(text: str, limit: int = 160) -> str:
 def describe(error: BaseException) -> str:
     """A damaged-file exception from h5py -> a reason a person can read (HDF5's own words kept
     short in brackets, for whoever digs deeper)."""
+    if isinstance(error, AttributesHang):  # already in the user's words
+        return str(error)
     text = str(error) or type(error).__name__
     lowered = text.lower()
     for fragment, meaning in _MEANINGS:

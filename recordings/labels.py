@@ -49,6 +49,7 @@ import h5py
 import numpy as np
 
 from recordings import schema
+from recordings.attributes import root_attributes
 from recordings.errors import EpisodeFormatError, RecordingError
 from recordings.hdf5_faults import READ_ERRORS, attribute, describe, member
 from recordings.schema import Label, attr_text
@@ -234,9 +235,9 @@ def read_label_state(root: h5py.File) -> tuple[LabelState, str | None]:
     attributes."""
     reading = read_record(root)
     if reading is None:
-        return state_from_attrs(root.attrs), None
+        return state_from_attrs(root_attributes(root)), None
     if reading.state is None:
-        return state_from_attrs(root.attrs), reading.warning
+        return state_from_attrs(root_attributes(root)), reading.warning
     return reading.state, reading.warning
 
 
@@ -284,7 +285,7 @@ def write_label(
 
 
 def _geometry(root: h5py.File, path: Path) -> _Geometry:
-    current = state_from_attrs(root.attrs)
+    current = state_from_attrs(root_attributes(root))
     dataset = member(root, schema.LABEL_RECORD)
     offset = None
     if dataset is not None:

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from recordings import schema
+from recordings.attributes import root_attributes
 from recordings.hdf5_faults import attribute, member
 from recordings.labels import LabelState, create_label_record
 from recordings.metadata import EpisodeMetadata
@@ -147,11 +148,11 @@ def set_text_attr(attrs: h5py.AttributeManager, name: str, value: str | Sequence
     attrs.create(name, data=np.array(items, dtype=h5py.string_dtype("utf-8", width)))
 
 
-def camera_names_of(root: h5py.File) -> tuple[str, ...]:
+def camera_names_of(root: h5py.File, attrs: Mapping[str, Any] | None = None) -> tuple[str, ...]:
     """Camera names in recorded order: the `camera_names` attr, else the images group's members
     (ALOHA files; h5py lists them alphabetically, which is ALOHA's own `compress_len` order only
     by accident, so ALOHA files are decoded without `compress_len`)."""
-    names = attribute(root.attrs, schema.ATTR_CAMERA_NAMES)
+    names = attribute(root_attributes(root) if attrs is None else attrs, schema.ATTR_CAMERA_NAMES)
     if names is not None:
         listed = tuple(attr_text(name) for name in np.atleast_1d(names))
         if listed:

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from recordings import schema
+from recordings.attributes import root_attributes
 from recordings.check import Structure, open_readonly, structure_problems
 from recordings.errors import EpisodeFormatError
 from recordings.hdf5_faults import READ_ERRORS, describe, member
@@ -68,7 +69,7 @@ class Episode:
                 reasons, structure = structure_problems(root)
                 if reasons:
                     raise EpisodeFormatError(self.path, reasons)
-                attrs = {name: root.attrs[name] for name in root.attrs}
+                attrs = root_attributes(root)
                 label, label_warning = read_label_state(root)
             except EpisodeFormatError:
                 raise

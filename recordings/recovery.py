@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from recordings import schema
+from recordings.attributes import root_attributes
 from recordings.check import check_episode
 from recordings.errors import RecoveryError
 from recordings.hdf5_faults import READ_ERRORS, attribute, describe, member
@@ -202,7 +203,7 @@ def _recover_open(root: h5py.File, partial: Path, target_dir: Path) -> RecoveryR
     """The copy of `recover_partial`, from the open leftover into a checked new episode."""
     from recordings.store import next_free_index
 
-    if schema.ATTR_SCHEMA_VERSION not in root.attrs:
+    if schema.ATTR_SCHEMA_VERSION not in root_attributes(root):
         raise RecoveryError(partial, "it was not written by this studio's recorder; rename it if it is an episode")
     complete, present = committed_length(root)
     if complete == 0:
@@ -286,9 +287,10 @@ def _last_decodable(root: h5py.File, complete: int) -> int:
 
 def _copy(source: h5py.File, target: Path, n: int) -> None:
     """Copy the first n steps of `source` into a new episode file at `target`."""
-    cameras = camera_names_of(source)
-    fmt = ImageFormat(attr_text(attribute(source.attrs, schema.ATTR_IMAGE_FORMAT, ImageFormat.JPEG.value)))
-    metadata = EpisodeMetadata.from_attrs(source.attrs)
+    attrs = root_attributes(source)
+    cameras = camera_names_of(source, attrs)
+    fmt = ImageFormat(attr_text(attribute(attrs, schema.ATTR_IMAGE_FORMAT, ImageFormat.JPEG.value)))
+    metadata = EpisodeMetadata.from_attrs(attrs)
     shapes: dict[str, tuple[int, int, int]] = {}
     jpeg_width = 1
     compress_len = source[schema.COMPRESS_LEN][:, :n] if fmt is ImageFormat.JPEG else None
@@ -301,14 +303,14 @@ def _copy(source: h5py.File, target: Path, n: int) -> None:
     if compress_len is not None and compress_len.size:
         jpeg_width = int(compress_len.max())  # trim the growth headroom of the live file
     layout = ImageLayout(
-        cameras, fmt, shapes, int(attribute(source.attrs, schema.ATTR_JPEG_QUALITY, 90)), max(jpeg_width, 1)
+        cameras, fmt, shapes, int(attribute(attrs, schema.ATTR_JPEG_QUALITY, 90)), max(jpeg_width, 1)
     )
     with h5py.File(target, "w", libver=SWMR_LIBVER) as out:  # the checksummed format, as the writer's
         create_episode(out, layout, metadata, length=n, jpeg_width=jpeg_width)
-        for name in source.attrs:  # keep anything the writer knew that metadata does not model
+        for name, value in attrs.items():  # keep anything the writer knew that metadata does not model
             if name not in out.attrs:
-                out.attrs[name] = source.attrs[name]
-        out.attrs[schema.ATTR_FRAMES_DROPPED] = attribute(source.attrs, schema.ATTR_FRAMES_DROPPED, 0)
+                out.attrs[name] = value
+        out.attrs[schema.ATTR_FRAMES_DROPPED] = attribute(attrs, schema.ATTR_FRAMES_DROPPED, 0)
         out.attrs[schema.ATTR_FINISHED] = False
         out.attrs[schema.ATTR_RECOVERED] = True
         step_paths = [schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION, schema.TIMESTAMP, schema.CONTROL_SOURCE, schema.TICK_INDEX]

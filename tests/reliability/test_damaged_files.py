@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import h5py
 import numpy as np
@@ -190,3 +191,36 @@ def test_every_frame_is_decoded_once_and_named_in_the_verdict(record_episode):
         assert all(root[schema.image_path(c)].fletcher32 for c in ("cam_high", "cam_left_wrist", "cam_right_wrist"))
         assert root[schema.ACTION].fletcher32 and root[schema.TIMESTAMP].fletcher32
         assert np.asarray(root.attrs[schema.ATTR_TASK]).dtype.kind == "S"  # inside the checksummed header
+
+
+def test_a_damaged_global_heap_in_an_older_file_does_not_hang_the_store(store, monkeypatch):
+    """Files written before the checksums keep text attributes in HDF5's global heap, which has
+    none; HDF5 reads one damaged there in an endless loop (found by the fuzz). The attributes
+    of such files are read by a helper process that is replaced when it does not answer."""
+    import struct
+
+    import recordings.attributes as attributes
+
+    older = store / "episode_1.hdf5"
+    with h5py.File(older, "r+") as root:  # text attributes as the studio wrote them before
+        for name, value in list(root.attrs.items()):
+            if isinstance(value, bytes):
+                root.attrs[name] = value.decode("utf-8")
+    data = bytearray(older.read_bytes())
+    collection = data.find(b"GCOL")
+    position = collection + 16
+    while data[position : position + 2] != b"\x00\x00":  # walk the heap's objects to the label's
+        size = struct.unpack("<Q", data[position + 8 : position + 16])[0]
+        if data[position + 16 : position + 16 + size] == b"success":
+            break
+        position += 16 + (size + 7) // 8 * 8
+    data[position + 8 : position + 16] = struct.pack("<Q", 202)  # the size the fuzz found
+    older.write_bytes(bytes(data))
+
+    monkeypatch.setattr(attributes, "TIMEOUT_S", 2.0)
+    started = time.monotonic()
+    code, text = run("list", "--store", str(store))
+    assert time.monotonic() - started < 20
+    assert code == 1 and "did not finish" in text and "episode_1.hdf5" in text
+    assert text.count(" success ") == 2  # the two others are listed as usual
+    assert not check_episode(older).ok
