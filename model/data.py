@@ -23,10 +23,8 @@ never share a file handle and the parent opens nothing big.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -38,7 +36,7 @@ from model.checkpoint import NormStats
 from model.config import FastWAMConfig
 from model.encoders import make_canvas
 from model.errors import ModelError
-from recordings.check import check_episode
+from recordings.check_memo import DeepCheckMemo, deep_check
 from recordings.errors import EpisodeFormatError
 from recordings.hdf5_faults import READ_ERRORS, describe
 from recordings.reader import Episode
@@ -180,7 +178,7 @@ def find_episodes(
     deep: bool = False,
     skip_unreadable: bool = False,
     on_skip: Callable[[Path, str], None] | None = None,
-    check_memo: "DeepCheckMemo | None" = None,
+    check_memo: DeepCheckMemo | None = None,
 ) -> list[EpisodeInfo]:
     """The episodes of `sources` (store folders or files) that pass `episode_filter`, by path.
 
@@ -246,56 +244,6 @@ def find_episodes(
     if not selected:
         raise NoEpisodesMatch(names, len(infos), _describe_rejections(infos, flt), _fix_for(flt))
     return selected
-
-
-class DeepCheckMemo:
-    """Episodes that passed the deep check, keyed by (path, size, mtime, inode), in a JSON file,
-    so the next training run does not decode every frame again. Only passes are remembered: a
-    file that failed is checked again (it may have been restored). Not thread-safe."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        try:
-            self._passed: dict[str, list[int]] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self._passed = {}  # missing or damaged memo: check again, nothing is lost
-
-    @staticmethod
-    def _stamp(path: Path) -> list[int]:
-        stat = path.stat()
-        return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-
-    def passed(self, path: Path) -> bool:
-        try:
-            return self._passed.get(str(path.resolve())) == self._stamp(path)
-        except OSError:
-            return False
-
-    def remember(self, path: Path) -> None:
-        try:
-            self._passed[str(path.resolve())] = self._stamp(path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-            try:
-                with os.fdopen(fd, "w") as handle:
-                    json.dump(self._passed, handle)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as error:  # a read-only cache folder costs time, not correctness
-            log.warning("Could not remember the deep check of %s in %s: %s", path.name, self.path, error)
-
-
-def deep_check(path: Path, memo: DeepCheckMemo | None = None) -> list[str]:
-    """Why `path` cannot be trained on after reading every array and decoding every frame
-    (empty when it can)."""
-    if memo is not None and memo.passed(path):
-        return []
-    verdict = check_episode(path, deep=True)
-    if verdict.ok and memo is not None:
-        memo.remember(path)
-    return list(verdict.reasons)
 
 
 def _selected(info: EpisodeInfo, flt: EpisodeFilter) -> bool:

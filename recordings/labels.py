@@ -39,6 +39,7 @@ import os
 import shutil
 import struct
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ MAX_PAYLOAD_BYTES = SLOT_BYTES - _HEADER.size
 #: stop there for a while: the kill tests use it to kill the process at exactly that moment.
 PAUSE_ENV = "FASTWAM_LABEL_PAUSE"
 _TEMP_INFIX = ".label-"
+_IN_PROCESS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -255,13 +257,18 @@ def write_label(
     """Change the label of the finished episode at `path` (notes/reason: None keeps, "" clears);
     returns the new state. Raises ValueError for a bad label or text, EpisodeFormatError for a
     file that is not a readable episode, RecordingError when the file cannot be written."""
-    from recordings.check import open_readonly  # check reads labels too
-
     path = Path(path)
     parsed = Label.parse(label)
     for name, value in (("notes", notes), ("reason", reason)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} must be text, got {value!r}")
+    with _IN_PROCESS:  # POSIX locks are per process: threads of one process queue here
+        return _write_label(path, parsed, notes, reason)
+
+
+def _write_label(path: Path, parsed: Label, notes: str | None, reason: str | None) -> LabelState:
+    from recordings.check import open_readonly  # check reads labels too
+
     _remove_stale_temporaries(path)
     for _ in range(5):  # another process may replace the file while we wait for the lock
         root = open_readonly(path)

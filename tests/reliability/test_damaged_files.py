@@ -127,7 +127,7 @@ def test_deep_check_names_episode_camera_and_frame(damaged_frame):
 
 
 def test_training_finds_the_bad_frame_up_front_not_an_hour_in(damaged_frame, tmp_path):
-    from model.data import DeepCheckMemo
+    from recordings.check_memo import DeepCheckMemo
 
     memo = DeepCheckMemo(tmp_path / "deep_checks.json")
     with pytest.raises(CorruptEpisode, match="frame 7 of camera 'cam_left_wrist'"):
@@ -146,7 +146,7 @@ def test_training_finds_the_bad_frame_up_front_not_an_hour_in(damaged_frame, tmp
 
 
 def test_the_deep_check_is_remembered_for_unchanged_files(record_episode, tmp_path):
-    from model.data import DeepCheckMemo, deep_check
+    from recordings.check_memo import DeepCheckMemo, deep_check
 
     path, _ = record_episode(n=8)
     memo = DeepCheckMemo(tmp_path / "memo.json")
