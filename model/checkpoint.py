@@ -9,8 +9,13 @@
   diffusers `WanTransformer3DModel` names) into the video expert for a fresh fine-tune, then
   `init_action_expert_from_video(model)`: the action expert by the interpolation rule.
 
+- `read_tensors(path)`: a safetensors file with errors naming it. What a resume of a training
+  run can use is `model.resume`.
+
 Nothing here unpickles arbitrary objects: torch files are read with `weights_only=True`,
-everything we write is safetensors or JSON.
+everything we write is safetensors or JSON. A file that cannot be read is a `CheckpointError`
+naming the file and the fault; torch's own advice to load with `weights_only=False` (which
+would run whatever a poisoned file holds) is never passed on.
 """
 
 from __future__ import annotations
@@ -107,23 +112,46 @@ def check_state_dict(path, expected: Mapping[str, torch.Tensor], found: Mapping[
         raise CheckpointMismatch(path, missing, unexpected, shapes, what=what)
 
 
-def _torch_load(path: Path):
+def _torch_reason(error: BaseException) -> str:
+    """torch's message, short, without its advice to load with weights_only=False."""
+    sentences = re.split(r"(?<=[.!?])\s+|\n+", str(error))
+    kept = [s for s in sentences if s.strip() and "weights_only" not in s and "WeightsUnpickler" not in s]
+    text = " ".join(" ".join(kept).split())
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+def torch_load_tensors(path: Path, fix: str = "Download or copy it again."):
+    """A torch file with `weights_only=True`; CheckpointError naming the file and the fault."""
     if not path.is_file():
         raise CheckpointError(path, "no such file", "Check the path.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(
-            path,
-            f"the file is truncated or not a torch checkpoint ({type(exc).__name__}: {str(exc)[:200]})",
-            "Download or copy it again; only plain tensor payloads load (weights_only=True).",
+            path, f"the file is truncated or not a torch checkpoint ({_torch_reason(exc)})", fix
         ) from exc
     except Exception as exc:  # pickle.UnpicklingError for payloads holding arbitrary objects
         raise CheckpointError(
             path,
-            f"it holds objects other than tensors ({type(exc).__name__}), which we refuse to unpickle",
-            "Re-save it as a plain state dict or safetensors.",
+            f"it holds objects other than tensors ({type(exc).__name__}), which are never unpickled: the file "
+            "is damaged or was not written by this studio (it could run code if it were loaded)",
+            f"{fix} Only plain tensor payloads load.",
         ) from exc
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file; CheckpointError naming the file when it is missing or damaged."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such file", "The save was interrupted: use an earlier checkpoint.")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(path, f"the file is truncated or corrupt ({str(exc)[:200]})",
+                              "Use an earlier checkpoint or copy it again.") from exc
 
 
 def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], path, what: str) -> None:
@@ -147,7 +175,7 @@ def released_state_dict(payload: Mapping) -> dict[str, torch.Tensor]:
 def load_released_checkpoint(path, config: FastWAMConfig, device=None, dtype=None) -> tuple[FastWAM, int]:
     """The reference training checkpoint -> (model, step). Every tensor must match by name and shape."""
     path = Path(path)
-    payload = _torch_load(path)
+    payload = torch_load_tensors(path)
     if not isinstance(payload, Mapping) or "mot" not in payload:
         keys = sorted(payload)[:10] if isinstance(payload, Mapping) else type(payload).__name__
         raise CheckpointError(path, f"it has no 'mot' entry (found {keys})",
@@ -175,7 +203,7 @@ class LoadedCheckpoint:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -218,32 +246,40 @@ def save_checkpoint(
 
 
 def load_config(directory) -> FastWAMConfig:
+    """A checkpoint's config.json, checked against the size limits before anything is built."""
     path = Path(directory) / CONFIG_FILE
     try:
         return FastWAMConfig.from_dict(json.loads(path.read_text()))
     except FileNotFoundError as exc:
         raise CheckpointError(directory, f"there is no {CONFIG_FILE}",
                               "Point to a folder written by save_checkpoint (model.safetensors + config.json).") from exc
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(path, f"the config is invalid ({exc})", "Restore config.json from the training run.") from exc
+    except OSError as exc:
+        raise CheckpointError(path, f"it cannot be read ({exc.strerror or exc})", "Check the file's permissions.") from exc
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, f"the {what} is damaged ({exc})", "Use an earlier checkpoint.") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(path, f"the {what} is not a JSON object", "Use an earlier checkpoint.")
+    return data
 
 
 def load_checkpoint(directory, device=None, dtype=None) -> LoadedCheckpoint:
     """Inverse of `save_checkpoint`. The model is built on the meta device and filled from the
     file (no second copy in memory); extra modules' tensors are returned by prefix."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     config = load_config(directory)
     weights = directory / MODEL_FILE
     if not weights.is_file():
         raise CheckpointError(directory, f"there is no {MODEL_FILE}", "The save was interrupted: use an earlier checkpoint.")
-    try:
-        tensors = load_file(weights)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(weights, f"the file is truncated or corrupt ({exc})",
-                              "Use an earlier checkpoint or copy it again.") from exc
+    tensors = read_tensors(weights)
     with torch.device("meta"):
         model = FastWAM(config)
     own = set(model.state_dict())
@@ -256,12 +292,18 @@ def load_checkpoint(directory, device=None, dtype=None) -> LoadedCheckpoint:
     model._rope_cache.clear()
     model = model.to(device=device or "cpu", dtype=dtype)
     try:
-        norm = NormStats.from_dict(json.loads((directory / NORM_FILE).read_text()))
+        norm = NormStats.from_dict(read_json(directory / NORM_FILE, "normalisation statistics"))
     except FileNotFoundError as exc:
         raise CheckpointError(directory, f"there is no {NORM_FILE}",
                               "The policy needs the training data's statistics; save them with save_checkpoint.") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(directory / NORM_FILE, f"the normalisation statistics are incomplete ({exc})",
+                              "Use an earlier checkpoint.") from exc
     step_path = directory / STEP_FILE
-    step = int(json.loads(step_path.read_text())["step"]) if step_path.is_file() else 0
+    try:
+        step = int(read_json(step_path, "step file")["step"]) if step_path.is_file() else 0
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(step_path, f"the step file is damaged ({exc})", "Use an earlier checkpoint.") from exc
     return LoadedCheckpoint(model, config, norm, step, extra)
 
 
@@ -312,8 +354,6 @@ def wan_dit_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """A safetensors file, a torch file (weights_only), or a folder of `*.safetensors` shards."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if path.is_dir():
         shards = sorted(path.glob("*.safetensors"))
@@ -321,11 +361,11 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
             raise CheckpointError(path, "the folder has no *.safetensors files", "Point to the folder holding the DiT shards.")
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            state.update(load_file(shard))
+            state.update(read_tensors(shard))
         return state
     if path.suffix == ".safetensors":
-        return load_file(path)
-    payload = _torch_load(path)
+        return read_tensors(path)
+    payload = torch_load_tensors(path)
     if isinstance(payload, Mapping) and "state_dict" in payload:
         payload = payload["state_dict"]
     return dict(payload)

@@ -11,8 +11,12 @@ raise `ValueError` with the fix in the message.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from model.errors import ModelTooLarge
 
 #: The three cameras of the ALOHA rig that the canvas uses, in canvas order (top, bottom-left,
 #: bottom-right). `cam_low` is not used by the released RoboTwin model.
@@ -20,6 +24,31 @@ CANVAS_CAMERAS: tuple[str, ...] = ("cam_high", "cam_left_wrist", "cam_right_wris
 
 Variant = Literal["fastwam", "joint", "no_video_cotraining"]
 VARIANTS: tuple[str, ...] = ("fastwam", "joint", "no_video_cotraining")
+
+#: Largest model a config may describe: 50 B parameters (200 GB in fp32), eight times the 6 B
+#: released model. Past this a typo (num_layers = 1000000) is the likelier explanation, and it
+#: is refused from the estimate before a single tensor (or Python module) is built.
+MAX_PARAMETERS = 50_000_000_000
+#: Largest video tokens per training clip (latent_frames x tokens per frame): the 5B uses 360;
+#: attention memory grows with the square of it.
+MAX_VIDEO_TOKENS = 65_536
+#: Memory for training one parameter in fp32 with AdamW: weight, gradient, two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def _check_int(owner: str, name: str, value: Any, low: int, high: int, why: str = "") -> None:
+    """An int (not a bool, not 1e6 read as a float) within [low, high], else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{owner}.{name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{owner}.{name} must be within {low}..{high}{why}, got {value}")
+
+
+def _check_float(owner: str, name: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{owner}.{name} must be within {low}..{high}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,16 @@ class VideoExpertConfig:
     freq_dim: int = 256  # sinusoidal timestep features, as in Wan
     patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w): one latent frame, 2x2 latent pixels
 
+    def __post_init__(self) -> None:
+        _check_int("video", "hidden_dim", self.hidden_dim, 1, 65_536)
+        _check_int("video", "ffn_dim", self.ffn_dim, 1, 262_144)
+        _check_int("video", "in_dim", self.in_dim, 1, 4096)
+        _check_int("video", "freq_dim", self.freq_dim, 2, 8192)
+        if len(self.patch_size) != 3:
+            raise ValueError(f"video.patch_size must be (t, h, w), got {self.patch_size!r}")
+        for size in self.patch_size:
+            _check_int("video", "patch_size", size, 1, 16)
+
 
 @dataclass(frozen=True)
 class ActionExpertConfig:
@@ -40,6 +79,11 @@ class ActionExpertConfig:
     hidden_dim: int = 1024  # released: 1 B-parameter action expert
     ffn_dim: int = 4096  # 4x hidden, as Wan
     freq_dim: int = 256  # same timestep features as the video expert
+
+    def __post_init__(self) -> None:
+        _check_int("action", "hidden_dim", self.hidden_dim, 1, 65_536)
+        _check_int("action", "ffn_dim", self.ffn_dim, 1, 262_144)
+        _check_int("action", "freq_dim", self.freq_dim, 2, 8192)
 
 
 @dataclass(frozen=True)
@@ -71,8 +115,13 @@ class EncoderConfig:
             raise ValueError("EncoderConfig.tasks has duplicates; each task string must appear once")
         if any(c % 8 for c in self.vae_channels):
             raise ValueError(f"EncoderConfig.vae_channels must be multiples of 8 (GroupNorm), got {self.vae_channels}")
-        if self.tokens_per_task < 1:
-            raise ValueError(f"EncoderConfig.tokens_per_task must be >= 1, got {self.tokens_per_task}")
+        _check_int("encoder", "tokens_per_task", self.tokens_per_task, 1, 1024)
+        if len(self.vae_channels) != 3:
+            raise ValueError(f"EncoderConfig.vae_channels must be three widths, got {self.vae_channels!r}")
+        for width in self.vae_channels:
+            _check_int("encoder", "vae_channels", width, 8, 4096)
+        if len(self.tasks) > 100_000 or not all(isinstance(task, str) and task.strip() for task in self.tasks):
+            raise ValueError("EncoderConfig.tasks must be at most 100000 non-blank task strings")
 
 
 @dataclass(frozen=True)
@@ -118,6 +167,7 @@ class FastWAMConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def __post_init__(self) -> None:
+        self._check_limits()
         d = self.attn_head_dim
         parts = (d - 2 * (d // 3), d // 3, d // 3)
         if d % 2 or any(p % 2 for p in parts):
@@ -141,6 +191,73 @@ class FastWAMConfig:
             raise ValueError("video.patch_size[0] must be 1: the current frame must be its own token group")
         if self.encoder.text == "learned" and not self.encoder.tasks:
             raise ValueError("a learned text embedding needs the task list: set encoder.tasks")
+        tokens = self.latent_frames * self.tokens_per_frame
+        if tokens > MAX_VIDEO_TOKENS:
+            raise ValueError(
+                f"a training clip would have {tokens} video tokens ({self.latent_frames} latent frames x "
+                f"{self.tokens_per_frame} per frame), more than {MAX_VIDEO_TOKENS}: lower canvas_hw or latent_frames"
+            )
+        count = self.parameter_count
+        if count > MAX_PARAMETERS:
+            raise ValueError(
+                f"this config describes a model of {count / 1e9:,.1f} B parameters ({count * 4 / 1e9:,.0f} GB in "
+                f"fp32), more than the {MAX_PARAMETERS / 1e9:.0f} B this studio builds; check num_layers, the hidden "
+                f"and ffn widths (the released fastwam-5b has 6.0 B)"
+            )
+
+    def _check_limits(self) -> None:
+        """Every size within a range a real model can have, checked before anything is built."""
+        _check_int("config", "num_layers", self.num_layers, 1, 200, " (the released model has 30)")
+        _check_int("config", "num_heads", self.num_heads, 1, 256)
+        _check_int("config", "attn_head_dim", self.attn_head_dim, 2, 1024)
+        _check_int("config", "text_dim", self.text_dim, 1, 65_536)
+        _check_int("config", "action_dim", self.action_dim, 1, 4096)
+        _check_int("config", "proprio_dim", self.proprio_dim, 1, 4096)
+        _check_int("config", "action_horizon", self.action_horizon, 1, 4096)
+        _check_int("config", "latent_frames", self.latent_frames, 1, 256)
+        _check_int("config", "spatial_compression", self.spatial_compression, 1, 64)
+        _check_int("config", "temporal_compression", self.temporal_compression, 1, 16)
+        _check_int("config", "num_train_timesteps", self.num_train_timesteps, 1, 100_000)
+        _check_int("config", "num_inference_steps", self.num_inference_steps, 1, 1000)
+        if len(self.canvas_hw) != 2:
+            raise ValueError(f"canvas_hw must be (height, width), got {self.canvas_hw!r}")
+        for side in self.canvas_hw:
+            _check_int("config", "canvas_hw", side, 1, 8192)
+        _check_float("config", "eps", self.eps, 1e-12, 1e-1)
+        _check_float("config", "rope_theta", self.rope_theta, 1.0, 1e9)
+        _check_float("config", "shift", self.shift, 1e-3, 1e3)
+        _check_float("config", "loss_weight_video", self.loss_weight_video, 0.0, 1e6)
+        _check_float("config", "loss_weight_action", self.loss_weight_action, 0.0, 1e6)
+
+    # -- size ------------------------------------------------------------------------------------
+    @property
+    def parameter_count(self) -> int:
+        """Parameters of `model.fastwam.FastWAM(self)`, from the sizes alone (exact: the tests
+        compare it with the built model), so a config can be judged before it is built."""
+        a = self.attn_dim
+
+        def block(d: int, f: int) -> int:
+            attention = 4 * d * a + 3 * a + d + 2 * a  # q, k, v, o with biases; RMSNorm on q and k
+            return 2 * attention + 2 * d + (2 * d * f + f + d) + 6 * d  # self, cross, LN, FFN, modulation
+
+        def time_mlps(freq: int, d: int) -> int:
+            return freq * d + d + d * d + d + d * 6 * d + 6 * d
+
+        def text_mlp(d: int) -> int:
+            return self.text_dim * d + d + d * d + d
+
+        v, act = self.video, self.action
+        patch = math.prod(v.patch_size) * v.in_dim
+        video = patch * v.hidden_dim + v.hidden_dim + text_mlp(v.hidden_dim) + time_mlps(v.freq_dim, v.hidden_dim)
+        video += self.num_layers * block(v.hidden_dim, v.ffn_dim) + v.hidden_dim * patch + patch + 2 * v.hidden_dim
+        action = self.action_dim * act.hidden_dim + act.hidden_dim + text_mlp(act.hidden_dim)
+        action += time_mlps(act.freq_dim, act.hidden_dim) + self.num_layers * block(act.hidden_dim, act.ffn_dim)
+        action += act.hidden_dim * self.action_dim + self.action_dim
+        return video + action + self.proprio_dim * self.text_dim + self.text_dim
+
+    def parameter_bytes(self, bytes_per_parameter: int = 4) -> int:
+        """Memory of the parameters alone (4: fp32, 2: bf16)."""
+        return self.parameter_count * bytes_per_parameter
 
     # -- derived sizes ---------------------------------------------------------------------------
     @property
@@ -272,6 +389,34 @@ PRESETS: dict[str, FastWAMConfig] = {
                               vae_channels=(32, 48, 64)),
     ),
 }
+
+
+def available_memory_bytes() -> int | None:
+    """Physical memory of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(
+    config: FastWAMConfig,
+    available_bytes: int | None = None,
+    *,
+    training: bool = True,
+    bytes_per_parameter: int = 4,
+    where: str = "this machine",
+) -> int:
+    """Refuse, before anything is allocated, a model whose parameters (and, for training, their
+    gradients and AdamW moments) cannot fit in `available_bytes` (default: this machine's
+    physical memory; pass a GPU's memory for a GPU). Returns the estimated bytes; raises
+    `ModelTooLarge` with the estimate and what to change."""
+    available = available_memory_bytes() if available_bytes is None else available_bytes
+    per_parameter = TRAINING_BYTES_PER_PARAMETER * bytes_per_parameter // 4 if training else bytes_per_parameter
+    needed = config.parameter_count * per_parameter
+    if available is not None and needed > available:
+        raise ModelTooLarge(config.name, config.parameter_count, needed, available, training, where)
+    return needed
 
 
 def get_preset(name: str, **overrides: Any) -> FastWAMConfig:

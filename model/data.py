@@ -27,7 +27,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,8 +36,10 @@ from model.checkpoint import NormStats
 from model.config import FastWAMConfig
 from model.encoders import make_canvas
 from model.episode_inputs import propose_camera_map
-from model.errors import CameraMismatch, CorruptEpisode, NoEpisodesMatch
+from model.errors import CameraMismatch, CorruptEpisode, NoEpisodesMatch, UnreadableEpisode
+from recordings.check_memo import DeepCheckMemo, deep_check
 from recordings.errors import EpisodeFormatError
+from recordings.hdf5_faults import READ_ERRORS, describe
 from recordings.reader import Episode
 from recordings.schema import Label
 from recordings.store import EpisodeStore
@@ -127,13 +129,23 @@ def find_episodes(
     episode_filter: EpisodeFilter | None = None,
     default_task: str = "",
     canvas: CanvasSpec | None = None,
+    *,
+    deep: bool = False,
+    skip_unreadable: bool = False,
+    on_skip: Callable[[Path, str], None] | None = None,
+    check_memo: DeepCheckMemo | None = None,
 ) -> list[EpisodeInfo]:
     """The episodes of `sources` (store folders or files) that pass `episode_filter`, by path.
 
-    Every candidate is opened (layout only). Raises `CorruptEpisode` naming every file that
-    cannot be read, `CameraMismatch` (with a --camera-map that works, when there is one) when
-    readable files lack a camera `canvas` reads, and `NoEpisodesMatch` (saying what was there)
-    when nothing passes.
+    Every candidate is opened (layout only); with `deep`, every selected episode is also read
+    whole and every frame decoded (`recordings.check.check_episode(deep=True)`, remembered in
+    `check_memo` for files that did not change), so a bad frame is found before training, not
+    an hour into it. Files that cannot be used (unreadable, empty): by default `CorruptEpisode`
+    names every one of them; with `skip_unreadable` each is left out with a warning (logged,
+    and passed to `on_skip(path, reason)` for the caller to show). Valid files that lack a
+    camera `canvas` reads are never skipped: `CameraMismatch` names them with a --camera-map
+    that works, when there is one. Raises `NoEpisodesMatch` (saying what was there) when
+    nothing passes.
     """
     flt = episode_filter or EpisodeFilter()
     names = [str(s) for s in sources]
@@ -170,18 +182,27 @@ def find_episodes(
         except EpisodeFormatError as error:
             problems[path] = "; ".join(error.reasons)
             continue
-        except OSError as error:
-            problems[path] = f"cannot be read ({error})"
+        except READ_ERRORS as error:
+            problems[path] = f"cannot be read ({describe(error)})"
             continue
         if _selected(info, flt) and any(c not in info.cameras for c in cameras):
             lacking_cameras[path] = info.cameras  # a valid file whose cameras are named otherwise
         if info.length < 1:
             problems[path] = "has no steps"
             continue
+        if deep and _selected(info, flt):
+            reasons = deep_check(path, check_memo)
+            if reasons:
+                problems[path] = "; ".join(reasons)
+                continue
         infos.append(info)
     selected = [info for info in infos if _selected(info, flt)]
-    if problems:
+    if problems and not skip_unreadable:
         raise CorruptEpisode(problems)
+    for path, reason in problems.items():
+        log.warning("Leaving out %s: %s", path.name, reason)
+        if on_skip is not None:
+            on_skip(path, reason)
     if lacking_cameras:
         raise _camera_mismatch(lacking_cameras, selected, canvas)
     if not selected:
@@ -428,6 +449,12 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         e, t = self.locate(int(index))
+        try:
+            return self._item(e, t)
+        except EpisodeFormatError as error:  # damaged after the up-front check, or never checked
+            raise UnreadableEpisode.at(self.sources[e].info.path, "; ".join(error.reasons)) from error
+
+    def _item(self, e: int, t: int) -> dict[str, torch.Tensor]:
         source = self.sources[e]
         episode = source.reader()
         length = source.info.length

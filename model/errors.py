@@ -48,6 +48,32 @@ class CheckpointMismatch(CheckpointError):
         )
 
 
+class OutputFolderError(ModelError):
+    """The folder a run or export writes to cannot be used (read-only, a file, no permission):
+    a problem with the command line, not a bug."""
+
+    def __init__(self, path, flag: str, reason: str):
+        self.path = str(path)
+        self.flag = flag
+        super().__init__(f"{flag} {self.path}: {reason}. Pass a folder you can write to with {flag}")
+
+
+class ModelTooLarge(ModelError):
+    """A model config whose estimated memory does not fit where it would run (checked from the
+    sizes, before anything is built)."""
+
+    def __init__(self, name: str, parameters: int, needed_bytes: int, available_bytes: int, training: bool, where: str):
+        self.parameters = parameters
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+        what = "training it (weights, gradients, AdamW moments)" if training else "its weights"
+        super().__init__(
+            f"the model {name!r} has {parameters / 1e9:.2f} B parameters; {what} needs about "
+            f"{needed_bytes / 1e9:.1f} GB, but {where} has {available_bytes / 1e9:.1f} GB. Use a smaller preset "
+            "(--preset small or tiny) or lower num_layers / the hidden and ffn widths (--set)"
+        )
+
+
 class MissingDependency(ModelError):
     """An optional package is needed for this feature (e.g. diffusers for the Wan2.2 VAE)."""
 
@@ -114,10 +140,25 @@ class CorruptEpisode(DataError):
         self.problems = {Path(p): r for p, r in problems.items()}
         shown = "; ".join(f"{p.name}: {r}" for p, r in list(self.problems.items())[:5])
         more = "" if len(self.problems) <= 5 else f" (+{len(self.problems) - 5} more)"
+        names = " ".join(p.name for p in self.problems)
         super().__init__(
             f"{len(self.problems)} episode file(s) cannot be used - {shown}{more}. Run `python run.py episodes "
-            "check` on the store (and `episodes recover` for unfinished recordings), or leave the file(s) out with "
-            "--exclude NAME"
+            "check --deep` on the store (and `episodes recover` for unfinished recordings), or leave the file(s) "
+            f"out with --exclude ({names}), or train on the others with --skip-unreadable"
+        )
+
+
+class UnreadableEpisode(DataError):
+    """An episode failed while being read for training (a frame or array that does not read).
+
+    Built from its message alone, so that an error in a DataLoader worker process reaches the
+    trainer as this type (PyTorch re-raises a worker's exception as `type(message)`)."""
+
+    @classmethod
+    def at(cls, path: Path, reason: str) -> "UnreadableEpisode":
+        return cls(
+            f"{Path(path).name} cannot be read while training: {reason}. Check it with `python run.py episodes "
+            f"check --deep {path}`; leave it out with --exclude {Path(path).name}"
         )
 
 

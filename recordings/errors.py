@@ -86,6 +86,22 @@ class UnfinishedEpisode(EpisodeFormatError):
         super().__init__(path, [reason])
 
 
+class LeftOpenForWrite(UnfinishedEpisode):
+    """A finished episode that a killed process left marked open for writing: HDF5 refuses to
+    open it until the mark is cleared (`episodes recover FILE`); its data is most likely intact."""
+
+    def __init__(self, path: Path):
+        EpisodeFormatError.__init__(
+            self,
+            path,
+            [
+                "HDF5 refuses it: a process was killed while it had the file open for writing, which left "
+                f"it marked open; run `python run.py episodes recover {Path(path).name}` to clear the mark"
+            ],
+        )
+        self.in_progress = False
+
+
 class RecoveryError(RecordingError):
     """A leftover recording could not be turned into an episode; it is kept untouched."""
 

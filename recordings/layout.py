@@ -4,14 +4,19 @@ both produce the same layout (`recordings.schema`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from recordings import schema
+from recordings.attributes import root_attributes
+from recordings.hdf5_faults import attribute, member
+from recordings.labels import LabelState, create_label_record
 from recordings.metadata import EpisodeMetadata
-from recordings.schema import ImageFormat
+from recordings.schema import ImageFormat, attr_text
+
+__all__ = ["ImageLayout", "attr_text", "camera_names_of", "create_episode", "set_text_attr", "write_attrs"]
 
 #: Rows per chunk of the per-step arrays: 5 s at 50 Hz, a few KiB, so appends touch few chunks.
 STEP_CHUNK = 256
@@ -51,7 +56,9 @@ def _step_dataset(parent: h5py.Group, name: str, length: int, width: int | None,
     kwargs: dict[str, Any] = {}
     if fill is not None:
         kwargs["fillvalue"] = fill
-    return parent.create_dataset(name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=dtype, **kwargs)
+    return parent.create_dataset(
+        name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=dtype, fletcher32=True, **kwargs
+    )
 
 
 def create_episode(
@@ -84,6 +91,7 @@ def create_episode(
                 maxshape=(None, height, width, channels),
                 chunks=(1, height, width, channels),  # ALOHA's: one frame per chunk
                 dtype=schema.IMAGE_DTYPE,
+                fletcher32=True,
             )
         else:
             width = max(int(jpeg_width or layout.jpeg_width), 1)
@@ -95,6 +103,7 @@ def create_episode(
                 chunks=(1, chunk),
                 dtype=schema.IMAGE_DTYPE,
                 fillvalue=0,
+                fletcher32=True,
             )
     if layout.image_format is ImageFormat.JPEG:
         n_cams = len(layout.camera_names)
@@ -104,39 +113,51 @@ def create_episode(
             maxshape=(n_cams, None),
             chunks=(max(n_cams, 1), STEP_CHUNK),
             dtype=schema.COMPRESS_LEN_DTYPE,
+            fletcher32=True,
         )
+    create_label_record(root, LabelState(metadata.label, metadata.reason, metadata.notes))
 
 
 def write_attrs(root: h5py.File, layout: ImageLayout, metadata: EpisodeMetadata) -> None:
     """Root attributes: metadata plus how the images are stored. All are created here, before
     SWMR starts (a SWMR writer cannot add attributes), and only rewritten at the end."""
     for name, value in metadata.to_attrs().items():
-        root.attrs[name] = value
+        if isinstance(value, str):
+            set_text_attr(root.attrs, name, value)
+        else:
+            root.attrs[name] = value
     root.attrs[schema.ATTR_COMPRESS] = layout.image_format is ImageFormat.JPEG
-    root.attrs[schema.ATTR_CAMERA_NAMES] = list(layout.camera_names)
-    root.attrs[schema.ATTR_IMAGE_FORMAT] = layout.image_format.value
+    set_text_attr(root.attrs, schema.ATTR_CAMERA_NAMES, list(layout.camera_names))
+    set_text_attr(root.attrs, schema.ATTR_IMAGE_FORMAT, layout.image_format.value)
     root.attrs[schema.ATTR_JPEG_QUALITY] = int(layout.jpeg_quality)
     root.attrs[schema.ATTR_FRAMES_DROPPED] = 0
     root.attrs[schema.ATTR_FINISHED] = False
     root.attrs[schema.ATTR_RECOVERED] = False
 
 
-def attr_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+def set_text_attr(attrs: h5py.AttributeManager, name: str, value: str | Sequence[str]) -> None:
+    """Store text (or a list of texts) as fixed-length UTF-8: it then lives inside the object
+    header, which HDF5 checksums, and not in the global heap, which it does not (a flipped byte
+    there would silently change a task or camera name)."""
+    if isinstance(value, str):
+        encoded = value.encode("utf-8")
+        attrs.create(name, data=np.array(encoded, dtype=h5py.string_dtype("utf-8", max(len(encoded), 1))))
+        return
+    items = [str(item).encode("utf-8") for item in value]
+    width = max([len(item) for item in items] + [1])
+    attrs.create(name, data=np.array(items, dtype=h5py.string_dtype("utf-8", width)))
 
 
-def camera_names_of(root: h5py.File) -> tuple[str, ...]:
+def camera_names_of(root: h5py.File, attrs: Mapping[str, Any] | None = None) -> tuple[str, ...]:
     """Camera names in recorded order: the `camera_names` attr, else the images group's members
     (ALOHA files; h5py lists them alphabetically, which is ALOHA's own `compress_len` order only
     by accident, so ALOHA files are decoded without `compress_len`)."""
-    names = root.attrs.get(schema.ATTR_CAMERA_NAMES)
+    names = attribute(root_attributes(root) if attrs is None else attrs, schema.ATTR_CAMERA_NAMES)
     if names is not None:
         listed = tuple(attr_text(name) for name in np.atleast_1d(names))
         if listed:
             return listed
-    group = root.get(schema.IMAGES_GROUP)
+    group = member(root, schema.IMAGES_GROUP)
     if isinstance(group, h5py.Group):
         return tuple(name for name, item in group.items() if isinstance(item, h5py.Dataset))
     return ()

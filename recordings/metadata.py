@@ -9,6 +9,7 @@ import importlib.metadata
 import logging
 import math
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,6 +37,16 @@ def software_version() -> str:
         return "unknown"
 
 
+def validate_task(task: str, where: str = "task") -> str:
+    """`task` if it can name a task: not blank, no control characters (the rig file's rule,
+    applied to command-line flags too). Raises ValueError saying what to write instead."""
+    if not isinstance(task, str) or not task.strip():
+        raise ValueError(f'{where} must describe the task, e.g. "fold the towel"; got {task!r}')
+    if any(unicodedata.category(char) == "Cc" for char in task):
+        raise ValueError(f"{where} must be one line of plain text (no control characters); got {task!r}")
+    return task
+
+
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -46,7 +57,8 @@ class EpisodeMetadata:
 
     control_rate_hz: the control loop's rate; created: ISO 8601 UTC wall-clock start time (set
     when the writer starts if left empty); calibration_hash: identifies the rig calibration the
-    joint values depend on (empty when unknown).
+    joint values depend on (empty when unknown); reason: why the demonstration failed (the
+    lab's list); label, reason and notes may be edited later (`recordings.labels`).
     """
 
     task: str = ""
@@ -59,9 +71,10 @@ class EpisodeMetadata:
     label: Label = Label.UNKNOWN
     created: str = ""
     software_version: str = field(default_factory=software_version)
+    reason: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("task", "operator", "rig", "notes", "calibration_hash", "created", "software_version"):
+        for name in ("task", "operator", "rig", "notes", "calibration_hash", "created", "software_version", "reason"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"EpisodeMetadata.{name} must be text, got {getattr(self, name)!r}")
         if not (isinstance(self.control_rate_hz, (int, float)) and math.isfinite(self.control_rate_hz)) or (
@@ -91,6 +104,7 @@ class EpisodeMetadata:
             schema.ATTR_SOFTWARE_VERSION: self.software_version,
             schema.ATTR_LABEL: self.label.value,
             schema.ATTR_NOTES: self.notes,
+            schema.ATTR_LABEL_REASON: self.reason,
             schema.ATTR_CALIBRATION_HASH: self.calibration_hash,
             schema.ATTR_CONTROL_RATE_HZ: float(self.control_rate_hz),
         }
@@ -129,5 +143,6 @@ class EpisodeMetadata:
             label=parsed_label,
             created=text(schema.ATTR_CREATED),
             software_version=text(schema.ATTR_SOFTWARE_VERSION),
+            reason=text(schema.ATTR_LABEL_REASON),
         )
 

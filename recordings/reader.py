@@ -3,10 +3,15 @@
 `Episode.open(path)` reads the layout (no data); arrays are read on first use and cached (they
 are small), frames are read and decoded one at a time. The object is picklable and opens its
 file handle on first use in each process, so a DataLoader's workers each get their own.
+
+Whatever is wrong with the file, a read raises `EpisodeFormatError` naming the file and what
+could not be read (the dataset; for a frame, the camera and the step) - never HDF5's own
+exceptions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -16,9 +21,12 @@ import h5py
 import numpy as np
 
 from recordings import schema
+from recordings.attributes import root_attributes
 from recordings.check import Structure, open_readonly, structure_problems
 from recordings.errors import EpisodeFormatError
+from recordings.hdf5_faults import READ_ERRORS, describe, member
 from recordings.images import decode_jpeg
+from recordings.labels import LabelState, read_label_state
 from recordings.layout import attr_text
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import Label
@@ -43,6 +51,8 @@ class Episode:
         self._root: h5py.File | None = None
         self._pid: int | None = None
         self._datasets: dict[str, h5py.Dataset] = {}
+        self._label: LabelState | None = None
+        self._label_warning: str | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Episode":
@@ -55,11 +65,19 @@ class Episode:
     def _describe(self) -> None:
         root = open_readonly(self.path)
         try:
-            reasons, structure = structure_problems(root)
-            if reasons:
-                raise EpisodeFormatError(self.path, reasons)
+            try:
+                reasons, structure = structure_problems(root)
+                if reasons:
+                    raise EpisodeFormatError(self.path, reasons)
+                attrs = root_attributes(root)
+                label, label_warning = read_label_state(root)
+            except EpisodeFormatError:
+                raise
+            except READ_ERRORS as error:
+                raise EpisodeFormatError(self.path, [describe(error)]) from error
             self._structure = structure
-            self._attrs = {name: root.attrs[name] for name in root.attrs}
+            self._attrs = attrs
+            self._label, self._label_warning = label, label_warning
         except BaseException:
             root.close()
             raise
@@ -143,8 +161,17 @@ class Episode:
     def metadata(self) -> EpisodeMetadata:
         self._ensure_described()
         if "metadata" not in self._cache:
-            self._cache["metadata"] = EpisodeMetadata.from_attrs(self._attrs)
+            meta = EpisodeMetadata.from_attrs(self._attrs)
+            if self._label is not None:  # the label record wins over the attributes
+                meta = dataclasses.replace(meta, label=self._label.label, notes=self._label.notes, reason=self._label.reason)
+            self._cache["metadata"] = meta
         return self._cache["metadata"]
+
+    @property
+    def label_warning(self) -> str | None:
+        """Set when the last label edit did not complete (the label shown is the one before)."""
+        self._ensure_described()
+        return self._label_warning
 
     @property
     def label(self) -> Label:
@@ -152,9 +179,8 @@ class Episode:
 
     @property
     def failure_reason(self) -> str:
-        """Why a failure failed ("" when none was given)."""
-        self._ensure_described()
-        return attr_text(self._attrs.get(schema.ATTR_FAILURE_REASON, ""))
+        """Why a failure failed ("" when none was given): the label record's, else the attribute."""
+        return self.metadata.reason
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -188,11 +214,15 @@ class Episode:
     # ---- per-step arrays (read once, cached) ----
     def _array(self, path: str, dtype: np.dtype | None = None) -> np.ndarray | None:
         if path not in self._cache:
-            item = self._file().get(path)  # arrays are read whole once: no handle to cache
-            if item is None:
+            root = self._file()
+            try:
+                item = member(root, path)  # arrays are read whole once: no handle to cache
+                values = None if item is None else item[()]
+            except READ_ERRORS as error:
+                raise EpisodeFormatError(self.path, [f"{path} cannot be read: {describe(error)}"]) from error
+            if values is None:
                 self._cache[path] = None
             else:
-                values = item[()]
                 self._cache[path] = values.astype(dtype, copy=False) if dtype is not None else values
         return self._cache[path]
 
@@ -230,7 +260,13 @@ class Episode:
     @property
     def sim_times(self) -> np.ndarray | None:
         """(T,) float64 simulated seconds of each step; None for real rigs and ALOHA files."""
-        if not self.is_ours or schema.SIM_TIME not in self._file():
+        if not self.is_ours:
+            return None
+        try:
+            present = schema.SIM_TIME in self._file()
+        except READ_ERRORS as error:
+            raise EpisodeFormatError(self.path, [f"{schema.SIM_TIME} cannot be read: {describe(error)}"]) from error
+        if not present:
             return None
         times = self._array(schema.SIM_TIME, schema.TIME_DTYPE)
         return times if np.all(np.isfinite(times)) else None
@@ -284,11 +320,18 @@ class Episode:
         if not -n <= t < n:
             raise IndexError(f"step {t} is outside {self.path.name}'s {n} steps")
         t = int(t) % n
-        dataset = self._dataset(schema.image_path(camera))
-        if dataset.ndim == 4:
-            return np.ascontiguousarray(dataset[t])
-        if self.is_ours:
+        try:
+            dataset = self._dataset(schema.image_path(camera))
+            if dataset.ndim == 4:
+                return np.ascontiguousarray(dataset[t])
+            if not self.is_ours:
+                return dataset[t]  # ALOHA's compress_len rows follow a camera order we cannot know
             # Our rows are in `camera_names` order; read only the JPEG's bytes, not the padding.
             length = int(self._array(schema.COMPRESS_LEN)[c, t])
             return dataset[t, :length] if 0 < length <= dataset.shape[1] else dataset[t]
-        return dataset[t]  # ALOHA's compress_len rows follow a camera order we cannot know
+        except EpisodeFormatError:
+            raise
+        except READ_ERRORS as error:
+            raise EpisodeFormatError(
+                self.path, [f"frame {t} of camera {camera!r} cannot be read: {describe(error)}"]
+            ) from error

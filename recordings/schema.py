@@ -5,8 +5,10 @@ observation taken before action[t]:
 
     attrs: sim (bool), compress (bool)
            + schema_version, task, operator, rig, created, software_version, success_label,
-             notes, calibration_hash, control_rate_hz, camera_names, image_format,
-             jpeg_quality, frames_dropped, finished, recovered
+             notes, label_reason, calibration_hash, control_rate_hz, camera_names,
+             image_format, jpeg_quality, frames_dropped, finished, recovered
+           (text attributes are fixed-length UTF-8, stored inside the checksummed root
+           object header rather than in HDF5's unchecksummed global heap)
     /observations/qpos                (T, 14) float32
     /observations/qvel                (T, 14) float32
     /observations/effort              (T, 14) float32
@@ -19,6 +21,14 @@ observation taken before action[t]:
   + /observations/image_timestamps/<cam>  (T,) float64, host monotonic capture time of the frame
   + /control_source                   (T,) S16, `robot.types.ControlSource` value of action[t]
   + /tick_index                       (T,) int64, control-loop tick number (gaps = lost ticks)
+  + /sim_time                         (T,) float64, simulated seconds (NaN on a real rig)
+  + /label_record                     (2, 4096) uint8, contiguous: the label, failure reason and
+                                      notes as edited after recording (`recordings.labels`); it
+                                      wins over the attributes
+
+Integrity: files are written with HDF5's 1.10 format (checksummed superblock, object headers
+and chunk indexes) and every chunked dataset carries the Fletcher-32 filter, so a changed byte
+anywhere that matters fails a checksum when read instead of turning into a wrong value.
 
 Image channel order (the ALOHA convention, which ACT, act-plus-plus and LeRobot's ALOHA import
 rely on): JPEG bytes are `cv2.imencode` of the RGB array as it is, so `cv2.imdecode(row, 1)`
@@ -55,6 +65,8 @@ TICK_INDEX = "/tick_index"
 #: (T,) float64 simulated seconds of each step; NaN on a real rig. A simulation stepped faster or
 #: slower than real time keeps its exact timing here, while /timestamp stays host time.
 SIM_TIME = "/sim_time"
+#: (2, 4096) uint8 label slots; see `recordings.labels`.
+LABEL_RECORD = "/label_record"
 
 #: Per-step (T, 14) arrays every episode has (effort is optional in ALOHA files: sim has none).
 STATE_DATASETS: tuple[str, ...] = (QPOS, QVEL, ACTION)
@@ -82,7 +94,7 @@ ATTR_CREATED = "created"  # ISO 8601 wall-clock time (UTC) the recording started
 ATTR_SOFTWARE_VERSION = "software_version"
 ATTR_LABEL = "success_label"
 ATTR_NOTES = "notes"
-ATTR_FAILURE_REASON = "failure_reason"  # why a failure failed (from the store's failure_reasons.txt)
+ATTR_LABEL_REASON = "label_reason"  # why a demonstration failed (the lab's own list of reasons)
 ATTR_CALIBRATION_HASH = "calibration_hash"
 ATTR_CONTROL_RATE_HZ = "control_rate_hz"
 ATTR_CAMERA_NAMES = "camera_names"
@@ -112,6 +124,13 @@ class Label(str, enum.Enum):
 class ImageFormat(str, enum.Enum):
     JPEG = "jpeg"
     RAW = "raw"
+
+
+def attr_text(value: object) -> str:
+    """A text attribute as str, however it was stored (fixed or variable length, bytes or str)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 # ---- dtypes ----

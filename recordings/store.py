@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import h5py
-
 from recordings import schema
-from recordings.check import CheckResult, check_episode, open_readonly
-from recordings.errors import EpisodeFormatError, RecordingError, RecoveryError
-from recordings.reader import Episode
+from recordings.check import CheckResult, check_episode
+from recordings.errors import EpisodeFormatError, RecordingError, RecoveryError, UnfinishedEpisode
+from recordings.hdf5_faults import DAMAGED_FIX, READ_ERRORS, describe
+from recordings.labels import LabelState, write_label
 from recordings.locks import recording_in_progress
-from recordings.recovery import RecoveryResult, recover_partial
+from recordings.reader import Episode
+from recordings.recovery import RecoveryResult, RepairResult, clear_open_for_write, marked_open_for_write, recover_partial
 from recordings.schema import Label
 
 log = logging.getLogger(__name__)
@@ -45,22 +45,43 @@ def next_free_index(store_dir: str | os.PathLike) -> int:
 
 def set_label(
     path: str | os.PathLike, label: Label | str, notes: str | None = None, reason: str | None = None
-) -> None:
-    """Change an episode's success label (and notes and failure reason, unless None) after the fact."""
+) -> LabelState:
+    """Change a finished episode's label, and its notes / failure reason unless None ("" clears),
+    so that a kill at any instant leaves the old or the new label and never the frames at risk
+    (see `recordings.labels`). Returns the new state.
+
+    Raises ValueError for an unknown label, EpisodeFormatError (UnfinishedEpisode) for a file
+    that is not a readable finished episode, RecordingError when it cannot be written.
+    """
+    return write_label(path, label, notes, reason)
+
+
+class StorePathError(RecordingError):
+    """The store path given is not a folder of episodes (missing, a file, not writable)."""
+
+
+def require_store_dir(path: str | os.PathLike, *, create: bool = False) -> Path:
+    """`path` as a store folder, or StorePathError saying what is wrong with it.
+
+    create: make the folder (and its parents) when missing, as a recording does; otherwise a
+    missing folder is an error, so a typo in a script's `--store` is not read as "no episodes".
+    """
     path = Path(path)
-    parsed = Label.parse(label)
-    if notes is not None and not isinstance(notes, str):
-        raise ValueError(f"notes must be text, got {notes!r}")
-    open_readonly(path).close()  # the same clear errors for leftovers and damaged files
-    try:
-        with h5py.File(path, "r+") as root:
-            root.attrs[schema.ATTR_LABEL] = parsed.value
-            if notes is not None:
-                root.attrs[schema.ATTR_NOTES] = notes
-            if reason is not None:
-                root.attrs[schema.ATTR_FAILURE_REASON] = reason
-    except OSError as error:
-        raise RecordingError(f"Could not relabel {path.name}: {error}. Is the file read-only or in use?") from error
+    if path.exists() and not path.is_dir():
+        raise StorePathError(
+            f"{path} is a file, not a folder: --store takes the folder that holds the episode files "
+            f"(e.g. {path.parent})"
+        )
+    if not path.exists():
+        if not create:
+            raise StorePathError(f"There is no folder {path}: check the --store path (a typo?)")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorePathError(f"Cannot create the episode folder {path}: {error.strerror or error}") from error
+    if create and not os.access(path, os.W_OK | os.X_OK):
+        raise StorePathError(f"The episode folder {path} is not writable: choose another --store or fix its permissions")
+    return path
 
 
 @dataclass(frozen=True)
@@ -73,7 +94,6 @@ class EpisodeSummary:
     length: int = 0
     duration_s: float = 0.0
     label: str = Label.UNKNOWN.value
-    reason: str = ""  # failure reason
     task: str = ""
     operator: str = ""
     created: str = ""
@@ -84,6 +104,14 @@ class EpisodeSummary:
     unfinished: bool = False
     live: bool = False  # an unfinished file that is being recorded right now
     problem: str | None = None
+    reason: str = ""  # why it failed (label reason), as set with the label
+    notes: str = ""
+    warning: str | None = None  # worth knowing but the file is usable (e.g. a label edit was cut off)
+
+    @property
+    def needs_attention(self) -> bool:
+        """A damaged file or a leftover to recover (a live recording is neither)."""
+        return self.problem is not None and not self.live
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +131,9 @@ class EpisodeSummary:
             "unfinished": self.unfinished,
             "live": self.live,
             "problem": self.problem,
+            "reason": self.reason,
+            "notes": self.notes,
+            "warning": self.warning,
         }
 
 
@@ -163,6 +194,7 @@ class EpisodeStore:
         return rows
 
     def summary(self, path: str | os.PathLike) -> EpisodeSummary:
+        """One file's row; a damaged file gives a row with `problem` (never an exception)."""
         path = Path(path)
         index = schema.episode_index(path.name)
         try:
@@ -174,7 +206,6 @@ class EpisodeStore:
                     length=episode.length,
                     duration_s=episode.duration_s,
                     label=meta.label.value,
-                    reason=episode.failure_reason,
                     task=meta.task,
                     operator=meta.operator,
                     created=meta.created,
@@ -182,29 +213,45 @@ class EpisodeStore:
                     compressed=episode.compressed,
                     frames_dropped=episode.frames_dropped,
                     recovered=episode.recovered,
+                    reason=meta.reason,
+                    notes=meta.notes,
+                    warning=episode.label_warning,
                 )
+        except UnfinishedEpisode as error:
+            return EpisodeSummary(path=path, index=index, unfinished=True, problem="; ".join(error.reasons))
         except EpisodeFormatError as error:
-            return EpisodeSummary(path=path, index=index, problem="; ".join(error.reasons))
-        except OSError as error:
-            return EpisodeSummary(path=path, index=index, problem=f"cannot be read: {error}")
+            return EpisodeSummary(path=path, index=index, problem="; ".join(error.reasons) + f": {DAMAGED_FIX}")
+        except READ_ERRORS as error:  # what the reader did not turn into a format error itself
+            return EpisodeSummary(path=path, index=index, problem=f"{describe(error)}: {DAMAGED_FIX}")
 
     # ---- operations ----
-    def check(self, paths: Iterable[str | os.PathLike] | None = None, spot_checks: int = 3) -> list[CheckResult]:
-        """Check the given files, or every episode and leftover of the store."""
+    def check(
+        self, paths: Iterable[str | os.PathLike] | None = None, spot_checks: int = 3, deep: bool = False
+    ) -> list[CheckResult]:
+        """Check the given files, or every episode and leftover of the store, each on its own
+        (deep: decode every frame, see `check_episode`)."""
         targets = [self.resolve(p) for p in paths] if paths is not None else self.episode_paths() + self.partial_paths()
-        return [check_episode(path, spot_checks) for path in targets]
+        return [check_episode(path, spot_checks, deep=deep) for path in targets]
 
-    def recover(self, paths: Iterable[str | os.PathLike] | None = None) -> list[RecoveryResult | RecoveryError]:
-        """Recover the given leftovers, or all of the store's that are not being recorded right
-        now; one failure does not stop the rest."""
+    def recover(
+        self, paths: Iterable[str | os.PathLike] | None = None
+    ) -> list[RecoveryResult | RepairResult | RecoveryError]:
+        """Recover the given files, or all of the store's that need it and are not being recorded
+        right now: leftovers of interrupted recordings, and finished episodes that HDF5 refuses
+        only because a killed process left them marked open for writing. One failure does not
+        stop the rest."""
         if paths is None:
             targets = [path for path in self.partial_paths() if not recording_in_progress(path)]
+            targets += [path for path in self.episode_paths() if marked_open_for_write(path)]
         else:
             targets = [self.resolve(p) for p in paths]
-        results: list[RecoveryResult | RecoveryError] = []
+        results: list[RecoveryResult | RepairResult | RecoveryError] = []
         for path in targets:
             try:
-                results.append(recover_partial(path, self.root if paths is None else None))
+                if schema.partial_index(path.name) is None and path.suffix == schema.EPISODE_SUFFIX:
+                    results.append(clear_open_for_write(path))
+                else:
+                    results.append(recover_partial(path, self.root if paths is None else None))
             except RecoveryError as error:
                 log.error("%s", error)
                 results.append(error)
@@ -213,6 +260,7 @@ class EpisodeStore:
     def relabel(
         self, episode: str | os.PathLike | int, label: Label | str, notes: str | None = None, reason: str | None = None
     ) -> Path:
+        """Set an episode's label (index, file name in the store, or path); see `set_label`."""
         path = self.resolve(episode)
         set_label(path, label, notes, reason)
         return path

@@ -40,7 +40,8 @@ from recordings import schema
 from recordings.errors import FramesDropped, InvalidTick, RecordingError, RecordingWriteError
 from recordings.images import encode_jpeg, image_problem
 from recordings.locks import LockHeld, lock_exclusive, release
-from recordings.layout import MIN_JPEG_WIDTH, SWMR_LIBVER, ImageLayout, create_episode, write_attrs
+from recordings.labels import LabelState, reset_label_record
+from recordings.layout import MIN_JPEG_WIDTH, SWMR_LIBVER, ImageLayout, create_episode, set_text_attr, write_attrs
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import ImageFormat, Label
 from robot.types import STATE_DIM, TickRecord
@@ -158,6 +159,7 @@ class _Session:
         self.discard = False
         self.label = Label.UNKNOWN
         self.notes: str | None = None
+        self.reason: str | None = None
         self.state = WriterState.RECORDING  # writer thread (owner sets FINISHING)
         self.error: RecordingError | None = None  # writer thread
         self.done = threading.Event()
@@ -205,6 +207,12 @@ class EpisodeWriter:
     ):
         self.store_dir = Path(store_dir)
         self.camera_names = tuple(camera_names)
+        if not self.camera_names:
+            raise ValueError(
+                "EpisodeWriter: the rig has no cameras, but every episode records at least one camera "
+                "(the episode format and the policy need images); give the rig a camera, e.g. "
+                'camera_names = ["cam_high"] in the rig file'
+            )
         if len(set(self.camera_names)) != len(self.camera_names) or any(
             not name or "/" in name for name in self.camera_names
         ):
@@ -257,28 +265,38 @@ class EpisodeWriter:
         if depth >= session.high_water:
             session.high_water = depth + 1
 
-    def request_stop(self, label: Label | str = Label.UNKNOWN, notes: str | None = None) -> None:
+    def request_stop(
+        self, label: Label | str = Label.UNKNOWN, notes: str | None = None, reason: str | None = None
+    ) -> None:
         """Stop taking ticks and let the writer thread finish the file; returns at once.
 
+        notes / reason (why it failed): None keeps what the metadata said at start.
         Watch `status()` for FINISHED (then `status().path` is the episode) or ERROR.
         """
         parsed = Label.parse(label)
-        if notes is not None and not isinstance(notes, str):
-            raise ValueError(f"notes must be text, got {notes!r}")
+        for name, value in (("notes", notes), ("reason", reason)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be text, got {value!r}")
         session = self._require_session("stop")
-        session.label, session.notes = parsed, notes
+        session.label, session.notes, session.reason = parsed, notes, reason
         session.accepting = False
         session.set_state(WriterState.FINISHING, only_from=WriterState.RECORDING)
         session.stop_requested.set()
 
-    def stop(self, label: Label | str = Label.UNKNOWN, notes: str | None = None, timeout_s: float = 60.0) -> Path:
+    def stop(
+        self,
+        label: Label | str = Label.UNKNOWN,
+        notes: str | None = None,
+        timeout_s: float = 60.0,
+        reason: str | None = None,
+    ) -> Path:
         """Stop, drain the queue, finalise and rename; returns the episode's path.
 
         After a write error it recovers what was written instead. Raises RecordingError when
         nothing was recorded, when the frames could not be saved (the message says what to do),
         or when the writer did not finish within `timeout_s` (it keeps going in the background).
         """
-        self.request_stop(label, notes)
+        self.request_stop(label, notes, reason)
         session = self._session
         assert session is not None
         if not session.done.wait(timeout_s):
@@ -382,7 +400,7 @@ class EpisodeWriter:
             raise error from recovery_error
         if result.path is None:
             raise error
-        set_label(result.path, session.label, session.notes)
+        set_label(result.path, session.label, session.notes, session.reason)
         session.path = result.path
         session.committed = result.frames
         session.set_state(WriterState.FINISHED)  # last_error still tells what happened
@@ -437,15 +455,22 @@ class EpisodeWriter:
 
     def _finalise(self, session: _Session) -> None:
         """Final attributes, fsync, rename to `episode_{idx}.hdf5` (a free name)."""
-        with h5py.File(session.partial_path, "r+", locking=False) as root:
+        meta = session.metadata
+        state = LabelState(
+            session.label,
+            meta.reason if session.reason is None else session.reason,
+            meta.notes if session.notes is None else session.notes,
+        )
+        with h5py.File(session.partial_path, "r+", libver=SWMR_LIBVER, locking=False) as root:
             if self.config.image_format is ImageFormat.JPEG:
                 # ALOHA pads every row to the longest frame; drop the growth headroom.
                 longest = int(root[schema.COMPRESS_LEN][()].max())
                 for camera in self.camera_names:
                     root[schema.image_path(camera)].resize(longest, axis=1)
-            root.attrs[schema.ATTR_LABEL] = session.label.value
-            if session.notes is not None:
-                root.attrs[schema.ATTR_NOTES] = session.notes
+            set_text_attr(root.attrs, schema.ATTR_LABEL, state.label.value)
+            set_text_attr(root.attrs, schema.ATTR_NOTES, state.notes)
+            set_text_attr(root.attrs, schema.ATTR_LABEL_REASON, state.reason)
+            reset_label_record(root, state)
             root.attrs[schema.ATTR_FRAMES_DROPPED] = int(session.dropped)
             root.attrs[schema.ATTR_FINISHED] = True
         _fsync_path(session.partial_path)
@@ -584,7 +609,10 @@ class _EpisodeSink:
             longest = max(encode_jpeg(np.ascontiguousarray(f), self.config.jpeg_quality).size for f in frames)
             width = max(MIN_JPEG_WIDTH, int(longest * 1.5 + 4095) // 4096 * 4096)
         layout = ImageLayout(self.camera_names, self.config.image_format, self.shapes, self.config.jpeg_quality, width)
-        root = h5py.File(session.partial_path, "r+", libver=SWMR_LIBVER, locking=False)
+        # rdcc_nbytes=0: no raw-data chunk cache, so every frame reaches the file inside the
+        # write call that may fail, and no dirty chunk is left for a later close to flush (see
+        # `_abandon_handle` for what such a flush does after a full disk).
+        root = h5py.File(session.partial_path, "r+", libver=SWMR_LIBVER, locking=False, rdcc_nbytes=0)
         try:
             for name in list(root.keys()):
                 del root[name]  # an earlier attempt may have failed half-way; start clean
@@ -645,19 +673,24 @@ def _write_start_attrs(root: h5py.File, camera_names: tuple[str, ...], config: W
     write_attrs(root, ImageLayout(camera_names, config.image_format, shapes, config.jpeg_quality), metadata)
 
 
-#: Files whose write failed. h5py's File.close() walks and closes every object of the file, and
-#: after a failed write that crashes the process (segfault seen with HDF5 2.0 / h5py 3.16, both
-#: SWMR and plain). Closing only the file id is safe; the Python objects are kept here so their
-#: deallocation does not retry the close. HDF5 closes them at exit.
-_ABANDONED: list[object] = []
-
-
 def _abandon_handle(root: h5py.File, datasets: dict) -> None:
-    _ABANDONED.append((root, datasets))
+    """Close a file whose last write failed (disk full, disk gone).
+
+    Why the file is opened without a raw-data chunk cache (`_EpisodeSink._open`): with one, the
+    chunks written since the last flush sit dirty in the cache; closing a dataset flushes them,
+    the flush fails again, and HDF5 (2.0, via h5py 3.16) frees the dataset but keeps its id
+    registered when the close fails. At exit HDF5's library shutdown closes that id a second
+    time: a use-after-free and a segfault (exit 139) after the recording had already ended with
+    a clear message. Without the cache nothing is left to flush, every close succeeds or fails
+    cleanly, and what the disk holds is the file as of the last successful flush (SWMR keeps
+    it consistent), which `recordings.recovery` turns into an episode.
+    """
+    datasets.clear()
+    name = Path(root.filename).name
     try:
-        root.id.close()
-    except Exception as error:  # the disk that failed the write may fail the close too
-        log.warning("Closing %s after the write error failed too: %s", root.filename, _describe(error))
+        root.close()
+    except Exception as error:  # the metadata flush of the close may fail on the same disk
+        log.warning("Closing %s after the write error failed too: %s", name, _describe(error))
 
 
 def _lock(path: Path) -> int | None:

@@ -203,7 +203,7 @@ class RigFile:
         return name in self.data
 
     def section(self, name: str, cls: type, *, required: bool = False, defaults: Mapping[str, Any] | None = None,
-                forbidden: Mapping[str, str] | None = None):
+                forbidden: Mapping[str, str] | None = None, origins: Mapping[str, tuple[TablePath, str]] | None = None):
         """Build `cls` from the table `[name]` (absent: from `defaults`, or an error if required)."""
         table = self.data.get(name)
         if table is None:
@@ -212,7 +212,7 @@ class RigFile:
             table = {}
         if not isinstance(table, dict):
             raise self.error(f"must be a table ([{name}]), not a single value", (), name)
-        return build_dataclass(cls, table, self, (name,), defaults=defaults, forbidden=forbidden)
+        return build_dataclass(cls, table, self, (name,), defaults=defaults, forbidden=forbidden, origins=origins)
 
     def array(self, name: str, cls: type) -> list:
         """Build one `cls` per `[[name]]` table (an empty list when there are none)."""
@@ -343,12 +343,15 @@ def build_dataclass(
     *,
     defaults: Mapping[str, Any] | None = None,
     forbidden: Mapping[str, str] | None = None,
+    origins: Mapping[str, tuple[TablePath, str]] | None = None,
 ):
     """Build the dataclass `cls` from a TOML table, by field name.
 
     path: where the table sits in the file, for line numbers ("control",) or ("arms", 0).
     defaults: values used for fields the table leaves out (e.g. filled in from another table).
     forbidden: keys that must be set elsewhere -> where ("[control] rate_hz").
+    origins: field filled from another table's key -> (that table, that key): a value the class
+    refuses is then reported at the line the user wrote, under the name the user wrote.
     Every mistake raises `RigFileError` with the file, line and key.
     """
     hints = typing.get_type_hints(cls)
@@ -379,6 +382,11 @@ def build_dataclass(
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
+        for name, (where, user_key) in (origins or {}).items():
+            if name not in table and re.search(rf"\b{re.escape(name)}\b", str(exc)):
+                message = re.sub(rf"\b{re.escape(name)}\b", user_key, str(exc))
+                message = message[len(user_key) + 1 :] if message.startswith(f"{user_key} ") else message
+                raise rig_file.error(f"{message} (a limit of the {_table_label(path)} rig)", where, user_key) from None
         raise rig_file.error(str(exc), path, _culprit(cls, kwargs, table, names, str(exc))) from None
 
 

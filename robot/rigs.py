@@ -87,6 +87,7 @@ def build_sim(rig_file: RigFile) -> Rig:
     they cannot disagree; the task defaults to [recording] task.
     """
     from robot.sim import SimRig, SimRigConfig  # mujoco loads only when a sim rig is opened
+    from robot.types import DEFAULT_CAMERA_NAMES
 
     defaults = {
         "control_rate_hz": rig_file.control.rate_hz,
@@ -99,7 +100,17 @@ def build_sim(rig_file: RigFile) -> Rig:
         SimRigConfig,
         defaults=defaults,
         forbidden={"control_rate_hz": "[control] rate_hz", "name": "[rig] name"},
+        origins={"control_rate_hz": (("control",), "rate_hz")},
     )
+    if not config.camera_names:
+        # SimRigConfig allows no cameras (fast arm-only tests build it directly); a rig file is
+        # what the studio records from, and every episode needs at least one camera.
+        raise rig_file.error(
+            "is empty, but every episode records at least one camera; list one or more of "
+            + ", ".join(f'"{name}"' for name in DEFAULT_CAMERA_NAMES),
+            "sim",
+            "camera_names",
+        )
     return SimRig(config)
 
 

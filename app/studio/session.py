@@ -24,7 +24,7 @@ from typing import Callable
 
 from app.studio.history import TickHistory
 from recordings.metadata import EpisodeMetadata
-from recordings.store import EpisodeStore
+from recordings.store import EpisodeStore, StorePathError, require_store_dir
 from recordings.writer import EpisodeWriter
 from robot.capabilities import Capabilities, Simulation
 from robot.control_loop import ControlLoop, LoopEvent
@@ -146,10 +146,9 @@ def open_session(
     store_dir = Path(store) if store is not None else rig_file_.recording.store_dir
     if record:
         try:
-            store_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SessionError(f"The episode store {store_dir} cannot be created: {exc}",
-                               "Choose a writable folder with --store DIR, or fix the folder's permissions.") from exc
+            require_store_dir(store_dir, create=True)
+        except StorePathError as exc:
+            raise SessionError(str(exc), "Choose a writable folder with --store DIR, or fix the folder's permissions.") from exc
     if render_thread is not None and isinstance(rig, Simulation):
         rig.set_render_thread(render_thread)
     try:
@@ -166,8 +165,14 @@ def open_session(
         loop = ControlLoop(rig, rig_file_.control)
         writer = None
         if record:
-            writer = EpisodeWriter(store_dir, rig.camera_names, image_format=rig_file_.recording.image_format,
-                                   jpeg_quality=rig_file_.recording.jpeg_quality)
+            try:
+                writer = EpisodeWriter(store_dir, rig.camera_names, image_format=rig_file_.recording.image_format,
+                                       jpeg_quality=rig_file_.recording.jpeg_quality)
+            except ValueError as exc:  # e.g. a rig without cameras: nothing to record from
+                rig.disconnect()
+                raise SessionError(f"{path} cannot record: {exc}", "Give the rig file at least one camera.") from exc
+    except SessionError:
+        raise
     except Exception as exc:
         log.exception("building the control loop failed")
         rig.disconnect()

@@ -6,6 +6,9 @@ Run as a script it records at 50 Hz into a store and prints one JSON line per ev
     python synthetic.py STORE --mode fsize LIMIT    record with RLIMIT_FSIZE=LIMIT bytes until the
                                                     writer reports the write error, then lift the
                                                     limit ("disk freed") and stop()
+    python synthetic.py STORE --mode full           record until the disk (a small file system)
+                                                    is full, stop() (which cannot save either),
+                                                    and exit normally
 """
 
 from __future__ import annotations
@@ -71,11 +74,12 @@ def _emit(**fields) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from recordings.errors import RecordingError
     from recordings.writer import EpisodeWriter, WriterState
 
     parser = argparse.ArgumentParser()
     parser.add_argument("store")
-    parser.add_argument("--mode", choices=("crash", "fsize"), required=True)
+    parser.add_argument("--mode", choices=("crash", "fsize", "full"), required=True)
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--format", default="jpeg")
     args = parser.parse_args(argv)
@@ -107,6 +111,14 @@ def main(argv: list[str]) -> int:
         _emit(event="tick", index=index, time_s=now)
         index += 1
         status = writer.status()
+        if args.mode == "full" and status.state is WriterState.ERROR:
+            _emit(event="error", error_type=type(status.last_error).__name__, message=str(status.last_error),
+                  frames_written=status.frames_written, partial=str(status.partial_path))
+            try:
+                writer.stop("failure", notes="disk filled up")
+            except RecordingError as error:  # still full: nothing can be saved now
+                _emit(event="stop_failed", message=str(error))
+            return 0
         if args.mode == "fsize" and status.state is WriterState.ERROR:
             import resource
 

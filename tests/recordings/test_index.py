@@ -42,8 +42,7 @@ def test_refresh_after_outside_changes(store, record_episode):
     index = StoreIndex(store)
     index.refresh()
     # Behind the index's back: a relabel by another program, a new file, a deleted one.
-    with h5py.File(store / "episode_1.hdf5", "r+") as root:
-        root.attrs[schema.ATTR_LABEL] = "failure"
+    set_label(store / "episode_1.hdf5", "failure")
     record_episode(n=5, store=store)  # episode_3
     (store / "episode_0.hdf5").unlink()
     result = StoreIndex(store).refresh()

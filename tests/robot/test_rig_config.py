@@ -26,7 +26,7 @@ store_dir = "episodes"
 jpeg_quality = 80
 
 [sim]
-camera_names = []
+camera_names = ["cam_high"]
 seed = 3
 """
 
@@ -71,7 +71,7 @@ def test_a_good_file_fills_the_dataclasses_by_field_name(tmp_path):
     assert rig_file.control.blend_s == 0.5
     assert rig_file.control.max_joint_speed_rad_s == LoopConfig().max_joint_speed_rad_s  # default kept
     assert rig_file.recording == RecordingConfig(store_dir=tmp_path / "episodes", jpeg_quality=80)
-    assert rig.config.camera_names == () and rig.config.seed == 3
+    assert rig.config.camera_names == ("cam_high",) and rig.config.seed == 3
     assert rig.config.name == "bench"  # from [rig] name
     assert rig.config.task == "fold the towel"  # from [recording] task
 
@@ -106,6 +106,21 @@ def test_a_value_the_dataclass_refuses_points_at_its_line(tmp_path):
     text = GOOD.replace("seed = 3", "seed = 3\nimage_height = 4")
     err = error_for(tmp_path, text)
     assert err.line == line_number(text, "image_height")
+
+
+def test_a_rate_the_sim_refuses_points_at_the_users_control_line(tmp_path):
+    text = GOOD.replace("rate_hz = 50", "rate_hz = 1000")  # the loop allows it, the sim does not
+    err = error_for(tmp_path, text)
+    assert err.line == line_number(text, "rate_hz = 1000") and err.key == "rate_hz"
+    assert "[control] rate_hz: must be within 1..500 Hz" in str(err) and "[sim]" in str(err)
+    assert "control_rate_hz" not in str(err)  # the internal field name means nothing to the user
+
+
+def test_a_sim_rig_without_cameras_is_refused_because_episodes_need_one(tmp_path):
+    text = GOOD.replace('camera_names = ["cam_high"]', "camera_names = []")
+    err = error_for(tmp_path, text)
+    assert err.line == line_number(text, "camera_names = []") and err.key == "camera_names"
+    assert "at least one camera" in str(err) and '"cam_high"' in str(err)
 
 
 def test_an_unknown_table_suggests_the_right_one(tmp_path):

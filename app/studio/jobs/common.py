@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.studio.paths import DEFAULT_RIG_FILE
+from recordings.metadata import validate_task
 from recordings.schema import Label
+from recordings.store import StorePathError, require_store_dir
 from robot.capabilities import EvaluatesTask
 from robot.rig import Rig
 
@@ -19,6 +21,22 @@ def check_rig_file(path: Path) -> str:
     if Path(path).is_file():
         return ""
     return f"The rig file {path} does not exist; pass one with --rig (e.g. {DEFAULT_RIG_FILE})."
+
+
+def check_arguments(rig: Path, store: Path | None, task: str = "") -> str:
+    """'' when a recording job may start, else what is wrong (exit code 2): checked before the
+    rig starts, so a typo does not cost a rig start-up. Creates a missing store folder."""
+    if task:
+        try:
+            validate_task(task, "--task")
+        except ValueError as exc:
+            return str(exc)
+    if store is not None:
+        try:
+            require_store_dir(store, create=True)
+        except StorePathError as exc:
+            return str(exc)
+    return check_rig_file(rig)
 
 
 def task_outcome(rig: Rig) -> tuple[Label, str]:

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.studio.jobs.common import JobError, check_rig_file, task_outcome
+from app.studio.jobs.common import JobError, check_arguments, task_outcome
 from app.studio.jobs.console import Bar, Line, Reporter, Shown, Summary, open_reporter
 from app.studio.paths import DEFAULT_RIG_FILE
 from app.studio.session import SessionError, open_session
@@ -129,9 +129,9 @@ class DemosView:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    problem = check_rig_file(args.rig) or ("--episodes must be at least 1." if args.episodes < 1 else "")
+    problem = check_arguments(args.rig, args.store) or ("--episodes must be at least 1." if args.episodes < 1 else "")
     if problem:
-        print(problem, file=sys.stderr)
+        print(f"demos: {problem}", file=sys.stderr)
         return 2
     with open_reporter(json_lines=True if args.json else None, view=DemosView()) as reporter:
         try:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.studio.jobs.common import JobError, check_rig_file, task_outcome
+from app.studio.jobs.common import JobError, check_arguments, task_outcome
 from app.studio.jobs.console import Bar, Reporter, Shown, Summary, open_reporter
 from app.studio.paths import DEFAULT_RIG_FILE
 from app.studio.session import SessionError, open_session
@@ -136,9 +136,9 @@ class RecordView:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    problem = check_rig_file(args.rig) or ("--seconds must be positive." if args.seconds <= 0 else "")
+    problem = check_arguments(args.rig, args.store, args.task) or ("--seconds must be positive." if args.seconds <= 0 else "")
     if problem:
-        print(problem, file=sys.stderr)
+        print(f"record: {problem}", file=sys.stderr)
         return 2
     with open_reporter(json_lines=True if args.json else None, view=RecordView()) as reporter:
         try:

@@ -27,7 +27,7 @@ def test_list_shows_episodes_and_leftovers(leftover, record_episode):
     store = path.parent
     record_episode(n=10, store=store, label="success")  # index 1: the leftover keeps 0
     code, text = run("list", "--store", str(store))
-    assert code == 0
+    assert code == 1  # the leftover needs `recover`: a script's check must notice
     lines = text.splitlines()
     assert lines[0].split()[:4] == ["idx", "frames", "duration", "label"]
     assert lines[1].split()[:5] == ["1", "10", "0.2", "s", "success"]
@@ -36,7 +36,7 @@ def test_list_shows_episodes_and_leftovers(leftover, record_episode):
 
     code, text = run("list", "--store", str(store), "--json")
     data = json.loads(text)
-    assert code == 0 and data["next_index"] == 2
+    assert code == 1 and data["next_index"] == 2 and not data["ok"]
     assert [(e["index"], e["length"], e["unfinished"]) for e in data["episodes"]] == [(1, 10, False), (0, 0, True)]
 
 
@@ -52,7 +52,7 @@ def test_check_exits_non_zero_with_the_reason(tmp_path, record_episode):
     result = json.loads(text)["results"][0]
     assert code == 1 and not result["ok"] and "truncated" in result["reasons"][0]
     code, text = run("check", "--store", str(tmp_path / "nowhere"))
-    assert code == 0 and "No episodes" in text
+    assert code == 2 and "There is no folder" in text and "nowhere" in text
 
 
 def test_recover_says_what_it_recovered(leftover):
