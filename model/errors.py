@@ -55,6 +55,7 @@ class OutputFolderError(ModelError):
     def __init__(self, path, flag: str, reason: str):
         self.path = str(path)
         self.flag = flag
+        self.reason = reason
         super().__init__(f"{flag} {self.path}: {reason}. Pass a folder you can write to with {flag}")
 
 

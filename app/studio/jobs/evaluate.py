@@ -32,7 +32,6 @@ No Qt here: this runs headless (the app may start it through QProcess).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -44,6 +43,7 @@ from app.studio.session import SessionError, open_session
 from model.chunking import ChunkedPolicySource, set_cpu_threads
 from model.compatibility import RigInputs, compare, read_policy_inputs
 from model.errors import ModelError, PolicyRigMismatch
+from model.json_lines import json_line
 from robot.capabilities import EvaluatesTask, Resettable, Simulation
 from robot.rig import RigError
 from robot.rig_config import RigFileError
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 def emit(event: str, **fields) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
+    print(json_line({"event": event, **fields}), flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,9 +91,15 @@ ENSEMBLE_EVERY = 4
 
 
 def _resolve_checkpoint(path: str) -> Path:
-    from model.run_folder import resolve_checkpoint
+    """The checkpoint --checkpoint names: a run folder's best/, else its newest complete
+    checkpoint; each damaged one passed over is a warning naming it."""
+    from model.resume import resolve_checkpoint
 
-    return resolve_checkpoint(path)
+    def skipped(folder: Path, reason: str) -> None:
+        emit("warning", kind="damaged_checkpoint", path=str(folder),
+             message=f"checkpoint {folder} cannot be loaded ({reason}); using an earlier one")
+
+    return resolve_checkpoint(path, on_skip=skipped)
 
 
 def run_eval(args: argparse.Namespace) -> dict:
