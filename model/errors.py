@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from robot.types import SourceFault
+
 
 class ModelError(RuntimeError):
     """Base class: something in `model/` failed in a way the user must act on."""
@@ -84,6 +86,16 @@ class PolicyOutputInvalid(ModelError):
             "the chunk was discarded. Hold the arm; if it repeats, the checkpoint or its "
             "normalisation statistics are broken (retrain or reload), or the input is corrupt."
         )
+
+
+class PolicyFault(SourceFault, ModelError):
+    """The policy runner stops the policy on the control thread (the loop holds the arm within the
+    tick). cause: a short stable name ("invalid_chunk", "out_of_range", "late", "stale_camera",
+    "policy_error", "no_first_chunk"); message: what happened; what_to_do: the fix."""
+
+    def __init__(self, cause: str, message: str, what_to_do: str):
+        self.cause = cause
+        SourceFault.__init__(self, message, what_to_do)
 
 
 def _first(names: list[str], n: int = 5) -> str:
