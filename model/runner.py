@@ -266,8 +266,8 @@ def _infer(policy: ChunkPolicy, request: _Request) -> _Result:
     except Exception as exc:  # any failure of the model must reach the control thread as a fault
         log.exception("the policy failed on chunk %d", request.index)
         result.fault = PolicyFault("policy_error", f"The policy failed: {type(exc).__name__}: {exc}.",
-                                   "The arm holds. Check the checkpoint matches this rig (cameras, task) and the log; "
-                                   "then start autonomy again.")
+                                   "Check the checkpoint matches this rig (cameras, task) and the log, then start "
+                                   "autonomy again.")
         return result
     result.actions = np.asarray(chunk.actions, dtype=np.float32)
     result.encode_s, result.action_s, result.inference_s = chunk.encode_s, chunk.action_s, chunk.total_s
@@ -540,8 +540,8 @@ class PolicyRunner:
                 "late",
                 f"No policy action was due at tick {tick}: the plan ran out before the next chunk arrived "
                 f"(the last chunks took {self._recent_ms()}).",
-                "The arm holds. The computer is too busy for this policy (close other jobs) or the strategy "
-                "re-plans too rarely for its latency; start autonomy again.")
+                "The computer is too busy for this policy (close other jobs), or the strategy re-plans too rarely "
+                "for its latency; start autonomy again.")
         self.kind = ControlSource.POLICY
         self._publish_plans(tick)
         plan = strategy.current
@@ -557,7 +557,7 @@ class PolicyRunner:
             raise PolicyFault(
                 "no_first_chunk",
                 f"The policy gave no first chunk within {self.config.first_chunk_timeout_s:g} s.",
-                "The arm holds. Check the device (a GPU busy with training?) and the log, then start autonomy again.")
+                "Check the device (a GPU busy with training?) and the log, then start autonomy again.")
         self.kind = ControlSource.HOLD
         return self._hold.copy()
 
@@ -572,7 +572,7 @@ class PolicyRunner:
                 "stale_camera",
                 f"Camera {camera}'s newest image is {age:.2f} s old (limit {self.config.max_image_age_s:g} s): "
                 "the policy would act on the past.",
-                "The arm holds. Check the camera's cable and the status bar's camera rates, then start autonomy again.")
+                "Check the camera's cable and the status bar's camera rates, then start autonomy again.")
 
     def _request(self, observation: Observation, tick: int) -> None:
         strategy = self.strategy
@@ -601,8 +601,8 @@ class PolicyRunner:
                 "out_of_range",
                 f"The policy asked for {JOINT_NAMES[joint]} = {value:.3f} (chunk step {step}), beyond its limit by more "
                 f"than {self.config.range_margin:g} (allowed up to {limit:.3f}).",
-                "The arm holds. The checkpoint may not fit this rig (calibration, action convention) or its "
-                "normalisation is broken; check it before starting autonomy again.")
+                "The checkpoint may not fit this rig (calibration, action convention) or its normalisation is "
+                "broken; check it before starting autonomy again.")
         skipped = self.strategy.accept(actions, request.tick, tick, request.index)
         applied = skipped < self.strategy.horizon
         obs = request.observation

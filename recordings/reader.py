@@ -21,6 +21,7 @@ from recordings.errors import EpisodeFormatError
 from recordings.images import decode_jpeg
 from recordings.layout import attr_text
 from recordings.metadata import EpisodeMetadata
+from recordings.policy_tables import PolicyRecord, read_policy
 from recordings.schema import Label
 from robot.types import ControlSource
 
@@ -246,6 +247,14 @@ class Episode:
                 values.append(known.get(text, ControlSource.NONE))
             self._cache["control_sources"] = tuple(values)
         return self._cache["control_sources"]
+
+    @property
+    def policy(self) -> PolicyRecord | None:
+        """The policy that drove the episode (its settings and latency tables,
+        `recordings.policy_tables`); None when none did."""
+        if "policy" not in self._cache:
+            self._cache["policy"] = read_policy(self._file())
+        return self._cache["policy"]
 
     # ---- frames (read on demand) ----
     def _camera_index(self, camera: str) -> int:
