@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--task", action="append", default=[], help="only episodes of this task (repeatable)")
     data.add_argument("--include", nargs="+", default=[], help="only these episodes (names or paths)")
     data.add_argument("--exclude", nargs="+", default=[], help="leave these episodes out (names or paths)")
+    data.add_argument("--control-sources", default=None,
+                      help="train only on steps from these comma-separated control sources, e.g. teleop,intervention "
+                           "for the corrections made in policy episodes (DAgger); default: every step")
     data.add_argument("--default-task", default=None,
                       help="task of files that name none (ALOHA/ACT); default: the preset's first task")
     data.add_argument("--camera-map", nargs="+", default=[], metavar="CANVAS=EPISODE",
@@ -708,7 +711,12 @@ class Trainer:
         window = WindowSpec.from_config(config)
         default_task = args.default_task or (config.encoder.tasks[0] if config.encoder.tasks else "")
         labels = tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else None
-        flt = EpisodeFilter(labels=labels, tasks=tuple(args.task), include=tuple(args.include), exclude=tuple(args.exclude))
+        sources = tuple(x.strip() for x in args.control_sources.split(",") if x.strip()) if args.control_sources else ()
+        try:
+            flt = EpisodeFilter(labels=labels, tasks=tuple(args.task), include=tuple(args.include),
+                                exclude=tuple(args.exclude), control_sources=sources)
+        except ValueError as error:
+            raise UsageError(f"--labels/--control-sources: {error}") from None
         self.emit("stage", stage="select", message="finding episodes")
         episodes = find_episodes(args.episodes, flt, default_task, cameras=canvas.source_cameras)
         train_eps, val_eps = split_by_episode(episodes, hyper.val_fraction)
@@ -728,8 +736,8 @@ class Trainer:
             self._check_resumable(run_dir, run_record)
         elif args.resume:
             self.emit("note", message=f"--resume: {run_dir} has no checkpoint yet, so training starts from step 0")
-        self.emit("episodes", train=len(train_eps), val=len(val_eps), train_steps=sum(e.length for e in train_eps),
-                  val_steps=sum(e.length for e in val_eps), tasks=tasks, variant=variant,
+        self.emit("episodes", train=len(train_eps), val=len(val_eps), train_steps=sum(e.sample_count for e in train_eps),
+                  val_steps=sum(e.sample_count for e in val_eps), tasks=tasks, variant=variant,
                   val_names=[e.name for e in val_eps])
 
         # 2. The video encoder (frozen from here on) and the text side.

@@ -19,6 +19,21 @@ from app.studio.studio import Studio
 from recordings.reader import Episode
 from robot.types import ControlSource, Mode, Severity
 
+#: The tiny preset shrunk further (as tests/model/test_train.py does) so a training step takes ms.
+TEST_MODEL_SETTINGS = [
+    arg for item in ("num_layers=1", "num_heads=2", "attn_head_dim=24", "text_dim=16", "video.hidden_dim=32",
+                     "video.ffn_dim=64", "video.freq_dim=16", "video.in_dim=8", "action.hidden_dim=16",
+                     "action.ffn_dim=32", "action.freq_dim=16", "canvas_hw=[64,96]", "action_horizon=8",
+                     "encoder.vae_channels=[16,16,16]")
+    for arg in ("--set", item)
+]
+
+
+def train_main(argv):
+    from model.train import main
+
+    return main(argv)
+
 RIG = Path(__file__).resolve().parents[3] / "configs" / "sim.toml"
 TIMEOUT_S = 60.0  # the shared 2-core machine may run the sim well below real time
 
@@ -67,7 +82,7 @@ def test_a_checkpoint_that_does_not_fit_the_rig_is_refused(studio, tiny_checkpoi
     assert any("no policy is loaded" in m for m in messages(studio))
 
 
-def test_policy_drives_person_takes_over_and_hands_back(studio, tiny_checkpoint_h32):
+def test_policy_drives_person_takes_over_and_hands_back(studio, tiny_checkpoint_h32, capsys):
     assert studio.load_policy(tiny_checkpoint_h32, AutonomySettings(device="cpu", strategy="rtc")).result(120)
     status = studio.snapshot().autonomy
     assert status.state is AutonomyState.READY and status.checkpoint.preset == "tiny" and status.device == "cpu"
@@ -112,6 +127,22 @@ def test_policy_drives_person_takes_over_and_hands_back(studio, tiny_checkpoint_
         assert policy.attrs["strategy"] == "rtc" and policy.attrs["preset"] == "tiny" and policy.attrs["device"] == "cpu"
         assert policy.chunks["guided"].any() and (policy.chunks["inference_s"] > 0).all()
         assert len(policy.steps["obs_time_s"]) == sources.count("policy")
+        corrections = sources.count("intervention")
+
+    # The recorded policy episode trains on its corrections (DAgger): `run.py train` on it.
+    train_dir = path.parent.parent / "dagger"
+    capsys.readouterr()
+    code = train_main(["--episodes", str(path), "--labels", "failure", "--control-sources", "teleop,intervention",
+                       "--out", str(train_dir / "run"), "--cache-dir", str(train_dir / "cache"), "--steps", "2",
+                       "--batch-size", "2", "--vae-steps", "2", "--vae-batch-size", "2", "--val-fraction", "0",
+                       "--log-every", "1", "--checkpoint-every", "2", *TEST_MODEL_SETTINGS])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert code == 0, lines[-3:]
+    episodes = next(line for line in lines if line["event"] == "episodes")
+    assert episodes["train"] == 1 and episodes["train_steps"] == corrections
+    assert (train_dir / "run" / "checkpoints" / "step_00000002" / "model.safetensors").is_file()
+    run_record = json.loads((train_dir / "run" / "run.json").read_text())
+    assert run_record["train"] == [str(path)] and corrections > 0
 
 
 def test_a_broken_policy_holds_the_arm_and_says_why(studio, tmp_path):
