@@ -48,6 +48,7 @@ import numpy as np
 
 from model.errors import PolicyFault, PolicyOutputInvalid
 from model.execution import ExecutionStrategy, Guide
+from model.policy_process import PolicyProcess
 from robot.types import JOINT_NAMES, ControlSource, JointLimits, Observation
 
 log = logging.getLogger(__name__)
@@ -386,6 +387,53 @@ class _ThreadEngine:
                 self._result = result
 
 
+class _ProcessEngine:
+    """Real time, the policy in its own process (`model.policy_process`): the control thread
+    copies the observation into shared memory and polls the pipe; no model work shares its GIL."""
+
+    def __init__(self, process: PolicyProcess, config: RunnerConfig) -> None:
+        self.process = process
+        self.config = config
+        self._in_flight: _Request | None = None
+        self._sent_s = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight is not None
+
+    def expected_delay_ticks(self, recent_s: deque) -> int:
+        return int(max(recent_s) // self.config.period_s) + 1 if recent_s else 1
+
+    def submit(self, request: _Request) -> None:
+        self._in_flight, self._sent_s = request, time.monotonic()
+        self.process.submit(request)
+
+    def poll(self, tick: int) -> _Result | None:
+        request = self._in_flight
+        if request is None:
+            return None
+        answer = self.process.poll()  # raises PolicyFault when the process died
+        if answer is None:
+            return None
+        self._in_flight = None
+        result = _Result(request, started_s=self._sent_s)
+        if answer[0] == "chunk":
+            _, result.actions, result.encode_s, result.action_s, result.inference_s = answer
+        else:
+            _, name, text = answer
+            cause = "invalid_chunk" if name == "PolicyOutputInvalid" else "policy_error"
+            result.fault = PolicyFault(cause, f"The policy failed: {name}: {text}.",
+                                       "Check the checkpoint matches this rig (cameras, task) and the log, then start "
+                                       "autonomy again.")
+        return result
+
+    def cancel(self) -> None:
+        """As the thread engine: a result of an earlier start is dropped by its session number."""
+
+    def close(self) -> None:
+        self.process.close()
+
+
 # ------------------------------------------------------------------------------------------------
 # The runner
 # ------------------------------------------------------------------------------------------------
@@ -394,8 +442,10 @@ class _ThreadEngine:
 class PolicyRunner:
     """A chunk policy as an `ActionSource` (robot.types) of kind POLICY. See the module doc.
 
-    policy: a `ChunkPolicy`; strategy: a `model.execution.ExecutionStrategy` for its horizon;
-    limits: the rig's joint limits (the range check of every chunk).
+    policy: a `ChunkPolicy` (run on the runner's thread, or inline under a simulated delay) or a
+    `model.policy_process.PolicyProcess` (real time only: run in its own process); strategy: a
+    `model.execution.ExecutionStrategy` for its horizon; limits: the rig's joint limits (the range
+    check of every chunk).
     """
 
     name = "policy"
@@ -410,7 +460,14 @@ class PolicyRunner:
         self.strategy = strategy
         self._low = np.asarray(limits.low, dtype=np.float32) - self.config.range_margin
         self._high = np.asarray(limits.high, dtype=np.float32) + self.config.range_margin
-        self._engine = _ThreadEngine(policy, self.config) if self.config.real_time else _InlineEngine(policy, self.config)
+        if isinstance(policy, PolicyProcess):
+            if not self.config.real_time:
+                raise ValueError("a policy process runs in real time only; give the policy itself for a simulated delay")
+            self._engine = _ProcessEngine(policy, self.config)
+        elif self.config.real_time:
+            self._engine = _ThreadEngine(policy, self.config)
+        else:
+            self._engine = _InlineEngine(policy, self.config)
         # Control thread.
         self.kind = ControlSource.HOLD
         self._session = 0
@@ -481,7 +538,7 @@ class PolicyRunner:
             return list(self._records)
 
     def close(self) -> None:
-        """Stop the policy thread (owner; after the loop stopped using the runner)."""
+        """Stop the policy thread or process (owner; after the loop stopped using the runner)."""
         self._engine.close()
 
     # -- control thread: the ActionSource ----------------------------------------------------------

@@ -80,6 +80,10 @@ from robot.types import ActionSource, ControlSource, Mode, RigStatus, Severity, 
 
 log = logging.getLogger(__name__)
 
+#: How far past a position limit a request may be before the loop reports it (rad; normalised
+#: gripper units): the safety filter clamps either way.
+POSITION_LIMIT_QUIET = 0.01
+
 #: Modes in which the selected source drives the arm.
 DRIVING_MODES = frozenset({Mode.TELEOP, Mode.POLICY})
 
@@ -822,7 +826,9 @@ class ControlLoop:
             self._enter_mode(Mode.HOLD)
 
     def _report_position_limits(self, hits: tuple[SafetyLimit, ...], now_s: float) -> None:
-        limited = {hit.joint: hit for hit in hits if hit.what == "position"}
+        # A request a hair past a limit (a policy's open gripper at 1.001) is clamped without a word:
+        # only a real push against the limit is worth the user's attention.
+        limited = {hit.joint: hit for hit in hits if hit.what == "position" and abs(hit.value - hit.limit) > POSITION_LIMIT_QUIET}
         for joint, hit in limited.items():
             # One event when a joint reaches its limit, at most every 2 s per joint.
             if joint not in self._position_limited and now_s - self._limit_event_time_s.get(joint, -math.inf) > 2.0:

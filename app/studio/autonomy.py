@@ -57,7 +57,9 @@ class AutonomySettings:
     """How to run a checkpoint. device: "cuda", "cpu" or None (cuda when present); strategy:
     "plain", "ensemble" or "rtc" (`model.execution`); every: ticks between chunks (None: the
     strategy's default); decay: ensembling's weight decay; max_guidance: RTC's beta; threads:
-    torch CPU threads of the policy thread (None: automatic); allow_mismatch: load a checkpoint
+    torch CPU threads of the policy thread (None: automatic); max_image_age_s: a camera frame older
+    than this stops the policy (model.runner.RunnerConfig); process: run the policy in a process of
+    its own (`model.policy_process`) instead of a thread of the studio's; allow_mismatch: load a checkpoint
     that does not fit the rig anyway (experts; the mismatch is still shown)."""
 
     device: str | None = None
@@ -66,6 +68,8 @@ class AutonomySettings:
     decay: float = 0.01
     max_guidance: float = 5.0
     threads: int | None = None
+    max_image_age_s: float = 0.5
+    process: bool = False
     allow_mismatch: bool = False
 
 
@@ -200,16 +204,24 @@ class AutonomyControl:
 
     def _build(self, info: CheckpointInfo, settings: AutonomySettings) -> _Loaded:
         from model.execution import make_strategy
-        from model.policy import FastWAMPolicy, default_device_dtype
         from model.runner import PolicyRunner, RunnerConfig
 
-        device, _ = default_device_dtype(settings.device)
-        policy = FastWAMPolicy.from_checkpoint(info.path, device=device)
+        if settings.process:
+            from model.policy_process import PolicyProcess
+
+            policy = PolicyProcess(info.path, device=settings.device, threads=settings.threads)
+            device = policy.device
+        else:
+            from model.policy import FastWAMPolicy
+
+            policy = FastWAMPolicy.from_checkpoint(info.path, device=settings.device)
+            device = policy.device.type
         strategy = make_strategy(settings.strategy, info.horizon, settings.every, decay=settings.decay,
                                  max_guidance=settings.max_guidance)
         control = self.session.rig_file.control
         runner = PolicyRunner(policy, strategy, self.session.rig.joint_limits(),
-                              RunnerConfig(rate_hz=control.rate_hz, threads=settings.threads))
+                              RunnerConfig(rate_hz=control.rate_hz, threads=settings.threads,
+                                           max_image_age_s=settings.max_image_age_s))
         rig = self.session.rig
         if isinstance(rig, LeadersFollow) and isinstance(rig, HasLeaders):
             human, leaders = rig.leader_source(), rig
@@ -221,9 +233,9 @@ class AutonomyControl:
         writer = self.session.writer
         if writer is not None:
             writer.set_policy_attrs(policy_attributes(info, checkpoint_hash(info.path), strategy.settings(),
-                                                      device.type, None))
+                                                      device, None))
             unrecord = record_policy(runner, writer)
-        return _Loaded(info, runner, supervised, device.type, unrecord)
+        return _Loaded(info, runner, supervised, device, unrecord)
 
     def _refuse(self, message: str, what_to_do: str) -> bool:
         with self._lock:

@@ -188,6 +188,12 @@ class Studio:
         return history.window(span_s) if history is not None else None
 
     @property
+    def autonomy(self) -> AutonomyControl | None:
+        """The policy's control (None before the rig runs): its runner for scripts and benchmarks;
+        the window uses the requests below and `snapshot().autonomy`."""
+        return self._autonomy
+
+    @property
     def calibration(self) -> CalibrationControl | None:
         """The calibration of a Calibratable rig (None otherwise): its steps (`next`, `back`,
         `save`, `cancel`, `refresh`) are queued on the studio's worker thread."""

@@ -198,3 +198,36 @@ def test_real_time_runner_plans_on_its_own_thread(tiny_checkpoint_h32):
         assert fault.value.cause in ("no_first_chunk",)
     finally:
         slow.close()
+
+
+def test_the_policy_can_run_in_a_process_of_its_own(tiny_checkpoint_h32):
+    from model.policy_process import PolicyProcess
+
+    process = PolicyProcess(tiny_checkpoint_h32, device="cpu", threads=1)
+    assert process.config.action_horizon == 32 and process.device == "cpu"
+    runner = PolicyRunner(process, make_strategy("rtc", 32, every=8), LIMITS, RunnerConfig(rate_hz=50))
+    first_plan = None
+    try:
+        runner.start(observation(0))
+        kinds, started = [], time.monotonic()
+        for t in range(40):
+            tick_start = time.monotonic()
+            action = runner.next_action(observation(t))
+            kinds.append(runner.kind)
+            # No model work here: copies into shared memory and a pipe message (the first tick
+            # also creates the blocks; the shared test machine can stretch that).
+            assert time.monotonic() - tick_start < 0.05 and action.shape == (14,)
+            status = runner.status()
+            if first_plan is None and status.plan is not None:
+                first_plan = status.plan
+            time.sleep(max(0.0, started + (t + 1) * PERIOD - time.monotonic()))
+        assert kinds[-1] is ControlSource.POLICY
+        records = runner.records()
+        assert len(records) >= 3 and any(r.guided for r in records) and all(r.inference_s > 0 for r in records)
+    finally:
+        runner.close()
+    # The process's first chunk is the in-process policy's for the same observation and seed.
+    local = FastWAMPolicy.from_checkpoint(tiny_checkpoint_h32, device="cpu")
+    np.testing.assert_allclose(first_plan, local.predict(observation(0)).actions, atol=1e-6)
+    with pytest.raises(ValueError, match="real time only"):
+        PolicyRunner(process, make_strategy("plain", 32), LIMITS, RunnerConfig(delay_ms=0))
