@@ -18,7 +18,8 @@ Clocks (`RunnerConfig.delay_ms`):
 
 Faults: `next_action` raises `PolicyFault` (model.errors) on the control thread for a chunk with
 NaN/inf, a chunk beyond the rig's joint limits by more than `range_margin`, no action due at a tick
-(the policy fell behind), a camera image older than `max_image_age_s`, an exception in the policy,
+(the policy fell behind), a camera image older than `max_image_age_s` (real time: on a simulated
+delay the sim renders in step with itself), an exception in the policy,
 and no first chunk within `first_chunk_timeout_s`; the loop then holds the arm within the tick and
 shows the message and what to do. Until the first chunk of a start arrives the runner holds the pose
 it started from (its `kind` is HOLD meanwhile), so autonomy begins without a jump.
@@ -620,7 +621,9 @@ class PolicyRunner:
 
     def _check_images(self, observation: Observation) -> None:
         times = observation.image_times_s
-        if not times:
+        # Under a simulated delay the sim waits for the policy and renders in step with itself:
+        # host-clock ages there measure the model's speed, not a camera's.
+        if not times or not self.config.real_time:
             return
         camera, captured = min(times.items(), key=lambda item: item[1])
         age = float(observation.time_s) - float(captured)

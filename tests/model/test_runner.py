@@ -137,13 +137,19 @@ def test_no_action_due_is_a_fault_not_a_late_action(policy):
 
 
 def test_stale_camera_and_policy_errors_stop_the_policy(policy):
+    runner = PolicyRunner(policy, make_strategy("plain", 8, every=4), LIMITS, RunnerConfig())
+    try:
+        runner.start(observation(0))
+        runner.next_action(observation(0))
+        with pytest.raises(PolicyFault) as fault:
+            runner.next_action(observation(1, image_age_s=0.8))
+        assert fault.value.cause == "stale_camera" and "cam_high" in fault.value.message
+        assert "camera" in fault.value.what_to_do
+    finally:
+        runner.close()
     runner = PolicyRunner(policy, make_strategy("plain", 8, every=4), LIMITS, RunnerConfig(delay_ms=0))
     runner.start(observation(0))
-    runner.next_action(observation(0))
-    with pytest.raises(PolicyFault) as fault:
-        runner.next_action(observation(1, image_age_s=0.8))
-    assert fault.value.cause == "stale_camera" and "cam_high" in fault.value.message
-    assert "camera" in fault.value.what_to_do
+    runner.next_action(observation(1, image_age_s=0.8))  # simulated delay: the sim renders in step
     # A camera the checkpoint needs is missing: the policy raises, the runner turns it into a fault.
     runner.start(observation(0, cameras=CAMERAS[:2]))
     with pytest.raises(PolicyFault) as fault:

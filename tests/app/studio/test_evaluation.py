@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.studio.evaluation import EvalTally, latency_summary, wilson_interval
+from recordings.check import check_episode
 
 
 def test_wilson_interval():
@@ -52,6 +53,8 @@ def test_eval_command_on_the_sim_rig(tiny_checkpoint, tmp_path, capsys):
         assert policy.chunks["obs_tick"].tolist() == [0, 4, 8, 12] and (policy.chunks["skipped"] == 0).all()
         assert len(policy.steps["staleness_s"]) == 15
         assert set(policy.steps["obs_time_s"]) <= set(saved.timestamps.tolist())
+    verdict = check_episode(episode["saved"])  # `episodes check` takes the policy tables in its stride
+    assert verdict.ok and not verdict.warnings, verdict
     code = main(["--checkpoint", str(tmp_path / "nothing"), "--episodes", "1"])
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert code == 4 and error["kind"] == "model"
