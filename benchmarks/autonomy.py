@@ -71,7 +71,7 @@ def ms(values, q) -> float | None:
 
 
 def run_one(name: str, seconds: float, rig: Path, strategy: str, checkpoint: str | None, device: str) -> dict:
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.studio.autonomy import AutonomySettings
@@ -115,8 +115,10 @@ def run_one(name: str, seconds: float, rig: Path, strategy: str, checkpoint: str
     events0 = len(studio.events.all())
     paints0 = window.paint_count if window is not None else 0
     started = time.monotonic()
-    QTimer.singleShot(int(seconds * 1000), app.quit)
-    app.exec()
+    # A local event loop: QApplication.quit() would also ask the window to close (Qt 6).
+    events_loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), events_loop.quit)
+    events_loop.exec()
     wall = time.monotonic() - started
     after = studio.loop.snapshot().stats
     measured = list(chunks)
@@ -155,10 +157,11 @@ def run_one(name: str, seconds: float, rig: Path, strategy: str, checkpoint: str
     }
     if policy != "off" and state in (AutonomyState.AUTONOMOUS, AutonomyState.INTERVENTION):
         studio.stop_autonomy()
+    studio.discard_recording().result(60)
     if window is not None:
+        window.ask_recording_choice = lambda: None  # no dialog: the recording is discarded already
         window.close()
         app.processEvents()
-    studio.discard_recording().result(60)
     studio.shutdown(recording_label=None)
     return result
 
@@ -185,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                "--device", args.device, "--rig", args.rig]
         if args.checkpoint:
             cmd += ["--checkpoint", args.checkpoint]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.seconds * 3 + 300)
+        except subprocess.TimeoutExpired:
+            print(json.dumps({"benchmark": "autonomy", "run": name, "error": "timed out"}), flush=True)
+            continue
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if proc.returncode != 0 or not lines:
             print(json.dumps({"benchmark": "autonomy", "run": name, "error": proc.stderr.strip()[-1500:]}), flush=True)
