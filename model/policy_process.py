@@ -50,11 +50,14 @@ class PolicyProcess:
     """The parent's handle on a policy process. `config` and `device` describe what it loaded."""
 
     def __init__(self, checkpoint: str | Path, device: str | None = None, seed: int = 0, threads: int | None = None,
-                 cpu_affinity: tuple[int, ...] | None = None) -> None:
+                 cpu_affinity: tuple[int, ...] | None = None, nice: int = 0) -> None:
+        """nice: added to the child's niceness (Linux): on a machine short of cores the control
+        loop's process then gets the CPU first; in a process of its own the model can be made to
+        yield without the priority inversion a low-priority thread holding the GIL would cause."""
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads and a GL context
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, name="policy-runner", daemon=True,
-                                        args=(child, str(checkpoint), device, seed, threads, cpu_affinity))
+                                        args=(child, str(checkpoint), device, seed, threads, cpu_affinity, nice))
         self._process.start()
         child.close()
         self._blocks: dict[str, shared_memory.SharedMemory] = {}
@@ -123,7 +126,7 @@ class PolicyProcess:
         self._conn.close()
 
 
-def _serve(conn, checkpoint: str, device, seed: int, threads, cpu_affinity) -> None:
+def _serve(conn, checkpoint: str, device, seed: int, threads, cpu_affinity, nice: int) -> None:
     """The child: load the policy, then answer requests until told to stop."""
     from model.execution import Guide
     from model.policy import FastWAMPolicy
@@ -134,6 +137,8 @@ def _serve(conn, checkpoint: str, device, seed: int, threads, cpu_affinity) -> N
         set_torch_threads(threads or default_threads())
         if cpu_affinity:
             os.sched_setaffinity(0, set(cpu_affinity))
+        if nice > 0:
+            os.nice(nice)
         policy = FastWAMPolicy.from_checkpoint(checkpoint, device=device, seed=seed)
     except Exception as exc:  # the parent shows it; nothing else can
         conn.send(("error", f"the policy process could not load {checkpoint}: {type(exc).__name__}: {exc}"))

@@ -476,6 +476,7 @@ class PolicyRunner:
         self._next_index = 0
         self._hold: np.ndarray | None = None
         self._started_s = 0.0
+        self._requested_s = 0.0
         self._accepted_this_start = False
         self._first_request = True
         self._obs_times: dict[int, float] = {}  # chunk index -> observation time of its plan
@@ -594,10 +595,12 @@ class PolicyRunner:
         if action is None:
             if not self._accepted_this_start:
                 return self._warm_up_hold()
+            waiting = (f"the chunk asked for {1e3 * (time.monotonic() - self._requested_s):.0f} ms ago has not come"
+                       if self._engine.busy and self.config.real_time else "no chunk was being made")
             raise PolicyFault(
                 "late",
                 f"No policy action was due at tick {tick}: the plan ran out before the next chunk arrived "
-                f"(the last chunks took {self._recent_ms()}).",
+                f"({waiting}; the last chunks took {self._recent_ms()} of inference).",
                 "The computer is too busy for this policy (close other jobs), or the strategy re-plans too rarely "
                 "for its latency; start autonomy again.")
         self.kind = ControlSource.POLICY
@@ -642,6 +645,7 @@ class PolicyRunner:
         self._next_index += 1
         self._first_request = False
         strategy.note_request(tick)
+        self._requested_s = time.monotonic()
         self._engine.submit(request)
 
     def _accept(self, result: _Result, tick: int) -> None:

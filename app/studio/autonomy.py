@@ -59,7 +59,8 @@ class AutonomySettings:
     strategy's default); decay: ensembling's weight decay; max_guidance: RTC's beta; threads:
     torch CPU threads of the policy thread (None: automatic); max_image_age_s: a camera frame older
     than this stops the policy (model.runner.RunnerConfig); process: run the policy in a process of
-    its own (`model.policy_process`) instead of a thread of the studio's; allow_mismatch: load a checkpoint
+    its own (`model.policy_process`) instead of a thread of the studio's, `process_nice` added to its
+niceness; allow_mismatch: load a checkpoint
     that does not fit the rig anyway (experts; the mismatch is still shown)."""
 
     device: str | None = None
@@ -70,6 +71,7 @@ class AutonomySettings:
     threads: int | None = None
     max_image_age_s: float = 0.5
     process: bool = False
+    process_nice: int = 0
     allow_mismatch: bool = False
 
 
@@ -209,7 +211,8 @@ class AutonomyControl:
         if settings.process:
             from model.policy_process import PolicyProcess
 
-            policy = PolicyProcess(info.path, device=settings.device, threads=settings.threads)
+            policy = PolicyProcess(info.path, device=settings.device, threads=settings.threads,
+                                   nice=settings.process_nice)
             device = policy.device
         else:
             from model.policy import FastWAMPolicy
