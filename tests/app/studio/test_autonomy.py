@@ -34,8 +34,12 @@ def train_main(argv):
 
     return main(argv)
 
+
 RIG = Path(__file__).resolve().parents[3] / "configs" / "sim.toml"
 TIMEOUT_S = 60.0  # the shared 2-core machine may run the sim well below real time
+#: The stale-camera limit here: a shared test machine can starve the sim's render thread for half a
+#: second, and these tests are about hand-overs (tests/model/test_runner.py checks the limit).
+STALE_S = 5.0
 
 
 def wait_for(condition, what: str, timeout_s: float = TIMEOUT_S):
@@ -83,7 +87,8 @@ def test_a_checkpoint_that_does_not_fit_the_rig_is_refused(studio, tiny_checkpoi
 
 
 def test_policy_drives_person_takes_over_and_hands_back(studio, tiny_checkpoint_h32, capsys):
-    assert studio.load_policy(tiny_checkpoint_h32, AutonomySettings(device="cpu", strategy="rtc")).result(120)
+    settings = AutonomySettings(device="cpu", strategy="rtc", max_image_age_s=STALE_S)
+    assert studio.load_policy(tiny_checkpoint_h32, settings).result(120)
     status = studio.snapshot().autonomy
     assert status.state is AutonomyState.READY and status.checkpoint.preset == "tiny" and status.device == "cpu"
     assert studio.start_recording("fold the towel", "tester").result(30)
