@@ -130,7 +130,7 @@ def _serve(conn, checkpoint: str, device, seed: int, threads, cpu_affinity, nice
     """The child: load the policy, then answer requests until told to stop."""
     from model.execution import Guide
     from model.policy import FastWAMPolicy
-    from model.runner import default_threads, set_torch_threads
+    from model.inference_engines import default_threads, set_torch_threads
     from robot.types import Observation
 
     try:

@@ -29,6 +29,8 @@ listeners (`add_chunk_listener`, `add_step_listener`) on the control thread, whe
 is complete (its apply tick is known there); listeners must only copy or enqueue (the recorder's
 `on_policy_chunk` does). `status()` (any thread) copies the plans, queue depth and latency series.
 
+The engines that make the chunks (inline, a thread, a process) are in `model.inference_engines`.
+
 Threads: `start`, `next_action`, `stop` on the control thread (the ActionSource contract); the
 policy object on the policy thread only (real time) or the calling thread (simulated delay);
 `status`, `add_*_listener` on any thread; `close` by the owner.
@@ -37,48 +39,33 @@ policy object on the policy thread only (real time) or the calling thread (simul
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
-from model.errors import PolicyFault, PolicyOutputInvalid
-from model.execution import ExecutionStrategy, Guide
+from model.errors import PolicyFault
+from model.execution import ExecutionStrategy
+from model.inference_engines import (
+    ChunkPolicy,
+    InlineEngine,
+    ProcessEngine,
+    Request,
+    Result,
+    ThreadEngine,
+    default_threads,
+    set_torch_threads,
+)
 from model.policy_process import PolicyProcess
 from robot.types import JOINT_NAMES, ControlSource, JointLimits, Observation
 
 log = logging.getLogger(__name__)
 
-
-def default_threads(cpu_count: int | None = None) -> int:
-    """torch CPU threads for a policy beside the control loop: 1 on a machine of up to 4 cores
-    (measured on the 2-core lab machine: a second OpenMP thread spinning on the core the control
-    loop, the renderer or another job needs turns a 20 ms chunk into seconds at the tail), else
-    half the cores up to 8."""
-    cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    return 1 if cores <= 4 else min(8, cores // 2)
-
-
-def set_torch_threads(threads: int) -> None:
-    """torch's intra-op CPU threads for this process (the app may not import torch itself)."""
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))
-
-
-class ChunkPolicy(Protocol):
-    """What the runner needs of a policy (`model.policy.FastWAMPolicy` is one)."""
-
-    config: object  # .action_horizon
-
-    def predict(self, observation, task: str | None = None, guide: Guide | None = None): ...
-
-    def reset(self) -> None: ...
+__all__ = ["ChunkPolicy", "ChunkRecord", "LatencySummary", "PolicyRunner", "RunnerConfig", "RunnerStatus",
+           "StepRecord", "default_threads", "set_torch_threads"]
 
 
 @dataclass(frozen=True)
@@ -226,216 +213,6 @@ class RunnerStatus:
 
 
 # ------------------------------------------------------------------------------------------------
-# Inference requests and the two engines that serve them
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Request:
-    session: int
-    index: int
-    tick: int
-    observation: Observation
-    guide: Guide | None
-    queue_depth: int
-    reset: bool  # first chunk of a start: re-seed the policy's noise first
-
-
-@dataclass
-class _Result:
-    request: _Request
-    actions: np.ndarray | None = None
-    encode_s: float = 0.0
-    action_s: float = 0.0
-    inference_s: float = 0.0
-    started_s: float = 0.0
-    fault: PolicyFault | None = None
-    arrival_tick: int = 0  # simulated delay: the tick the chunk becomes usable
-
-
-def _infer(policy: ChunkPolicy, request: _Request) -> _Result:
-    """Run the policy for one request (policy thread, or inline); never raises."""
-    result = _Result(request, started_s=time.monotonic())
-    try:
-        if request.reset:
-            policy.reset()
-        chunk = policy.predict(request.observation, guide=request.guide)
-    except PolicyOutputInvalid as exc:
-        result.fault = PolicyFault("invalid_chunk", f"The policy produced an invalid chunk: {exc}",
-                                   "Take over or hold; reload the checkpoint, and if it repeats retrain it or check its "
-                                   "normalisation statistics.")
-        return result
-    except Exception as exc:  # any failure of the model must reach the control thread as a fault
-        log.exception("the policy failed on chunk %d", request.index)
-        result.fault = PolicyFault("policy_error", f"The policy failed: {type(exc).__name__}: {exc}.",
-                                   "Check the checkpoint matches this rig (cameras, task) and the log, then start "
-                                   "autonomy again.")
-        return result
-    result.actions = np.asarray(chunk.actions, dtype=np.float32)
-    result.encode_s, result.action_s, result.inference_s = chunk.encode_s, chunk.action_s, chunk.total_s
-    return result
-
-
-class _InlineEngine:
-    """Simulated delay: infer at once on the calling thread; the result arrives `delay` ticks later."""
-
-    def __init__(self, policy: ChunkPolicy, config: RunnerConfig) -> None:
-        self.policy = policy
-        self.config = config
-        self._pending: _Result | None = None
-
-    @property
-    def busy(self) -> bool:
-        return self._pending is not None
-
-    def delay_ticks(self, result: _Result) -> int:
-        delay = self.config.delay_ms
-        if delay == "auto":
-            return max(0, math.ceil(result.inference_s * self.config.rate_hz - 1e-9))
-        return int(round(float(delay) * 1e-3 * self.config.rate_hz))
-
-    def expected_delay_ticks(self, recent_s: deque) -> int:
-        if self.config.delay_ms == "auto":
-            return math.ceil(max(recent_s) * self.config.rate_hz) if recent_s else 0
-        return int(round(float(self.config.delay_ms) * 1e-3 * self.config.rate_hz))
-
-    def submit(self, request: _Request) -> None:
-        result = _infer(self.policy, request)
-        result.arrival_tick = request.tick + self.delay_ticks(result)
-        self._pending = result
-
-    def poll(self, tick: int) -> _Result | None:
-        pending = self._pending
-        if pending is None or (pending.fault is None and tick < pending.arrival_tick):
-            return None
-        self._pending = None
-        return pending
-
-    def cancel(self) -> None:
-        self._pending = None
-
-    def close(self) -> None:
-        pass
-
-
-class _ThreadEngine:
-    """Real time: the "policy-runner" thread serves one request at a time."""
-
-    def __init__(self, policy: ChunkPolicy, config: RunnerConfig) -> None:
-        self.policy = policy
-        self.config = config
-        self._lock = threading.Lock()
-        self._request: _Request | None = None
-        self._result: _Result | None = None
-        self._in_flight = False  # control thread: submitted, result not yet taken
-        self._wake = threading.Event()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="policy-runner", daemon=True)
-        self._thread.start()
-
-    @property
-    def busy(self) -> bool:
-        return self._in_flight
-
-    def expected_delay_ticks(self, recent_s: deque) -> int:
-        # The chunk is taken at the first tick after it is ready: latency // period + 1 ticks.
-        period = self.config.period_s
-        return int(max(recent_s) // period) + 1 if recent_s else 1
-
-    def submit(self, request: _Request) -> None:
-        with self._lock:
-            self._request = request
-        self._in_flight = True
-        self._wake.set()
-
-    def poll(self, tick: int) -> _Result | None:
-        if not self._in_flight:
-            return None
-        with self._lock:
-            result, self._result = self._result, None
-        if result is not None:
-            self._in_flight = False
-        return result
-
-    def cancel(self) -> None:
-        """Nothing to undo: a result of an earlier start carries its session number and is
-        dropped when polled (until then `busy` keeps a new request from overtaking it)."""
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        self._thread.join(timeout=10.0)
-
-    def _run(self) -> None:
-        threads = self.config.threads or default_threads()
-        try:
-            set_torch_threads(threads)
-            if self.config.cpu_affinity:
-                os.sched_setaffinity(0, set(self.config.cpu_affinity))  # 0: this thread only
-        except Exception:  # a refused affinity must not stop the policy; the log says so
-            log.exception("setting the policy thread's threads/affinity failed")
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._closing:
-                return
-            with self._lock:
-                request, self._request = self._request, None
-            if request is None:
-                continue
-            result = _infer(self.policy, request)
-            with self._lock:
-                self._result = result
-
-
-class _ProcessEngine:
-    """Real time, the policy in its own process (`model.policy_process`): the control thread
-    copies the observation into shared memory and polls the pipe; no model work shares its GIL."""
-
-    def __init__(self, process: PolicyProcess, config: RunnerConfig) -> None:
-        self.process = process
-        self.config = config
-        self._in_flight: _Request | None = None
-        self._sent_s = 0.0
-
-    @property
-    def busy(self) -> bool:
-        return self._in_flight is not None
-
-    def expected_delay_ticks(self, recent_s: deque) -> int:
-        return int(max(recent_s) // self.config.period_s) + 1 if recent_s else 1
-
-    def submit(self, request: _Request) -> None:
-        self._in_flight, self._sent_s = request, time.monotonic()
-        self.process.submit(request)
-
-    def poll(self, tick: int) -> _Result | None:
-        request = self._in_flight
-        if request is None:
-            return None
-        answer = self.process.poll()  # raises PolicyFault when the process died
-        if answer is None:
-            return None
-        self._in_flight = None
-        result = _Result(request, started_s=self._sent_s)
-        if answer[0] == "chunk":
-            _, result.actions, result.encode_s, result.action_s, result.inference_s = answer
-        else:
-            _, name, text = answer
-            cause = "invalid_chunk" if name == "PolicyOutputInvalid" else "policy_error"
-            result.fault = PolicyFault(cause, f"The policy failed: {name}: {text}.",
-                                       "Check the checkpoint matches this rig (cameras, task) and the log, then start "
-                                       "autonomy again.")
-        return result
-
-    def cancel(self) -> None:
-        """As the thread engine: a result of an earlier start is dropped by its session number."""
-
-    def close(self) -> None:
-        self.process.close()
-
-
-# ------------------------------------------------------------------------------------------------
 # The runner
 # ------------------------------------------------------------------------------------------------
 
@@ -464,11 +241,11 @@ class PolicyRunner:
         if isinstance(policy, PolicyProcess):
             if not self.config.real_time:
                 raise ValueError("a policy process runs in real time only; give the policy itself for a simulated delay")
-            self._engine = _ProcessEngine(policy, self.config)
+            self._engine = ProcessEngine(policy, self.config)
         elif self.config.real_time:
-            self._engine = _ThreadEngine(policy, self.config)
+            self._engine = ThreadEngine(policy, self.config)
         else:
-            self._engine = _InlineEngine(policy, self.config)
+            self._engine = InlineEngine(policy, self.config)
         # Control thread.
         self.kind = ControlSource.HOLD
         self._session = 0
@@ -640,7 +417,7 @@ class PolicyRunner:
     def _request(self, observation: Observation, tick: int) -> None:
         strategy = self.strategy
         delay = self._engine.expected_delay_ticks(self._recent_inference_s)
-        request = _Request(self._session, self._next_index, tick, observation, strategy.guide(tick, delay),
+        request = Request(self._session, self._next_index, tick, observation, strategy.guide(tick, delay),
                            strategy.remaining(tick), self._first_request)
         self._next_index += 1
         self._first_request = False
@@ -648,7 +425,7 @@ class PolicyRunner:
         self._requested_s = time.monotonic()
         self._engine.submit(request)
 
-    def _accept(self, result: _Result, tick: int) -> None:
+    def _accept(self, result: Result, tick: int) -> None:
         if result.fault is not None:
             raise result.fault
         request, actions = result.request, result.actions
