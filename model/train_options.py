@@ -137,6 +137,7 @@ class TrainOptions:
     tasks: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    control_sources: tuple[str, ...] = ()  # () = every step; else only steps of these sources
     default_task: str | None = None
     deep_check: bool = True
     skip_unreadable: bool = False

@@ -209,7 +209,11 @@ class Trainer:
         canvas = CanvasSpec.from_config(config, dict(options.camera_map))
         window = WindowSpec.from_config(config)
         default_task = options.default_task or (config.encoder.tasks[0] if config.encoder.tasks else "")
-        flt = EpisodeFilter(labels=options.labels, tasks=options.tasks, include=options.include, exclude=options.exclude)
+        try:
+            flt = EpisodeFilter(labels=options.labels, tasks=options.tasks, include=options.include,
+                                exclude=options.exclude, control_sources=options.control_sources)
+        except ValueError as error:
+            raise UsageError(f"--labels/--control-sources: {error}") from None
         self.emit(Event.STAGE, stage="select", message="finding episodes" + (" and reading every frame once"
                                                                             if options.deep_check else ""))
         episodes = self._find_episodes(ctx, flt, default_task, canvas)
@@ -232,8 +236,8 @@ class Trainer:
             check_resumable(run_dir, run_record)
         elif options.resume:
             self.emit(Event.NOTE, message=f"--resume: {run_dir} has no checkpoint yet, so training starts from step 0")
-        self.emit(Event.EPISODES, train=len(train_eps), val=len(val_eps), train_steps=sum(e.length for e in train_eps),
-                  val_steps=sum(e.length for e in val_eps), tasks=tasks, variant=config.variant,
+        self.emit(Event.EPISODES, train=len(train_eps), val=len(val_eps), train_steps=sum(e.sample_count for e in train_eps),
+                  val_steps=sum(e.sample_count for e in val_eps), tasks=tasks, variant=config.variant,
                   val_names=[e.name for e in val_eps])
 
         # 2. The video encoder (frozen from here on) and the text side.

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--task", action="append", default=[], help="only episodes of this task (repeatable)")
     data.add_argument("--include", nargs="+", default=[], help="only these episodes (names or paths)")
     data.add_argument("--exclude", nargs="+", default=[], help="leave these episodes out (names or paths)")
+    data.add_argument("--control-sources", default=None,
+                      help="train only on steps from these comma-separated control sources, e.g. teleop,intervention "
+                           "for the corrections made in policy episodes (DAgger); default: every step")
     data.add_argument("--skip-unreadable", action="store_true",
                       help="leave out episodes that cannot be read (damaged, unfinished, a frame that does not "
                            "decode), with a warning naming each; without it such files stop the run before any work")
@@ -185,6 +188,7 @@ def options_from_args(args: argparse.Namespace, argv: Sequence[str]) -> TrainOpt
         hyper=hyper, store=tuple(args.store), cache_dir=args.cache_dir, out=out, preset=args.preset,
         labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else None,
         tasks=tuple(args.task), include=tuple(args.include), exclude=tuple(args.exclude),
+        control_sources=tuple(x.strip() for x in (args.control_sources or "").split(",") if x.strip()),
         deep_check=args.deep_check, skip_unreadable=args.skip_unreadable, default_task=args.default_task,
         camera_map=parse_camera_map(args.camera_map), cache_max_gb=args.cache_max_gb,
         workers=args.workers, std_floor=args.std_floor, model_overrides=parse_overrides(args.overrides),
