@@ -190,7 +190,7 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return getattr(module, "module", module)
 
 
-def _is_fsdp(module: torch.nn.Module) -> bool:
+def is_fsdp(module: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(module, FSDPModule)
@@ -198,7 +198,7 @@ def _is_fsdp(module: torch.nn.Module) -> bool:
 
 def full_state_dict(module: torch.nn.Module, ctx: DistContext) -> dict[str, torch.Tensor] | None:
     """The whole (unsharded) state dict on rank 0, None elsewhere. Every rank must call it."""
-    if _is_fsdp(module):
+    if is_fsdp(module):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -209,7 +209,7 @@ def full_state_dict(module: torch.nn.Module, ctx: DistContext) -> dict[str, torc
 
 def optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext) -> dict | None:
     """The optimizer's state for a checkpoint: full on rank 0 (gathered under FSDP), None elsewhere."""
-    if _is_fsdp(module):
+    if is_fsdp(module):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         state = get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -219,7 +219,7 @@ def optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer, c
 
 def load_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Inverse of `optimizer_state` (every rank passes the full state read from the checkpoint)."""
-    if _is_fsdp(module):
+    if is_fsdp(module):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         set_optimizer_state_dict(module, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))

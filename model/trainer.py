@@ -103,6 +103,7 @@ from model.run_folder import (
 )
 from model.train_module import StepBatches, TrainModule, sample_draws
 from model.train_options import TrainHyper, TrainOptions
+from model.validation import ValidationResult, Validator, best_record, improves
 from recordings.check_memo import DeepCheckMemo
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ class Trainer:
         self._initialise(fastwam, options, config, text, tasks)
         fastwam.gradient_checkpointing = hyper.grad_checkpointing
         module = TrainModule(fastwam, tasks, text).to(ctx.device)
-        start_step, best = 0, {"val_action_loss": None, "step": None}
+        start_step, best = 0, {"val_action_loss": None, "step": None}  # model.validation.best_record
         resumed: ResumeState | None = None
         if resume_from is not None:
             resumed = self.resume.read()
@@ -476,6 +477,14 @@ class Trainer:
         action_shape = (config.action_horizon, config.action_dim)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         extra = {"vae": video_encoder} if isinstance(video_encoder, CausalVideoAutoencoder) else {}
+        validator = None
+        if val_ds is not None:
+            validator = Validator(ctx, config, val_ds, options.seed, hyper.val_samples, per_rank,
+                                  np.maximum(norm.action_std, norm.std_floor))
+            sampled = validator.sampled_supported(wrapped)
+            if not sampled:
+                self.emit(Event.NOTE, message="the sampled-action error is not measured under FSDP; best/ is chosen "
+                                              "by the flow validation loss")
         self.emit(Event.STAGE, stage="train", message=f"training steps {start_step}..{hyper.steps}", steps=hyper.steps,
                   batch_size=hyper.batch_size, world_size=ctx.world_size, device=str(ctx.device),
                   precision="bf16" if use_bf16 else "fp32", start_step=start_step)
@@ -525,15 +534,14 @@ class Trainer:
                 window.zero_()
                 window_steps, window_start = 0, time.monotonic()
 
-            val_now = val_ds is not None and (done % hyper.val_every == 0 or done == hyper.steps)
+            val_now = validator is not None and (done % hyper.val_every == 0 or done == hyper.steps)
             if val_now:
-                val = self._validate(ctx, wrapped, config, val_ds, hyper, per_rank, latent_shape, action_shape, autocast)
-                is_best = self._improves(best, val)
+                result = validator(wrapped, autocast, sampled)
+                is_best = improves(best, result)
                 if is_best:
-                    best = {"val_action_loss": val[2], "step": done}
-                    self._save_best(ctx, wrapped, config, norm, done, extra, val)
-                self.emit(Event.VALIDATION, step=done, val_loss={"total": rounded(val[0]), "video": rounded(val[1]), "action": rounded(val[2])},
-                          best=is_best, best_step=best["step"])
+                    best = best_record(result, done)
+                    self._save_best(ctx, wrapped, config, norm, done, extra, result)
+                self.emit(Event.VALIDATION, step=done, **result.fields(), best=is_best, best_step=best["step"])
                 wrapped.train()
 
             cancelled = dist_utils.any_rank(ctx, self.cancelled()) or (options.stop_after_steps is not None and done >= stop_step
@@ -553,6 +561,8 @@ class Trainer:
         self.emit(Event.SUMMARY, steps=hyper.steps, final_loss={"total": rounded(last_loss[0]), "video": rounded(last_loss[1]),
                                                             "action": rounded(last_loss[2])},
                   best_val_action_loss=None if best["val_action_loss"] is None else rounded(best["val_action_loss"]),
+                  best_sampled_action_error=(rounded(best["score"]) if best.get("criterion") == "sampled_action_error"
+                                             else None),
                   best_step=best["step"], checkpoint=str(last_saved),
                   best_checkpoint=str(run_dir / BEST_DIR) if best["step"] is not None else None,
                   run_dir=str(run_dir), elapsed_s=round(time.monotonic() - started, 1),
@@ -561,40 +571,8 @@ class Trainer:
                   train_episodes=len(train_ds.sources), val_episodes=len(val_ds.sources) if val_ds else 0, tasks=tasks)
         return True
 
-    @torch.no_grad()
-    def _validate(self, ctx, wrapped, config, val_ds, hyper, per_rank, latent_shape, action_shape, autocast) -> list[float]:
-        """Mean (total, video, action) loss over a fixed set of validation windows with fixed noise,
-        so values are comparable from one validation to the next. The windows are spread evenly
-        over the validation episodes and trimmed to a multiple of the process count, so every rank
-        runs the same batches (FSDP gathers parameters in each forward)."""
-        wrapped.eval()
-        n = len(val_ds)
-        picks = np.unique(np.linspace(0, n - 1, num=min(n, hyper.val_samples)).astype(np.int64))
-        count = max(1, len(picks) // ctx.world_size)
-        picks = np.resize(picks, count * ctx.world_size)  # (repeats only when fewer windows than ranks)
-        mine = picks[ctx.rank * count : (ctx.rank + 1) * count]
-        sums = torch.zeros(4, dtype=torch.float64)
-        for start in range(0, count, per_rank):
-            idx = [int(i) for i in mine[start : start + per_rank]]
-            batch = torch.utils.data.default_collate([val_ds[i] for i in idx])
-            draws = sample_draws(config, self.options.seed, -1, idx, latent_shape, action_shape)
-            inputs = {k: v.to(ctx.device) for k, v in batch.items()}
-            with autocast:
-                losses = wrapped(inputs["latents"], inputs["proprio"], inputs["action"], inputs["action_is_pad"],
-                                 inputs["image_is_pad"], inputs["task"], **{k: v.to(ctx.device) for k, v in draws.items()})
-            sums[:3] += losses.double().cpu() * len(idx)  # batch mean x samples = sum
-            sums[3] += len(idx)
-        total = dist_utils.all_reduce_sum(ctx, sums.to(ctx.device)).cpu()
-        return (total[:3] / total[3].clamp(min=1)).tolist()
-
     def _gather(self, ctx, wrapped) -> dict[str, torch.Tensor] | None:
         return dist_utils.full_state_dict(wrapped, ctx)
-
-    @staticmethod
-    def _improves(best: dict[str, Any], val: list[float]) -> bool:
-        """The rule for best/: a lower validation action loss than the best so far. (What
-        `best` records - {"val_action_loss", "step"} - goes into trainer.json and the summary.)"""
-        return best["val_action_loss"] is None or val[2] < best["val_action_loss"]
 
     @staticmethod
     def _write_weights(folder: Path, state: dict[str, torch.Tensor], extra: dict[str, nn.Module], config,
@@ -607,14 +585,13 @@ class Trainer:
             modules["task_embedding"] = text
         save_checkpoint(folder, StateView(state, "fastwam."), config, norm, step, modules, inputs=inputs.to_dict())
 
-    def _save_best(self, ctx, wrapped, config, norm, step, extra, val) -> None:
+    def _save_best(self, ctx, wrapped, config, norm, step, extra, result: ValidationResult) -> None:
         state = self._gather(ctx, wrapped)
         if ctx.is_main:
             staged = self.run_dir / BEST_STAGING_DIR
             shutil.rmtree(staged, ignore_errors=True)
             self._write_weights(staged, state, extra, config, norm, step, self.inputs)
-            write_json(staged / VALIDATION_FILE,
-                       {"step": step, "val_loss": {"total": val[0], "video": val[1], "action": val[2]}})
+            write_json(staged / VALIDATION_FILE, {"step": step, **result.fields()})
             replace_best(self.run_dir, staged)
         dist_utils.barrier(ctx)
 

@@ -41,7 +41,9 @@ class CheckpointInfo:
     path: the checkpoint folder (a run folder resolves to its best/, else its newest checkpoint);
     run_dir: its run folder (None for a loose checkpoint); preset / variant / horizon / action_dim
     / proprio_dim / cameras / canvas_hw: from its config; step: training step; val_action_loss:
-    the validation action loss it was kept for (None when not recorded); is_best: it is its run's
+    the validation action loss it was kept for (None when not recorded); val_sampled_error: the
+    validation's sampled-action error (the policy's own chunks against held-out demonstrations,
+    mean end-point error in normalised units; None for runs before it was measured); is_best: it is its run's
     best/; trained_on: what run.json says it trained on (e.g. "140 episodes from runs/demos150").
     """
 
@@ -59,6 +61,7 @@ class CheckpointInfo:
     val_action_loss: float | None
     is_best: bool
     trained_on: str
+    val_sampled_error: float | None = None
 
 
 def _read_json(path: Path) -> dict | None:
@@ -97,6 +100,7 @@ def describe_checkpoint(path: str | Path) -> CheckpointInfo:
     step = (_read_json(folder / STEP_FILE) or {}).get("step")
     validation = _read_json(folder / VALIDATION_FILE) or {}
     val_action = (validation.get("val_loss") or {}).get("action")
+    sampled = (validation.get("sampled_action_error") or {}).get("epe")
     if val_action is None and (folder / TRAINER_FILE).is_file():
         best = (_read_json(folder / TRAINER_FILE) or {}).get("best") or {}
         if best.get("step") == step:
@@ -116,6 +120,7 @@ def describe_checkpoint(path: str | Path) -> CheckpointInfo:
         canvas_hw=tuple(config.get("canvas_hw", (384, 320))), tasks=tuple(encoder.get("tasks", ())),
         step=None if step is None else int(step), val_action_loss=None if val_action is None else float(val_action),
         is_best=folder.name == "best", trained_on=trained_on,
+        val_sampled_error=None if sampled is None else float(sampled),
     )
 
 

@@ -98,7 +98,18 @@ def test_short_training_run_produces_a_checkpoint_the_policy_loads(base_run):
     assert checkpoints == ["step_00000003", "step_00000006"]
     for name in ("model.safetensors", "config.json", "normalization.json", "step.json", "training_state.pt", "trainer.json"):
         assert (out / "checkpoints" / "step_00000006" / name).is_file(), name
-    assert json.loads((out / "best" / "validation.json").read_text())["step"] in (3, 6)
+    # best/ is the checkpoint whose sampled chunks (the policy's own sampler, from noise) were
+    # closest to the demonstrations, and validation.json says so with both measures.
+    validations = [e for e in lines if e["event"] == "validation"]
+    assert [e["selected_by"] for e in validations] == ["sampled_action_error"] * len(validations)
+    for e in validations:
+        sampled = e["sampled_action_error"]
+        assert sampled["epe"] > 0 and len(sampled["mae"]) == len(sampled["bias"]) == 14
+        assert all(m >= abs(b) for m, b in zip(sampled["mae"], sampled["bias"]))
+    chosen = min(validations, key=lambda e: e["sampled_action_error"]["epe"])
+    recorded = json.loads((out / "best" / "validation.json").read_text())
+    assert recorded["step"] == chosen["step"] == summary["best_step"]
+    assert recorded["sampled_action_error"] == chosen["sampled_action_error"] and recorded["val_loss"] == chosen["val_loss"]
     # What it was trained on, for the rig check (model/compatibility.py): our cameras as they are.
     inputs = json.loads((out / "best" / "inputs.json").read_text())
     assert inputs["cameras"] == {c: c for c in support.CAMERAS} and inputs["default_task"] is None
@@ -239,3 +250,17 @@ def test_a_cancel_while_caching_stops_between_episodes_and_keeps_what_was_cached
     assert code == 0, lines[-1]
     ready = next(e for e in lines if e["event"] == "cache_ready")
     assert ready["hits"] == 1 and ready["built"] >= 1 and len(encoded) == 1 + ready["built"]
+
+
+def test_a_run_resumed_from_before_sampled_selection_keeps_comparing_fairly():
+    """trainer.json of older runs keeps only the flow loss: a new validation is compared by that
+    until a best with a score exists; then by the score."""
+    from model.validation import ValidationResult, best_record, improves
+
+    old = {"val_action_loss": 0.010, "step": 400}
+    assert improves(old, ValidationResult((0.1, 0.09, 0.009), sampled_epe=0.5))
+    assert not improves(old, ValidationResult((0.1, 0.09, 0.011), sampled_epe=0.1))
+    best = best_record(ValidationResult((0.1, 0.09, 0.009), sampled_epe=0.5), 500)
+    assert improves(best, ValidationResult((0.1, 0.09, 0.020), sampled_epe=0.4))  # lower error, higher loss
+    assert not improves(best, ValidationResult((0.1, 0.09, 0.001), sampled_epe=0.6))
+    assert improves({"val_action_loss": None, "step": None}, ValidationResult((1.0, 1.0, 1.0)))

@@ -52,13 +52,16 @@ class LogLine:
 @dataclass(frozen=True)
 class CheckpointRow:
     """One row of the checkpoints table. train_loss: the mean (total, video, action) logged at
-    `step` (or the nearest earlier log); val_loss: the validation at `step`, if any."""
+    `step` (or the nearest earlier log); val_loss: the validation at `step`, if any;
+    sampled_error: the validation's sampled-action error (mean end-point error of the policy's
+    own chunks against the demonstrations, normalised units; what best/ is chosen by), if any."""
 
     step: int
     path: Path
     train_loss: tuple[float, float, float] | None
     val_loss: tuple[float, float, float] | None
     best: bool
+    sampled_error: float | None = None
 
     @property
     def is_best_folder(self) -> bool:
@@ -82,6 +85,7 @@ class RunState:
     steps: int | None = None  # the run's total training steps
     train_loss: dict[int, tuple[float, float, float]] = field(default_factory=dict)
     val_loss: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    sampled_error: dict[int, float] = field(default_factory=dict)  # step -> validation's sampled-action error
     checkpoints: dict[int, Path] = field(default_factory=dict)
     best_step: int | None = None
     episodes: dict[str, Any] | None = None
@@ -237,9 +241,13 @@ class RunState:
         step = int(r["step"])
         val = r["val_loss"]
         self.val_loss[step] = (float(val["total"]), float(val["video"]), float(val["action"]))
+        sampled = (r.get("sampled_action_error") or {}).get("epe")
+        if sampled is not None:
+            self.sampled_error[step] = float(sampled)
         self.best_step = r.get("best_step", self.best_step)
         best = " (best so far)" if r.get("best") else ""
-        return LogLine(f"validation at step {step}: action loss {val['action']:.4g}, total {val['total']:.4g}{best}")
+        error = "" if sampled is None else f", sampled-action error {sampled:.4g}"
+        return LogLine(f"validation at step {step}: action loss {val['action']:.4g}, total {val['total']:.4g}{error}{best}")
 
     def _on_checkpoint(self, r) -> LogLine:
         self.checkpoints[int(r["step"])] = Path(r["path"])
@@ -351,12 +359,14 @@ def checkpoint_rows(state: RunState, run_dir: Path) -> list[CheckpointRow]:
     """
     folders = complete_checkpoints(run_dir)
     rows = [
-        CheckpointRow(step, folder, state.train_loss_at(step), state.val_loss.get(step), step == state.best_step)
+        CheckpointRow(step, folder, state.train_loss_at(step), state.val_loss.get(step), step == state.best_step,
+                      state.sampled_error.get(step))
         for step, folder in sorted(folders.items(), reverse=True)
     ]
     best = best_checkpoint(run_dir)
     if best is not None:
         folder, step = best[0], best[1] if best[1] is not None else state.best_step
         if step is not None:
-            rows.append(CheckpointRow(step, folder, state.train_loss_at(step), state.val_loss.get(step), True))
+            rows.append(CheckpointRow(step, folder, state.train_loss_at(step), state.val_loss.get(step), True,
+                                      state.sampled_error.get(step)))
     return rows

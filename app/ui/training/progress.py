@@ -33,13 +33,14 @@ from app.studio.training.follower import RunFollower
 from app.studio.training.run_state import STAGE_TEXT, LogLine, Outcome, checkpoint_rows, format_duration
 from app.ui import theme
 
-CHECKPOINT_COLUMNS = ("Step", "Train loss", "Val action loss", "Best", "Path")
+CHECKPOINT_COLUMNS = ("Step", "Train loss", "Val action loss", "Sampled action error", "Best", "Path")
 CURVES = {  # name -> (colour, dashed)
     "train total": ("#60a5fa", False),
     "train action": ("#34d399", False),
     "train video": ("#fbbf24", True),
     "val total": ("#e5e7eb", False),
     "val action": ("#f472b6", False),
+    "val sampled error": ("#a78bfa", False),  # what best/ is chosen by (model/validation.py)
 }
 LEVEL_PREFIX = {"info": "", "warning": "! ", "error": "✖ ", "stderr": "│ "}
 PROBLEM_STYLE = {
@@ -218,6 +219,8 @@ class RunProgressWidget(QGroupBox):
             # Log scale: a zero loss (video off) has no place on it.
             points = [(s, source[s][index]) for s in keys if source[s][index] > 0]
             self.curves[name].setData([p[0] for p in points], [p[1] for p in points])
+        sampled = sorted((s, e) for s, e in state.sampled_error.items() if e > 0)
+        self.curves["val sampled error"].setData([p[0] for p in sampled], [p[1] for p in sampled])
 
     def show_checkpoints(self, follower: RunFollower) -> bool:
         """The checkpoints on disk with the run's figures; True when the table changed."""
@@ -232,9 +235,10 @@ class RunProgressWidget(QGroupBox):
         for i, row in enumerate(rows):
             train = f"{row.train_loss[0]:.4g}" if row.train_loss else "—"
             val = f"{row.val_loss[2]:.4g}" if row.val_loss else "—"
+            sampled = f"{row.sampled_error:.4g}" if row.sampled_error is not None else "—"
             best = "★ best" if row.best else ""
             step = f"{row.step}" + (" (best/)" if row.is_best_folder else "")
-            for column, text in enumerate((step, train, val, best, str(row.path))):
+            for column, text in enumerate((step, train, val, sampled, best, str(row.path))):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, str(row.path))
                 item.setToolTip(str(row.path))

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from app.studio.training.follower import FileTail, find_runs
 from app.studio.training.job import process_alive
@@ -37,6 +38,10 @@ def test_process_alive_sees_a_live_job_by_its_run_folder_and_not_a_dead_one(tmp_
     marker = str(tmp_path / "run")
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "--out", marker])
     try:
+        # Until the child has exec'd, /proc shows the parent's arguments (seen under load).
+        deadline = time.monotonic() + 10
+        while marker.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert process_alive(proc.pid, marker)
         assert not process_alive(proc.pid, str(tmp_path / "another-run"))  # a reused pid is not our job
         assert process_alive(proc.pid, "--out")

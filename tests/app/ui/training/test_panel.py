@@ -138,9 +138,13 @@ def test_panel_drives_a_tiny_job_to_its_end(finished, workspace, qtbot):
     table = panel.run_view.checkpoint_table
     rows = [[table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())]
     assert [r[0] for r in rows] == ["6", "3", f"{state.best_step} (best/)"]
-    best_rows = [r for r in rows if r[3] == "★ best"]
-    assert len(best_rows) == 2 and best_rows[-1][4].endswith("best")
-    assert all(Path(r[4]).is_dir() for r in rows)
+    best_rows = [r for r in rows if r[4] == "★ best"]
+    assert len(best_rows) == 2 and best_rows[-1][5].endswith("best")
+    assert all(Path(r[5]).is_dir() for r in rows)
+    # Both measures of each validated checkpoint: the flow loss and the sampled-action error
+    # (what best/ is chosen by), and the best has the lowest sampled error.
+    sampled = {r[0].split()[0]: float(r[3]) for r in rows}
+    assert sampled[str(state.best_step)] == min(sampled.values())
     assert rows[0][2] == f"{state.val_loss[6][2]:.4g}" and rows[0][1] == f"{state.train_loss[6][0]:.4g}"
     assert "Finished 6 steps" in panel.run_view.problem_label.text() and panel.run_view.problem_label.text().endswith("best")
 
@@ -157,7 +161,7 @@ def test_panel_drives_a_tiny_job_to_its_end(finished, workspace, qtbot):
     panel.run_view.copy_checkpoint_path()
     from PySide6.QtGui import QGuiApplication
 
-    assert QGuiApplication.clipboard().text() == rows[0][4]
+    assert QGuiApplication.clipboard().text() == rows[0][5]
 
 
 def test_a_crash_shows_the_last_lines_and_resume_cancel_resume_finish_it(finished, workspace, qtbot, started_pids):
