@@ -32,8 +32,9 @@ spins a thread per core, and beside another process that turned a 105 ms median 
 
 An episode succeeds as soon as the sim's towel-fold measure says so (both near corners on their
 far corners, towel settled, checked every `--check-every-s`), and fails when `--max-seconds`
-pass first. Reported (JSON lines on stdout): per episode success, fold error and timing; at the
-end the success rate with its 95% Wilson interval, mean fold error, and per chunk the inference
+pass first. On a terminal it shows a bar with the success count and its 95% interval as episodes
+end, and a summary table; piped or with `--json`, JSON lines on stdout. Reported: per episode
+success, fold error and timing; at the end the success rate with its 95% Wilson interval, mean fold error, and per chunk the inference
 latency and the observation-to-command latency (p50/p95/p99/max). `--save-dir` records every
 rollout as an episode (labelled success/failure, with the policy's latency tables) for review.
 
@@ -47,16 +48,16 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from app.studio.autonomy import policy_attributes, record_policy
 from app.studio.checkpoints import checkpoint_hash, describe_checkpoint
-from app.studio.evaluation import EvalTally, RolloutSettings, rollout
+from app.studio.evaluation import EvalTally, RolloutSettings, rollout, wilson_interval
+from app.studio.jobs.console import LOG_FORMAT, Bar, Line, Shown, Summary, open_reporter
 from app.studio.paths import DEFAULT_RIG_FILE
 from app.studio.session import SessionError, open_session
 from model.compatibility import RigInputs, compare, read_policy_inputs
 from model.errors import ModelError, PolicyRigMismatch
-from model.json_lines import json_line
 from robot.capabilities import EvaluatesTask, Resettable, Simulation
 from robot.rig import RigError
 from robot.rig_config import RigFileError
@@ -65,8 +66,52 @@ log = logging.getLogger(__name__)
 
 
 
-def emit(event: str, **fields) -> None:
-    print(json_line({"event": event, **fields}), flush=True)
+class EvalView:
+    """`run.py eval` on a terminal: a bar over the seeds with the success count and its 95%
+    interval as episodes end, a line per episode, a summary table."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.successes = 0
+
+    def show(self, name: str, fields) -> Shown:
+        if name == "eval_start":
+            self.total = int(fields["episodes"])
+            text = (f"Evaluating {fields['checkpoint']} ({fields['preset']}, {fields['variant']}) on seeds "
+                    f"{fields['seeds'][0]}..{fields['seeds'][1]}: {fields['strategy']}, {fields['timing']}")
+            return Shown(lines=[Line(text, "note")], bar=self._bar())
+        if name == "episode":
+            self.done += 1
+            self.successes += bool(fields["success"])
+            text = (f"seed {fields['seed']}: {'folded' if fields['success'] else 'not folded'}, fold error "
+                    f"{fields['fold_error_m'] * 100:.1f} cm, {fields['sim_s']:.1f} s simulated")
+            return Shown(lines=[Line(text, "info" if fields["success"] else "warning")], bar=self._bar())
+        if name in ("warning", "error"):
+            what = f" {fields['what_to_do']}" if fields.get("what_to_do") else ""
+            return Shown(lines=[Line(f"{fields.get('message', '')}{what}", name)])
+        if name == "cancelled":
+            return Shown(lines=[Line(fields.get("message", "stopped"), "warning")])
+        if name == "summary":
+            lo, hi = fields["success_ci95"]
+            latency = fields.get("latency") or {}
+            rows = [("folded", f"{fields['successes']} of {fields['episodes']} ({fields['success_rate']:.0%}, "
+                               f"95% interval {lo:.0%}-{hi:.0%})"),
+                    ("fold error", f"mean {fields['fold_error_m_mean'] * 100:.1f} cm, median "
+                                   f"{fields['fold_error_m_median'] * 100:.1f} cm" if fields.get("fold_error_m_mean")
+                                   is not None else "-"),
+                    ("inference", f"p50 {latency.get('p50_ms')} ms, p95 {latency.get('p95_ms')} ms, "
+                                  f"max {latency.get('max_ms')} ms" if latency else "-"),
+                    ("checkpoint", str(fields["checkpoint"])), ("wall time", f"{fields['wall_s']:.0f} s")]
+            return Shown(summary=Summary("Evaluation", rows, "ok"))
+        return Shown()
+
+    def _bar(self) -> Bar:
+        figures = f"{self.successes} folded"
+        if self.done:
+            lo, hi = wilson_interval(self.successes, self.done)
+            figures += f" · {self.successes / self.done:.0%} (95% {lo:.0%}-{hi:.0%})"
+        return Bar("episodes", self.done, self.total, figures=figures)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,13 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-seed", type=int, default=0, help="seed of the policy's sampling noise")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 on machines of up to 4 cores, else half the cores)")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout even on a terminal")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="experts: run a checkpoint whose cameras, image sizes, widths or task differ from the rig's "
                         "(refused otherwise); each view reads its trained camera if the rig has it, else its own name")
     return p
 
 
-def _resolve_checkpoint(path: str) -> Path:
+def _resolve_checkpoint(path: str, emit: Callable[..., None]) -> Path:
     """The checkpoint --checkpoint names: a run folder's best/, else its newest complete
     checkpoint; each damaged one passed over is a warning naming it."""
     from model.resume import resolve_checkpoint
@@ -127,8 +173,9 @@ def _delay(text: str) -> float | str:
     return value
 
 
-def run_eval(args: argparse.Namespace) -> dict:
-    """The evaluation; returns the summary dict (also printed)."""
+def run_eval(args: argparse.Namespace, emit: Callable[..., None]) -> dict:
+    """The evaluation; returns the summary dict (also reported). emit(event, **fields): the
+    reporter's `event`."""
     from model.execution import make_strategy
     from model.policy import FastWAMPolicy
     from model.runner import PolicyRunner, RunnerConfig, default_threads, set_torch_threads
@@ -142,7 +189,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     delay = None if args.real_time else _delay(args.delay_ms)
     threads = args.threads or default_threads()
     set_torch_threads(threads)  # the stepped modes run the policy on this thread
-    checkpoint = _resolve_checkpoint(args.checkpoint)
+    checkpoint = _resolve_checkpoint(args.checkpoint, emit)
     policy = FastWAMPolicy.from_checkpoint(checkpoint, device=args.device, seed=args.policy_seed)
     horizon = policy.config.action_horizon
     strategy = make_strategy(args.strategy, horizon, args.execute, decay=args.ensemble_decay,
@@ -205,14 +252,19 @@ def run_eval(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad arguments, 4 checkpoint/model problem, 1 rig or other failure."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    with open_reporter(json_lines=True if args.json else None, view=EvalView()) as reporter:
+        if not logging.getLogger().handlers:  # warnings above the bar on a terminal, else on stderr
+            logging.basicConfig(level=logging.WARNING, handlers=[reporter.log_handler()], format=LOG_FORMAT)
+        return _run(args, reporter.event)
+
+
+def _run(args: argparse.Namespace, emit: Callable[..., None]) -> int:
     try:
-        run_eval(args)
+        run_eval(args, emit)
         return 0
     except ValueError as error:
         emit("error", kind="invalid_argument", message=str(error), what_to_do="Fix the flag; see `python run.py eval --help`.")

@@ -88,3 +88,25 @@ def test_eval_under_a_simulated_delay_and_in_real_time(tiny_checkpoint, tiny_che
     assert summary["latency"]["p99_ms"] >= summary["latency"]["p50_ms"] > 0
     assert summary["obs_to_command"]["p50_ms"] >= summary["latency"]["p50_ms"]
     assert main(["--checkpoint", str(tiny_checkpoint), "--delay-ms", "soon"]) == 2
+
+
+def test_eval_on_a_terminal_shows_the_success_count_with_its_interval_as_episodes_end():
+    from app.studio.jobs.evaluate import EvalView
+
+    view = EvalView()
+    start = view.show("eval_start", {"episodes": 4, "checkpoint": "runs/x/best", "preset": "tiny",
+                                     "variant": "fastwam", "seeds": [1000, 1003], "strategy": "ensemble",
+                                     "timing": "0.0 ms simulated delay"})
+    assert start.bar.total == 4 and start.bar.done == 0 and "seeds 1000..1003" in start.lines[0].text
+    for seed, success in ((1000, True), (1001, False), (1002, True)):
+        shown = view.show("episode", {"seed": seed, "success": success, "fold_error_m": 0.02, "sim_s": 8.0})
+    assert shown.bar.done == 3 and shown.bar.figures == "2 folded · 67% (95% 21%-94%)"
+    assert shown.lines[0].level == "info" and "fold error 2.0 cm" in shown.lines[0].text
+    summary = view.show("summary", {"episodes": 3, "successes": 2, "success_rate": 0.6667,
+                                    "success_ci95": [0.2077, 0.9385], "fold_error_m_mean": 0.02,
+                                    "fold_error_m_median": 0.02, "latency": {"p50_ms": 9.0, "p95_ms": 12.0,
+                                                                             "max_ms": 30.0},
+                                    "checkpoint": "runs/x/best", "wall_s": 60.0}).summary
+    assert dict(summary.rows)["folded"] == "2 of 3 (67%, 95% interval 21%-94%)"
+    error = view.show("error", {"message": "the checkpoint does not fit", "what_to_do": "Pass --allow-mismatch."})
+    assert error.lines[0].level == "error" and error.lines[0].text.endswith("Pass --allow-mismatch.")
