@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.studio.evaluation import wilson_interval  # noqa: E402
+from app.studio.evaluation import seed_shares, wilson_interval  # noqa: E402
 
 VARIANTS = {"video": [], "novideo": ["--no-video-cotraining"]}
 
@@ -63,18 +63,6 @@ def _wait(processes: list[subprocess.Popen], what: str) -> None:
             raise SystemExit(f"{what} failed (exit {process.returncode}); see the .err files beside its .jsonl")
 
 
-def _shares(first: int, count: int, parts: int) -> list[tuple[int, int]]:
-    """(first seed, count) of each of `parts` near-equal consecutive shares."""
-    parts = max(1, min(parts, count))
-    base, extra = divmod(count, parts)
-    shares, seed = [], first
-    for i in range(parts):
-        n = base + (1 if i < extra else 0)
-        shares.append((seed, n))
-        seed += n
-    return shares
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -96,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Demonstrations.
     started = time.monotonic()
     stores, pending = [], []
-    for i, (seed, count) in enumerate(_shares(0, args.demos, args.parallel)):
+    for i, (seed, count) in enumerate(seed_shares(0, args.demos, args.parallel)):
         store = out / f"demos_{i}"
         stores.append(store)
         log = out / f"demos_{i}.jsonl"
@@ -132,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for variant in VARIANTS:
         pending, logs_eval = [], []
-        for i, (seed, count) in enumerate(_shares(args.eval_seed, args.eval_episodes, args.parallel)):
+        for i, (seed, count) in enumerate(seed_shares(args.eval_seed, args.eval_episodes, args.parallel)):
             log = out / f"eval_{variant}_{i}.jsonl"
             logs_eval.append(log)
             if not any(e["event"] == "summary" for e in _lines(log)):

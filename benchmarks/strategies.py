@@ -31,26 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app.studio.evaluation import wilson_interval  # noqa: E402
-
-
-def _split(first: int, count: int, parts: int) -> list[tuple[int, int]]:
-    """(first seed, episodes) for each of `parts` processes."""
-    parts = max(1, min(parts, count))
-    base, extra = divmod(count, parts)
-    out, seed = [], first
-    for i in range(parts):
-        n = base + (1 if i < extra else 0)
-        out.append((seed, n))
-        seed += n
-    return out
+from app.studio.evaluation import seed_shares, wilson_interval  # noqa: E402
 
 
 def run_cell(args, strategy: str, delay: str | None) -> dict:
     """One strategy at one timing (a delay in ms, or None for real time) over all seeds."""
     started = time.monotonic()
     procs = []
-    for first, count in _split(args.seed, args.seeds, args.parallel):
+    for first, count in seed_shares(args.seed, args.seeds, args.parallel):
         cmd = [sys.executable, str(ROOT / "run.py"), "eval", "--checkpoint", args.checkpoint, "--episodes", str(count),
                "--seed", str(first), "--strategy", strategy, "--threads", "1", "--max-seconds", str(args.max_seconds),
                "--device", args.device]

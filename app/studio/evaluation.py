@@ -33,6 +33,19 @@ from recordings.schema import Label
 from robot.types import ActionSource, Mode, Severity
 
 
+def seed_shares(first: int, count: int, parts: int) -> list[tuple[int, int]]:
+    """(first seed, count) of each of `parts` near-equal consecutive shares of the seeds
+    first..first+count-1: how the benchmarks split an evaluation over processes."""
+    parts = max(1, min(parts, count))
+    base, extra = divmod(count, parts)
+    shares, seed = [], first
+    for i in range(parts):
+        n = base + (1 if i < extra else 0)
+        shares.append((seed, n))
+        seed += n
+    return shares
+
+
 def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score interval of a success rate (default 95%). (0, 1) for zero trials.
 

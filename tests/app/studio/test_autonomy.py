@@ -18,6 +18,7 @@ from app.studio.snapshot import AutonomyState, Phase
 from app.studio.studio import Studio
 from recordings.reader import Episode
 from robot.types import ControlSource, Mode, Severity
+from episode_fixtures import wait_until
 
 #: The tiny preset shrunk further (as tests/model/test_train.py does) so a training step takes ms.
 TEST_MODEL_SETTINGS = [
@@ -42,14 +43,8 @@ TIMEOUT_S = 60.0  # the shared 2-core machine may run the sim well below real ti
 STALE_S = 5.0
 
 
-def wait_for(condition, what: str, timeout_s: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(condition, what: str) -> None:
+    wait_until(condition, TIMEOUT_S, what)
 
 
 def wait_ticks(studio: Studio, count: int) -> None:

@@ -19,6 +19,7 @@ from app.studio.studio import Studio
 from recordings.reader import Episode
 from robot.dynamixel.emulator import Push
 from robot.types import Mode
+from episode_fixtures import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 60.0
@@ -28,14 +29,8 @@ STALE_S = 5.0
 LEADER_WAIST = 1  # servo id of the waist joint of a WidowX leader
 
 
-def wait_for(condition, what: str, timeout_s: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(condition, what: str) -> None:
+    wait_until(condition, TIMEOUT_S, what)
 
 
 def rig_file(tmp_path: Path) -> Path:
