@@ -76,13 +76,29 @@ import numpy as np
 from robot.capabilities import Simulation
 from robot.rig import Rig
 from robot.safety import SafetyConfig, SafetyError, SafetyFilter, SafetyLimit
-from robot.types import ActionSource, ControlSource, Mode, RigStatus, Severity, SourceFault, TickRecord, TickTimings
+from robot.types import (
+    GRIPPER_INDICES,
+    JOINT_NAMES,
+    ActionSource,
+    ControlSource,
+    Mode,
+    RigStatus,
+    Severity,
+    SourceFault,
+    TickRecord,
+    TickTimings,
+)
 
 log = logging.getLogger(__name__)
 
-#: How far past a position limit a request may be before the loop reports it (rad; normalised
-#: gripper units): the safety filter clamps either way.
+#: How far past a position limit a request may be before the loop reports it (rad): the safety
+#: filter clamps either way.
 POSITION_LIMIT_QUIET = 0.01
+#: The same for grippers (normalised 0..1). Demonstrations hold the grippers at fully open or
+#: closed, so a policy's chunks overshoot those ends by a few hundredths all the time (seen:
+#: -0.010 to -0.019 every second or two); that is clamping doing its job, not a push to report.
+GRIPPER_LIMIT_QUIET = 0.05
+_GRIPPERS = frozenset(JOINT_NAMES[i] for i in GRIPPER_INDICES)
 
 #: Modes in which the selected source drives the arm.
 DRIVING_MODES = frozenset({Mode.TELEOP, Mode.POLICY})
@@ -828,7 +844,8 @@ class ControlLoop:
     def _report_position_limits(self, hits: tuple[SafetyLimit, ...], now_s: float) -> None:
         # A request a hair past a limit (a policy's open gripper at 1.001) is clamped without a word:
         # only a real push against the limit is worth the user's attention.
-        limited = {hit.joint: hit for hit in hits if hit.what == "position" and abs(hit.value - hit.limit) > POSITION_LIMIT_QUIET}
+        limited = {hit.joint: hit for hit in hits if hit.what == "position" and abs(hit.value - hit.limit)
+                   > (GRIPPER_LIMIT_QUIET if hit.joint in _GRIPPERS else POSITION_LIMIT_QUIET)}
         for joint, hit in limited.items():
             # One event when a joint reaches its limit, at most every 2 s per joint.
             if joint not in self._position_limited and now_s - self._limit_event_time_s.get(joint, -math.inf) > 2.0:
