@@ -1,0 +1,94 @@
+"""The Policy panel in the real window on the real simulated rig (MuJoCo), the real control loop and
+the tiny policy: choose and load a checkpoint through the panel, hand the arm to it with the
+Autonomous key, see the mode change everywhere and the plan curve fill, take over and hand back
+with the take-over key, and let go. One window for the module (the sim costs seconds to build).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from app.studio.snapshot import AutonomyState, Phase
+from app.studio.studio import Studio
+from app.ui.main_window import StudioWindow
+from robot.types import Mode
+
+RIG = Path(__file__).resolve().parents[3] / "configs" / "sim.toml"
+WAIT_MS = 60_000  # a shared 2-core machine may run the sim at a fraction of real time
+#: The stale-camera limit of these tests: a loaded test machine can starve the sim's render
+#: thread for half a second (tests/model/test_runner.py checks the limit itself).
+STALE_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def shared(qapp, tmp_path_factory):
+    studio = Studio(RIG, tmp_path_factory.mktemp("store"))
+    window = StudioWindow(studio)
+    window.show()
+    studio.start()
+    assert studio.wait_until_running(90), [e.message for e in studio.events.all()]
+    yield window, studio
+    window.close()
+    if studio.snapshot().phase is not Phase.STOPPED:
+        studio.shutdown(recording_label=None)
+
+
+def points(curve) -> int:
+    x, _ = curve.getData()
+    return 0 if x is None else len(x)
+
+
+def test_load_drive_take_over_hand_back_and_let_go_from_the_window(shared, qtbot, tiny_checkpoint_h32):
+    window, studio = shared
+    panel = window.policy_panel
+    keys_target = window.control_panel.task_edit  # the shortcuts work while typing, too
+    # Before anything is loaded the Autonomous key is refused, with what to do.
+    qtbot.keyClick(keys_target, Qt.Key.Key_F10)
+    qtbot.waitUntil(lambda: "no policy is loaded" in panel.message_label.text(), timeout=WAIT_MS)
+    assert "Choose a checkpoint" in panel.message_label.text()
+    assert not panel.autonomous_button.isEnabled()
+
+    window.show_policy(tiny_checkpoint_h32)
+    assert window.policy_dock.isVisible()
+    assert "tiny" in panel.info_label.text() and "32 actions per plan" in panel.info_label.text()
+    panel.device_combo.setCurrentText("cpu")
+    panel.strategy_combo.setCurrentText("ensemble")
+    chosen = panel.settings
+    panel.settings = lambda: dataclasses.replace(chosen(), max_image_age_s=STALE_S)
+    qtbot.mouseClick(panel.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: studio.snapshot().autonomy.state is AutonomyState.READY, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: panel.autonomous_button.isEnabled(), timeout=WAIT_MS)
+    assert "Policy ready: tiny" in panel.message_label.text()
+    assert window.policy_button.text() == "Policy: ready (tiny)"
+
+    qtbot.keyClick(keys_target, Qt.Key.Key_F10)  # Autonomous
+    qtbot.waitUntil(lambda: window.status_mode.text() == "AUTONOMOUS (policy drives)", timeout=WAIT_MS)
+    assert studio.snapshot().mode is Mode.POLICY
+    assert window.control_panel.mode_badge.text() == "AUTONOMOUS (policy drives)"
+    assert panel.autonomous_button.isChecked() and panel.take_over_button.isEnabled()
+    assert not panel.hand_back_button.isEnabled()
+    # The window's own paint timer draws the plan ahead of now and the latency of each chunk.
+    qtbot.waitUntil(lambda: points(panel.plots.plan_curve) == 32, timeout=WAIT_MS)
+    x, y = panel.plots.plan_curve.getData()
+    assert x[-1] > 0 and np.all(np.isfinite(y))
+    qtbot.waitUntil(lambda: points(panel.plots.inference_curve) >= 2, timeout=WAIT_MS)
+    assert "inference p50" in panel.plots.readout.text()
+
+    qtbot.keyClick(keys_target, Qt.Key.Key_F11)  # take over
+    qtbot.waitUntil(lambda: window.status_mode.text() == "INTERVENTION (you drive)", timeout=WAIT_MS)
+    assert window.control_panel.mode_badge.text() == "INTERVENTION (you drive)"
+    assert panel.hand_back_button.isEnabled() and not panel.take_over_button.isEnabled()
+    assert studio.snapshot().autonomy.state is AutonomyState.INTERVENTION
+
+    qtbot.keyClick(keys_target, Qt.Key.Key_F11)  # hand back
+    qtbot.waitUntil(lambda: window.status_mode.text() == "AUTONOMOUS (policy drives)", timeout=WAIT_MS)
+
+    qtbot.keyClick(keys_target, Qt.Key.Key_F10)  # let go: the arm holds
+    qtbot.waitUntil(lambda: window.status_mode.text() == "HOLD", timeout=WAIT_MS)
+    assert studio.snapshot().autonomy.state is AutonomyState.READY
+    assert not panel.autonomous_button.isChecked() and panel.load_button.isEnabled()
