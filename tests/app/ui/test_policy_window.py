@@ -92,3 +92,39 @@ def test_load_drive_take_over_hand_back_and_let_go_from_the_window(shared, qtbot
     qtbot.waitUntil(lambda: window.status_mode.text() == "HOLD", timeout=WAIT_MS)
     assert studio.snapshot().autonomy.state is AutonomyState.READY
     assert not panel.autonomous_button.isChecked() and panel.load_button.isEnabled()
+
+
+def test_evaluate_in_sim_counts_rollouts_and_can_be_cancelled(qtbot, tiny_checkpoint, tmp_path):
+    """The real `run.py eval` as the panel's child process, on the real sim rig."""
+    from app.studio.eval_job import EvalRequest, EvalState
+    from app.studio.evaluation import wilson_interval
+    from app.ui.policy.evaluation import EvalBoxWidget
+
+    def request(episodes, first_seed, max_seconds):
+        return EvalRequest(tiny_checkpoint, episodes, first_seed, "ensemble", RIG, device="cpu",
+                           max_seconds=max_seconds, save_dir=tmp_path / f"rollouts-{episodes}")
+
+    box = EvalBoxWidget(request)
+    qtbot.addWidget(box)
+    box.episodes_spin.setValue(2)
+    box.seconds_spin.setValue(0.5)
+    assert not box.review_button.isEnabled()
+    qtbot.mouseClick(box.start_button, Qt.MouseButton.LeftButton)
+    assert box.running and not box.start_button.isEnabled() and box.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: not box.running, timeout=120_000)
+    progress = box.progress
+    assert progress.state is EvalState.FINISHED, (progress.text, list(box._stderr))
+    lo, hi = wilson_interval(progress.tally.successes, 2)
+    assert progress.summary["success_ci95"] == [round(lo, 4), round(hi, 4)]
+    assert box.result_label.text().startswith("Done. 2 of 2 rollouts: 0 folded")  # a random policy folds nothing
+    assert box.bar.value() == 2 and box.review_button.isEnabled()
+    assert len(list((tmp_path / "rollouts-2").glob("*.hdf5"))) == 2
+
+    box.episodes_spin.setValue(100)
+    qtbot.mouseClick(box.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: box.progress.tally.episodes >= 1, timeout=120_000)
+    qtbot.mouseClick(box.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not box.running, timeout=30_000)
+    assert box.progress.state is EvalState.CANCELLED
+    assert box.result_label.text().startswith("Cancelled.") and "of 100 rollouts" in box.result_label.text()
+    assert box.start_button.isEnabled() and not box.cancel_button.isEnabled()
