@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "once the rig is up")
     parser.add_argument("--autonomous", action="store_true",
                         help="with --policy: hand the arm to the policy as soon as it is loaded")
+    parser.add_argument("--camera-age-limit-s", type=float, default=None, metavar="S",
+                        help="with --policy: the Policy panel's camera age limit (the policy stops on older images)")
     parser.add_argument("--take-over-after-s", type=float, default=None, metavar="N",
                         help="with --autonomous: take over from the policy N seconds after it starts driving "
                              "(demonstrations and screenshots of an intervention)")
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.start_arms or args.source is not None:
         _schedule_start(window, studio, startup, args.start_arms, args.source)
     if args.policy is not None:
+        if args.camera_age_limit_s is not None:
+            window.policy_panel.image_age_spin.setValue(args.camera_age_limit_s)
         _schedule_policy(window, studio, startup, args.policy, args.autonomous, args.take_over_after_s)
     if args.screenshot is not None:
         _schedule_screenshot(window, startup, args.screenshot, args.after_s)

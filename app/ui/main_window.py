@@ -584,7 +584,11 @@ class StudioWindow(QMainWindow):
         panel = self.control_panel
         panel.show_mode(snap.mode, snap.autonomy.state)
         loop, mode = snap.loop, snap.mode
-        if loop is not None and mode in (Mode.TELEOP, Mode.POLICY):
+        if loop is not None and mode is Mode.POLICY and snap.autonomy.state is AutonomyState.INTERVENTION:
+            # The policy's source carries the person's actions now: say who, not which object.
+            hands = "leader arms" if snap.capabilities.leaders and not snap.capabilities.simulated else "jog keys"
+            panel.show_source("", f"you ({hands})", ControlSource.INTERVENTION)
+        elif loop is not None and mode in (Mode.TELEOP, Mode.POLICY):
             label = loop.source_name + (" (blending in)" if loop.blending else "")
             panel.show_source(snap.source.name if snap.source else "", label, loop.source_kind)
         elif loop is not None:

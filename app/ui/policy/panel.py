@@ -18,6 +18,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -68,6 +69,9 @@ STATE_WORDS: dict[AutonomyState, str] = {
     AutonomyState.INTERVENTION: "INTERVENTION: you drive",
     AutonomyState.FAULT: "stopped: see below",
 }
+
+INTERVENTION_HINT = ("You drive: the jog keys and pads (the leader arms on a real rig); these steps are recorded as "
+                     "intervention. Hand back ({key}) and the policy re-plans from where the arm is.")
 
 
 def describe_html(info: CheckpointInfo) -> str:
@@ -141,6 +145,15 @@ class PolicyPanelWidget(QWidget):
         self.strategy_hint = QLabel("")
         self.strategy_hint.setObjectName("hint")
         self.strategy_hint.setWordWrap(True)
+        self.image_age_spin = QDoubleSpinBox()
+        self.image_age_spin.setRange(0.1, 10.0)
+        self.image_age_spin.setSingleStep(0.1)
+        self.image_age_spin.setDecimals(1)
+        self.image_age_spin.setSuffix(" s")
+        self.image_age_spin.setValue(AutonomySettings().max_image_age_s)
+        self.image_age_spin.setToolTip("The policy stops (the arm holds) when a camera's newest image is older than "
+                                       "this: it would act on the past. Raise it only for cameras slower than the "
+                                       "status bar's fps suggests")
         self.mismatch_check = QCheckBox("Load even if it does not fit")
         self.mismatch_check.setToolTip("Experts: load a checkpoint whose cameras, image sizes or task differ from the "
                                        "rig's (refused otherwise; the differences are still reported)")
@@ -151,6 +164,7 @@ class PolicyPanelWidget(QWidget):
         form.addRow("Device", self.device_combo)
         form.addRow("Strategy", self.strategy_combo)
         form.addRow(self.strategy_hint)
+        form.addRow("Camera age limit", self.image_age_spin)
         form.addRow(self.mismatch_check)
         checkpoint_layout = QVBoxLayout(checkpoint_box)
         checkpoint_layout.addLayout(chooser_row)
@@ -277,7 +291,7 @@ class PolicyPanelWidget(QWidget):
     def settings(self) -> AutonomySettings:
         device = self.device_combo.currentText()
         return AutonomySettings(device=None if device == "auto" else device, strategy=self.strategy_combo.currentText(),
-                                allow_mismatch=self.mismatch_check.isChecked())
+                                max_image_age_s=self.image_age_spin.value(), allow_mismatch=self.mismatch_check.isChecked())
 
     def request_load(self) -> None:
         if self._info is not None:
@@ -301,6 +315,8 @@ class PolicyPanelWidget(QWidget):
         state = status.state
         driving = status.driving and mode is Mode.POLICY
         if (state, driving) != (self._state, self._driving):
+            if state is AutonomyState.INTERVENTION and not status.message:
+                self._say(INTERVENTION_HINT.format(key=self._keys.get("take_over", "")), theme.TEXT)
             self._state, self._driving = state, driving
             words = STATE_WORDS[state]
             if status.checkpoint is not None and state is not AutonomyState.LOADING:
@@ -316,11 +332,18 @@ class PolicyPanelWidget(QWidget):
         self._running = running
         self._loading = state is AutonomyState.LOADING
         self._update_controls()
-        # An event usually said it already, with what to do (the loop's says it in its own words).
-        if status.message and status.message not in self.message_label.text() and state in (
-                AutonomyState.FAULT, AutonomyState.INTERVENTION):
-            colour = theme.ERROR_COLOUR if state is AutonomyState.FAULT else theme.TEXT
-            self._say(status.message, colour)
+        # Shown once when it changes (a later refusal must not be painted over), and only when no
+        # event said it already with what to do (the loop's says it in its own words).
+        message = status.message if state in (AutonomyState.FAULT, AutonomyState.INTERVENTION) else ""
+        if message != self._status_message:
+            self._status_message = message
+        else:
+            message = ""
+        if message and message not in self.message_label.text():
+            if state is AutonomyState.FAULT:
+                self._say(message, theme.ERROR_COLOUR)
+            else:
+                self._say(f"{message} {INTERVENTION_HINT.format(key=self._keys.get('take_over', ''))}", theme.TEXT)
 
     def show_event(self, event: StudioEvent) -> None:
         """A policy event (loaded, refused, stopped, ...) with what to do."""
@@ -333,10 +356,11 @@ class PolicyPanelWidget(QWidget):
         self.message_label.setStyleSheet(f"color: {colour}; font-weight: normal;")
 
     def show_plots(self, status: AutonomyStatus, history: HistoryWindow | None) -> None:
-        self.plots.show_status(status.runner, history)
+        self.plots.show_status(status.runner, history, plans=status.state is AutonomyState.AUTONOMOUS)
 
     _running = False
     _loading = False
+    _status_message = ""
 
     def _update_controls(self) -> None:
         self.load_button.setEnabled(self._running and self._info is not None and not self._loading and not self._driving)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.studio.history import HistoryWindow
 from app.ui import theme
@@ -28,7 +28,7 @@ PAST_S = 4.0  # the plan plot's past: long enough to see a few re-plans, short e
 AHEAD_S = 1.0  # its future: a 32-action plan at 50 Hz reaches 0.64 s ahead
 LATENCY_SPAN_S = 20.0
 PLAN_COLOUR = "#f0abfc"  # the policy's violet (theme.MODE_COLOURS[POLICY]), lighter to read on dark
-PREVIOUS_COLOUR = (240, 171, 252, 70)  # the same, faded
+PREVIOUS_COLOUR = (240, 171, 252, 80)  # the same, faded: a wide pale band behind the plan
 INFERENCE_COLOUR = "#60a5fa"
 OBS_AGE_COLOUR = "#9ca3af"
 TO_COMMAND_COLOUR = "#fbbf24"
@@ -65,6 +65,9 @@ class PolicyPlotsWidget(QWidget):
         self.readout = QLabel("")
         self.readout.setObjectName("hint")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # A long line wraps rather than widening the window past the screen.
+        self.readout.setWordWrap(True)
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         # -- plan ---------------------------------------------------------------------------------
         self.plan_plot = styled_plot("", "rad | gripper 0..1", PAST_S)
@@ -72,7 +75,7 @@ class PolicyPlotsWidget(QWidget):
         self.plan_plot.setLabel("bottom", "time from now (s)")
         legend = self.plan_plot.addLegend(offset=(4, 4), labelTextSize="8pt", colCount=4)
         legend.setBrush(pg.mkBrush(17, 24, 39, 180))
-        self.previous_curve = pg.PlotCurveItem(pen=_pen(PREVIOUS_COLOUR, 3), skipFiniteCheck=True)
+        self.previous_curve = pg.PlotCurveItem(pen=_pen(PREVIOUS_COLOUR, 7), skipFiniteCheck=True)
         self.plan_curve = pg.PlotCurveItem(pen=_pen(PLAN_COLOUR, 3), skipFiniteCheck=True)
         self.commanded_curve = pg.PlotCurveItem(pen=_pen(theme.TEXT, 1.5, Qt.PenStyle.DashLine), skipFiniteCheck=True)
         self.measured_curve = pg.PlotCurveItem(pen=_pen("#22d3ee", 2), skipFiniteCheck=True)
@@ -168,8 +171,10 @@ class PolicyPlotsWidget(QWidget):
 
     # ------------------------------------------------------------------ painting
 
-    def show_status(self, runner, history: HistoryWindow | None) -> None:
-        """Paint `runner` (a RunnerStatus, or None) and `history` (None: keep the past as drawn)."""
+    def show_status(self, runner, history: HistoryWindow | None, plans: bool = True) -> None:
+        """Paint `runner` (a RunnerStatus, or None) and `history` (None: keep the past as drawn);
+        `plans`: draw the plans (only while the policy drives: a plan that no longer acts, frozen
+        at the tick it was made for, would read as one that does)."""
         joint = self.joint_index
         low, high = np.inf, -np.inf
         if history is not None and history.length:
@@ -188,7 +193,11 @@ class PolicyPlotsWidget(QWidget):
                 line.hide()
             self.readout.setText("No policy loaded.")
         else:
-            low, high = self._show_plans(runner, joint, low, high)
+            if plans:
+                low, high = self._show_plans(runner, joint, low, high)
+            else:
+                self.plan_curve.setData([], [])
+                self.previous_curve.setData([], [])
             self._show_latency(runner)
         if np.isfinite(low) and np.isfinite(high):
             self._fit_plan_y(low, high)

@@ -6,7 +6,6 @@ with the take-over key, and let go. One window for the module (the sim costs sec
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +57,7 @@ def test_load_drive_take_over_hand_back_and_let_go_from_the_window(shared, qtbot
     assert "tiny" in panel.info_label.text() and "32 actions per plan" in panel.info_label.text()
     panel.device_combo.setCurrentText("cpu")
     panel.strategy_combo.setCurrentText("ensemble")
-    chosen = panel.settings
-    panel.settings = lambda: dataclasses.replace(chosen(), max_image_age_s=STALE_S)
+    panel.image_age_spin.setValue(STALE_S)
     qtbot.mouseClick(panel.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: studio.snapshot().autonomy.state is AutonomyState.READY, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: panel.autonomous_button.isEnabled(), timeout=WAIT_MS)

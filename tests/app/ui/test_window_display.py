@@ -619,6 +619,8 @@ def test_the_mode_says_autonomous_or_intervention_in_the_panel_and_the_status_ba
     assert window.status_mode.text() == panel.mode_badge.text() == "INTERVENTION (you drive)"
     assert theme.SOURCE_COLOURS[ControlSource.INTERVENTION] in panel.mode_badge.styleSheet()
     assert policy.hand_back_button.isEnabled() and not policy.take_over_button.isEnabled()
+    assert panel.source_badge.text() == "you (jog keys)"
+    assert policy.message_label.text().startswith("You drive: the jog keys") and "Hand back (F11)" in policy.message_label.text()
 
     paint(window, policy_snapshot(AutonomyState.AUTONOMOUS, loop=loop_state(Mode.ESTOP)))
     assert window.status_mode.text() == panel.mode_badge.text() == "E-STOP (latched)"  # over any policy state
