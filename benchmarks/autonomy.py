@@ -91,8 +91,8 @@ def run_one(name: str, seconds: float, rig: Path, strategy: str, checkpoint: str
     plot_paints_s: list[float] = []
     if window is not None:
         window.show()
-        window.show_policy()
-        plots = window.policy_panel.plots
+        window.policy.show()
+        plots = window.policy.panel.plots
         paint_plots = plots.show_status
 
         def timed(*args, **kwargs):  # GUI thread: the cost of each plot frame

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         _schedule_start(window, studio, startup, args.start_arms, args.source)
     if args.policy is not None:
         if args.camera_age_limit_s is not None:
-            window.policy_panel.image_age_spin.setValue(args.camera_age_limit_s)
+            window.policy.panel.image_age_spin.setValue(args.camera_age_limit_s)
         _schedule_policy(window, studio, startup, args.policy, args.autonomous, args.take_over_after_s)
     if args.screenshot is not None:
         _schedule_screenshot(window, startup, args.screenshot, args.after_s)
@@ -157,16 +157,16 @@ def _schedule_policy(window, studio, startup, path: Path, autonomous: bool, take
             timer.stop()
             return
         if state["loading"] is None:
-            window.show_policy(path)
-            state["loading"] = studio.load_policy(path, window.policy_panel.settings())
+            window.policy.show(path)
+            state["loading"] = studio.load_policy(path, window.policy.panel.settings())
             return
         if not state["loading"].done():
             return
         timer.stop()
         if state["loading"].result() and autonomous:
-            window.set_autonomous(True)
+            window.policy.set_autonomous(True)
             if take_over_after_s is not None:
-                QTimer.singleShot(int(take_over_after_s * 1000), window.take_over)
+                QTimer.singleShot(int(take_over_after_s * 1000), window.policy.take_over)
 
     timer.setInterval(100)
     timer.timeout.connect(poll)

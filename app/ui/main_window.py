@@ -51,7 +51,7 @@ from app.ui.widgets.events_panel import ErrorBannerWidget, EventsWidget
 from app.ui.widgets.help_panel import HelpPanelWidget
 from app.ui.widgets.jog_pad import JogPadWidget
 from app.ui.widgets.plots import JointPlotsWidget, TimingPlotWidget
-from app.ui.policy.panel import PolicyPanelWidget
+from app.ui.policy.dock import PolicyDock
 from app.ui.training.panel import TrainingPanelWidget
 from app.ui.workbench.workbench_widget import WorkbenchWidget
 from app.studio.events import Severity
@@ -63,8 +63,8 @@ log = logging.getLogger(__name__)
 
 PAINT_INTERVAL_MS = 33  # <= 30 Hz: the eye does not need more and llvmpipe has no cycles to spare
 PLOT_EVERY_N_PAINTS = 2  # plots at 15 Hz: 28 curves of 500 points are the costliest paint
-# The Policy panel's plots, while shown, at every paint (30 Hz): a plan lasts 0.64 s, and at 15 Hz
-# re-plans every 4 ticks would be seen only every other time. Their dozen short curves cost little.
+# The Policy panel's plots, while shown, paint at every paint (30 Hz): a plan lasts 0.64 s, and at
+# 15 Hz re-plans every 4 ticks would be seen only every other time. Their dozen short curves cost little.
 STATUS_EVERY_N_PAINTS = 10  # status bar at 3 Hz: numbers that change faster cannot be read
 HEALTH_EVERY_N_PAINTS = 30  # servo table at 1 Hz: the rig reads each arm about once a second
 JOG_REFRESH_MS = 100  # re-send held jog keys well inside the jog source's 0.5 s dead-man timer
@@ -211,7 +211,10 @@ class StudioWindow(QMainWindow):
 
         self._build_status_bar()
         self._build_training()
-        self._build_policy()
+        # The Policy panel (issue 10) in a dock beside Training's; its button in the status bar.
+        self.policy = PolicyDock(self, studio, self.training_dock, self._release_jog_keys, RUNS_ROOT,
+                                 self._evaluation_rig)
+        self.statusBar().addPermanentWidget(self.policy.button)
         self._connect_panel()
         self._build_shortcuts()
 
@@ -267,37 +270,6 @@ class StudioWindow(QMainWindow):
         self.training_panel.status_changed.connect(self.training_button.setText)
         self.training_button.setText(self.training_panel.status_line)
         self.statusBar().addPermanentWidget(self.training_button)
-
-    def _build_policy(self) -> None:
-        """The Policy panel (issue 10) in a dock beside the Training one; a status-bar button
-        shows autonomy's state and shows or hides it."""
-        self.policy_panel = PolicyPanelWidget(shortcut_texts(), RUNS_ROOT, self._evaluation_rig)
-        self.policy_dock = QDockWidget("Policy", self)
-        self.policy_dock.setObjectName("policy_dock")
-        self.policy_dock.setWidget(self.policy_panel)
-        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.policy_dock)
-        self.tabifyDockWidget(self.training_dock, self.policy_dock)
-        self.policy_dock.hide()
-        self.policy_button = QPushButton("Policy: none loaded")
-        self.policy_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.policy_button.setStyleSheet("QPushButton { padding: 1px 8px; font-weight: normal; }")
-        self.policy_button.setToolTip("Show or hide the Policy panel")
-        self.policy_button.clicked.connect(lambda: self.show_policy() if not self.policy_dock.isVisible()
-                                           else self.policy_dock.hide())
-        self.statusBar().addPermanentWidget(self.policy_button)
-        panel = self.policy_panel
-        panel.load_requested.connect(lambda path, settings: self.studio.load_policy(path, settings))
-        panel.autonomous_requested.connect(self.set_autonomous)
-        panel.take_over_requested.connect(self.take_over)
-        panel.hand_back_requested.connect(self.hand_back)
-
-    def show_policy(self, checkpoint: Path | None = None) -> None:
-        """Show the Policy panel at a useful height; choose `checkpoint` in it if given."""
-        self.policy_dock.show()
-        self.policy_dock.raise_()
-        self.resizeDocks([self.policy_dock], [430], Qt.Orientation.Vertical)
-        if checkpoint is not None:
-            self.policy_panel.choose(checkpoint)
 
     def _evaluation_rig(self) -> Path:
         """The rig file `run.py eval` runs: the studio's when it is a plain simulation, else the
@@ -357,8 +329,8 @@ class StudioWindow(QMainWindow):
             "new_episode": lambda: self.studio.new_episode(self.control_panel.seed_spin.value()),
             "help": lambda: self.bottom_tabs.setCurrentIndex(1),
             "start_arms": self.start_arms,
-            "autonomous": self.toggle_autonomous,
-            "take_over": self.toggle_take_over,
+            "autonomous": self.policy.toggle_autonomous,
+            "take_over": self.policy.toggle_take_over,
         }
         self.shortcuts: dict[str, list[QShortcut]] = {}
         for spec in SHORTCUTS:
@@ -416,41 +388,6 @@ class StudioWindow(QMainWindow):
             self.calibration_dialog = CalibrationDialog(self.studio, snap.arms.arm_ids, self)
         self.calibration_dialog.show()
         self.calibration_dialog.raise_()
-
-    def toggle_autonomous(self) -> None:
-        """The Autonomous key: hand the arm to the loaded policy, or let go of it (hold)."""
-        self.set_autonomous(not self.studio.snapshot().autonomy.driving)
-
-    def set_autonomous(self, on: bool) -> None:
-        self._release_jog_keys()
-        if on:
-            self.studio.start_autonomy()
-        else:
-            self.studio.stop_autonomy()
-        self.refresh_autonomy()
-
-    def toggle_take_over(self) -> None:
-        """The take-over key: the person drives while the policy does, the policy again while
-        the person does (refused with an event otherwise)."""
-        if self.studio.snapshot().autonomy.state is AutonomyState.INTERVENTION:
-            self.hand_back()
-        else:
-            self.take_over()
-
-    def take_over(self) -> None:
-        self.studio.take_over()
-        self.refresh_autonomy()
-
-    def hand_back(self) -> None:
-        self._release_jog_keys()
-        self.studio.hand_back()
-        self.refresh_autonomy()
-
-    def refresh_autonomy(self) -> None:
-        """Repaint the policy's controls at once after a request (not at the next paint)."""
-        snap = self.studio.snapshot()
-        self._show_events(snap)
-        self._show_autonomy(snap)
 
     def trigger_estop(self) -> None:
         self._release_jog_keys()
@@ -552,20 +489,21 @@ class StudioWindow(QMainWindow):
         self.paint_count += 1
         self._show_events(snap)
         self._show_controls(snap)
-        self._show_autonomy(snap)
+        self._show_mode(snap)
+        self.policy.paint(snap)
         tick = snap.tick
         new_tick = tick is not None and tick.index != self._last_tick_index
         if new_tick:
             self._last_tick_index = tick.index
             self._show_cameras(snap)
             plots_due = self.paint_count % PLOT_EVERY_N_PAINTS == 0
-            policy_due = self.policy_dock.isVisible()
+            policy_due = self.policy.plots_due
             window = history() if plots_due or policy_due else None
             if plots_due and window is not None:
                 self.joint_plots.set_history(window)
                 self.timing_plot.set_history(window)
             if policy_due:
-                self.policy_panel.show_plots(snap.autonomy, window)
+                self.policy.paint_plots(snap, window)
         if self.paint_count % STATUS_EVERY_N_PAINTS == 1 or snap.phase is not Phase.RUNNING:
             self._show_status(snap)
 
@@ -573,8 +511,7 @@ class StudioWindow(QMainWindow):
         last = self.events_list.last_event_id
         new = self.events_list.add_events(tuple(e for e in snap.events if e.event_id > last))
         for event in new:
-            if event.origin == "policy" or (event.origin == "loop" and "'policy'" in event.message):
-                self.policy_panel.show_event(event)
+            self.policy.show_event(event)
         errors = [e for e in new if e.severity is Severity.ERROR]
         if errors:
             self.banner.show_event(errors[-1])
@@ -619,20 +556,13 @@ class StudioWindow(QMainWindow):
             self._last_seed_shown = (snap.seed, snap.next_seed)
             panel.show_seed(snap.seed, snap.next_seed)
 
-    def _show_autonomy(self, snap: StudioSnapshot) -> None:
-        """The Policy panel's controls, and the mode and policy state in the status bar."""
-        autonomy = snap.autonomy
-        self.policy_panel.show_status(autonomy, snap.mode, snap.phase is Phase.RUNNING)
-        text, colour = mode_words(snap.mode, autonomy.state)
+    def _show_mode(self, snap: StudioSnapshot) -> None:
+        """What drives the arm, in the status bar as on the control panel's badge."""
+        text, colour = mode_words(snap.mode, snap.autonomy.state)
         if self.status_mode.text() != text:
             self.status_mode.setText(text)
             self.status_mode.setStyleSheet(f"QLabel {{ background: {colour}; color: white; font-weight: bold; "
                                            "border-radius: 4px; padding: 0 8px; }")
-        line = f"Policy: {autonomy.state.value}"
-        if autonomy.checkpoint is not None:
-            line += f" ({autonomy.checkpoint.preset})"
-        if self.policy_button.text() != line:
-            self.policy_button.setText(line)
 
     _last_seed_shown: tuple | None = None
     _last_saved_seen = ""
@@ -771,7 +701,7 @@ class StudioWindow(QMainWindow):
             label = choice
         if not self.training_panel.confirm_close():
             return  # a training job runs and the user chose not to close (the recording is untouched)
-        self.policy_panel.eval_box.stop_now()  # an evaluation is the window's child: never left behind
+        self.policy.close()
         self._release_jog_keys()
         self._close_after_shutdown = True
         self._shutdown_future = self.studio.shutdown_async(label)

@@ -44,7 +44,7 @@ def points(curve) -> int:
 
 def test_load_drive_take_over_hand_back_and_let_go_from_the_window(shared, qtbot, tiny_checkpoint_h32):
     window, studio = shared
-    panel = window.policy_panel
+    panel = window.policy.panel
     keys_target = window.control_panel.task_edit  # the shortcuts work while typing, too
     # Before anything is loaded the Autonomous key is refused, with what to do.
     qtbot.keyClick(keys_target, Qt.Key.Key_F10)
@@ -52,8 +52,8 @@ def test_load_drive_take_over_hand_back_and_let_go_from_the_window(shared, qtbot
     assert "Choose a checkpoint" in panel.message_label.text()
     assert not panel.autonomous_button.isEnabled()
 
-    window.show_policy(tiny_checkpoint_h32)
-    assert window.policy_dock.isVisible()
+    window.policy.show(tiny_checkpoint_h32)
+    assert window.policy.dock.isVisible()
     assert "tiny" in panel.info_label.text() and "32 actions per plan" in panel.info_label.text()
     panel.device_combo.setCurrentText("cpu")
     panel.strategy_combo.setCurrentText("ensemble")
@@ -62,7 +62,7 @@ def test_load_drive_take_over_hand_back_and_let_go_from_the_window(shared, qtbot
     qtbot.waitUntil(lambda: studio.snapshot().autonomy.state is AutonomyState.READY, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: panel.autonomous_button.isEnabled(), timeout=WAIT_MS)
     assert "Policy ready: tiny" in panel.message_label.text()
-    assert window.policy_button.text() == "Policy: ready (tiny)"
+    assert window.policy.button.text() == "Policy: ready (tiny)"
 
     qtbot.keyClick(keys_target, Qt.Key.Key_F10)  # Autonomous
     qtbot.waitUntil(lambda: window.status_mode.text() == "AUTONOMOUS (policy drives)", timeout=WAIT_MS)

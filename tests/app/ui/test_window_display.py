@@ -599,10 +599,10 @@ def policy_snapshot(state: AutonomyState, index: int = 1, **changes) -> StudioSn
 
 
 def test_the_mode_says_autonomous_or_intervention_in_the_panel_and_the_status_bar(window):
-    panel, policy = window.control_panel, window.policy_panel
+    panel, policy = window.control_panel, window.policy.panel
     paint(window, sim_snapshot(autonomy=autonomy(AutonomyState.READY)))
     assert window.status_mode.text() == panel.mode_badge.text() == "HOLD"
-    assert window.policy_button.text() == "Policy: ready (tiny)"
+    assert window.policy.button.text() == "Policy: ready (tiny)"
     assert policy.autonomous_button.isEnabled() and not policy.autonomous_button.isChecked()
     assert policy.autonomous_button.text() == "▶ Autonomous  (F10)"
     assert not policy.take_over_button.isEnabled() and not policy.hand_back_button.isEnabled()
@@ -627,8 +627,8 @@ def test_the_mode_says_autonomous_or_intervention_in_the_panel_and_the_status_ba
 
 
 def test_the_plan_is_drawn_ahead_of_now_with_the_previous_one_behind_it(window):
-    window.show_policy()
-    plots = window.policy_panel.plots
+    window.policy.show()
+    plots = window.policy.panel.plots
     assert plots.joint_combo.currentText() == "left gripper"
     n = 100
     t = np.linspace(-2.0, 0.0, n)
@@ -668,7 +668,7 @@ def test_a_refused_policy_says_why_and_what_to_do_in_the_panel(window):
     what = "Choose a checkpoint trained on this rig's cameras."
     paint(window, sim_snapshot(autonomy=AutonomyStatus(state=AutonomyState.FAULT, message=refused),
                                events=(event(1, Severity.ERROR, refused, what, origin="policy"),)))
-    policy = window.policy_panel
+    policy = window.policy.panel
     assert policy.message_label.text() == f"{refused} {what}"
     assert theme.ERROR_COLOUR in policy.message_label.styleSheet()
     assert not policy.autonomous_button.isEnabled()  # nothing loaded to drive
