@@ -58,12 +58,12 @@ class PolicyDock:
         self.panel.hand_back_requested.connect(self.hand_back)
 
     def show(self, checkpoint: Path | None = None) -> None:
-        """Show the panel at a useful height; choose `checkpoint` in it if given."""
+        """Show the panel at a useful height, its run list read afresh (a run may have finished
+        since); choose `checkpoint` in it if given."""
         self.dock.show()
         self.dock.raise_()
         self._window.resizeDocks([self.dock], [DOCK_HEIGHT], Qt.Orientation.Vertical)
-        if checkpoint is not None:
-            self.panel.choose(checkpoint)
+        self.panel.refresh_checkpoints(select=checkpoint)
 
     # ------------------------------------------------------------------ requests (buttons, keys)
 

@@ -156,7 +156,11 @@ class EvalBoxWidget(QGroupBox):
             request_cancel(pid)
         else:
             process.kill()
-        QTimer.singleShot(KILL_AFTER_MS, lambda p=process: p.state() is not QProcess.ProcessState.NotRunning and p.kill())
+        # The process's child: it goes with the process (a widget closed meanwhile takes both).
+        killer = QTimer(process)
+        killer.setSingleShot(True)
+        killer.timeout.connect(process.kill)  # a no-op once the job has ended
+        killer.start(KILL_AFTER_MS)
         self._update_controls()
         return True
 
@@ -207,9 +211,10 @@ class EvalBoxWidget(QGroupBox):
         progress = self.progress
         if progress is None:
             return
+        said_why = progress.state is EvalState.FAILED  # the job's own error line
         progress.finish(exit_code, cancelled=self._cancelled)
-        if progress.state is EvalState.FAILED and not progress.what_to_do.startswith("Check") and self._stderr:
-            progress.message += f" Last words: {self._stderr[-1]}"
+        if progress.state is EvalState.FAILED and not said_why and self._stderr:
+            progress.message += f" Its last words: {self._stderr[-1]}"
         log.info("evaluation ended (%s): %s", progress.state.value, progress.text)
         self._paint()
         self.finished.emit()

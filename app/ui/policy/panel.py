@@ -241,8 +241,8 @@ class PolicyPanelWidget(QWidget):
 
     def refresh_checkpoints(self, select: Path | None = None) -> None:
         """List the run folders under the runs root (and `select`, or keep the current choice)."""
-        current = select or self.chosen_path()
-        folders = recent_run_folders(self.runs_root)
+        current = Path(select).resolve() if select is not None else self.chosen_path()
+        folders = [folder.resolve() for folder in recent_run_folders(self.runs_root)]
         if current is not None and current not in folders:
             folders.insert(0, current)
         self.checkpoint_combo.blockSignals(True)
