@@ -1,7 +1,7 @@
 """The Policy panel's "Evaluate in sim" without Qt (app/studio/eval_job.py): the `run.py eval`
-command line it starts, and the progress it reads from the job's JSON lines (the lines below are
-the job's own, produced by `emit` in app/studio/jobs/evaluate.py; the window runs the real job
-in tests/app/ui/test_policy_panel.py)."""
+command line it starts, and the progress it reads from the job's JSON lines (written below as the
+job writes them, `model.json_lines.json_line` of {"event": ..., fields}; the window runs the real
+job in tests/app/ui/test_policy_window.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ import pytest
 
 from app.studio.eval_job import EvalProgress, EvalRequest, EvalState, eval_argv, evaluation_store
 from app.studio.evaluation import wilson_interval
-from app.studio.jobs.evaluate import emit
+from model.json_lines import json_line
 
 
-def job_lines(capsys, *events: tuple[str, dict]) -> str:
-    for event, fields in events:
-        emit(event, **fields)
-    return capsys.readouterr().out
+def job_lines(*events: tuple[str, dict]) -> str:
+    return "".join(json_line({"event": event, **fields}) + "\n" for event, fields in events)
 
 
 def test_the_command_line_names_what_the_panel_chose(tmp_path):
@@ -37,10 +35,10 @@ def test_the_command_line_names_what_the_panel_chose(tmp_path):
     assert store.parent == tmp_path / "evaluations" and store.name.startswith("tiny-3-")
 
 
-def test_progress_counts_rollouts_with_their_interval_as_they_arrive(capsys):
+def test_progress_counts_rollouts_with_their_interval_as_they_arrive():
     progress = EvalProgress(3)
     assert progress.state is EvalState.STARTING and "loading" in progress.text
-    out = job_lines(capsys, ("eval_start", {"episodes": 3, "checkpoint": "c"}),
+    out = job_lines(("eval_start", {"episodes": 3, "checkpoint": "c"}),
                     ("episode", {"seed": 1000, "success": True, "fold_error_m": 0.01}),
                     ("episode", {"seed": 1001, "success": False, "fold_error_m": 0.2}))
     # Lines arrive in pieces (a pipe's reads), and a library may print to stdout.
@@ -52,27 +50,27 @@ def test_progress_counts_rollouts_with_their_interval_as_they_arrive(capsys):
     lo, hi = wilson_interval(1, 2)
     assert progress.interval == (lo, hi)
     assert progress.text == f"2 of 3 rollouts: 1 folded (50 %, 95 % interval {100 * lo:.0f}-{100 * hi:.0f} %)"
-    progress.feed_text(job_lines(capsys, ("episode", {"seed": 1002, "success": True, "fold_error_m": 0.02}),
+    progress.feed_text(job_lines(("episode", {"seed": 1002, "success": True, "fold_error_m": 0.02}),
                                  ("summary", {"episodes": 3, "successes": 2, "success_ci95": [0.2, 0.94]})))
     assert progress.state is EvalState.FINISHED and progress.summary["successes"] == 2
     progress.finish(0)
     assert progress.state is EvalState.FINISHED and progress.text.startswith("Done. 3 of 3 rollouts: 2 folded")
 
 
-def test_an_error_a_cancel_and_a_silent_death_each_say_what_happened(capsys):
+def test_an_error_a_cancel_and_a_silent_death_each_say_what_happened():
     failed = EvalProgress(5)
-    failed.feed_text(job_lines(capsys, ("error", {"kind": "checkpoint_mismatch", "message": "cameras differ",
+    failed.feed_text(job_lines(("error", {"kind": "checkpoint_mismatch", "message": "cameras differ",
                                                   "what_to_do": "Evaluate it on a matching rig."})))
     failed.finish(4)
     assert failed.state is EvalState.FAILED and failed.text == "Failed: cameras differ Evaluate it on a matching rig."
 
     cancelled = EvalProgress(5)
-    cancelled.feed_text(job_lines(capsys, ("eval_start", {"episodes": 5}),
+    cancelled.feed_text(job_lines(("eval_start", {"episodes": 5}),
                                   ("episode", {"success": False, "fold_error_m": 0.3})))
     cancelled.finish(-2, cancelled=True)  # killed before it could say `cancelled`
     assert cancelled.state is EvalState.CANCELLED and cancelled.text.startswith("Cancelled. 1 of 5 rollouts: 0 folded")
 
     died = EvalProgress(5)
-    died.feed_text(job_lines(capsys, ("eval_start", {"episodes": 5})))
+    died.feed_text(job_lines(("eval_start", {"episodes": 5})))
     died.finish(1)
     assert died.state is EvalState.FAILED and "without a result (exit code 1)" in died.text
