@@ -2,6 +2,7 @@
 against the rig before loading, and for the attributes of the episodes it drives.
 
     info = describe_checkpoint("runs/tiny-1")      # a run folder (its best/) or a checkpoint folder
+    recent_run_folders(RUNS_ROOT)                   # run folders with a checkpoint, newest first
     info.preset, info.variant, info.cameras, info.val_action_loss, info.is_best, info.trained_on
     checkpoint_hash(info.path)                     # sha256 of weights, config and normalisation
 
@@ -122,6 +123,25 @@ def describe_checkpoint(path: str | Path) -> CheckpointInfo:
         is_best=folder.name == "best", trained_on=trained_on,
         val_sampled_error=None if sampled is None else float(sampled),
     )
+
+
+def recent_run_folders(root: str | Path, limit: int = 20) -> list[Path]:
+    """Folders directly under `root` that hold a loadable checkpoint (a run folder or a checkpoint
+    folder itself), newest first by when the checkpoint was written; at most `limit`. Reads only
+    directory entries: a chooser may call it on the GUI thread."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        if not entry.is_dir():
+            continue
+        try:
+            folder = resolve_checkpoint_folder(entry)
+            found.append(((folder / MODEL_FILE).stat().st_mtime, entry))
+        except (CheckpointUnreadable, OSError):
+            continue  # not a run (e.g. the latent cache, an evaluation store) or half written
+    return [path for _, path in sorted(found, reverse=True)[:limit]]
 
 
 def checkpoint_hash(folder: str | Path) -> str:

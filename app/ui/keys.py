@@ -31,6 +31,10 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("stop_failure", ("F7",), "Stop recording, label failure"),
     Shortcut("discard", ("F8",), "Discard the recording in progress"),
     Shortcut("new_episode", ("Ctrl+N",), "New episode: reset the towel with the next seed"),
+    # Function keys, like every shortcut: a letter would type into the Task field instead, and a
+    # take-over that works only while no text field has focus is not one to rely on.
+    Shortcut("autonomous", ("F10",), "Autonomous on / off: the loaded policy drives the arm, or lets go (hold)"),
+    Shortcut("take_over", ("F11",), "Take over from the policy (jog keys / leader arms drive) / hand back to it"),
     Shortcut("start_arms", ("F9",), "Start arms (real rig): followers to the start pose, then squeeze both leader grippers"),
     Shortcut("help", ("F1",), "Show these keys"),
 )

@@ -38,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="real rigs: press Start arms as soon as the rig is up (followers move to the start pose)")
     parser.add_argument("--training", nargs="?", const="", default=None, metavar="RUN_DIR",
                         help="open with the Training panel shown; with a run folder the window started, follow it")
+    parser.add_argument("--policy", type=Path, default=None, metavar="DIR",
+                        help="open with the Policy panel shown and this checkpoint (or run folder: its best) loaded "
+                             "once the rig is up")
+    parser.add_argument("--autonomous", action="store_true",
+                        help="with --policy: hand the arm to the policy as soon as it is loaded")
+    parser.add_argument("--camera-age-limit-s", type=float, default=None, metavar="S",
+                        help="with --policy: the Policy panel's camera age limit (the policy stops on older images)")
+    parser.add_argument("--take-over-after-s", type=float, default=None, metavar="N",
+                        help="with --autonomous: take over from the policy N seconds after it starts driving "
+                             "(demonstrations and screenshots of an intervention)")
     parser.add_argument("--episodes", action="store_true",
                         help="open on the Episodes page (the workbench over the store) once the rig is up")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -51,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rig.is_file():
         print(f"The rig file {args.rig} does not exist. Pass an existing one with --rig "
               f"(e.g. --rig {DEFAULT_RIG_FILE}).", file=sys.stderr)
+        return 2
+    if (args.autonomous or args.take_over_after_s is not None) and args.policy is None:
+        print("--autonomous and --take-over-after-s need --policy DIR.", file=sys.stderr)
         return 2
     if args.screenshot is not None and args.after_s < 0:
         print("--after-s must be zero or more seconds.", file=sys.stderr)
@@ -76,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         _when_running(window, startup, window.show_episodes)
     if args.start_arms or args.source is not None:
         _schedule_start(window, studio, startup, args.start_arms, args.source)
+    if args.policy is not None:
+        if args.camera_age_limit_s is not None:
+            window.policy.panel.image_age_spin.setValue(args.camera_age_limit_s)
+        _schedule_policy(window, studio, startup, args.policy, args.autonomous, args.take_over_after_s)
     if args.screenshot is not None:
         _schedule_screenshot(window, startup, args.screenshot, args.after_s)
 
@@ -119,6 +136,37 @@ def _schedule_start(window, studio, startup, start_arms: bool, source: str | Non
             return
         timer.stop()
         studio.select_source(source)
+
+    timer.setInterval(100)
+    timer.timeout.connect(poll)
+    timer.start()
+
+
+def _schedule_policy(window, studio, startup, path: Path, autonomous: bool, take_over_after_s: float | None) -> None:
+    """Once the rig runs: show the Policy panel with `path` chosen and load it (the panel's
+    settings); once loaded, hand it the arm if `autonomous`, and take over after a while if asked."""
+    from PySide6.QtCore import QTimer
+
+    state: dict = {"loading": None}
+    timer = QTimer(window)
+
+    def poll() -> None:
+        if not startup.done():
+            return
+        if not startup.result():
+            timer.stop()
+            return
+        if state["loading"] is None:
+            window.policy.show(path)
+            state["loading"] = studio.load_policy(path, window.policy.panel.settings())
+            return
+        if not state["loading"].done():
+            return
+        timer.stop()
+        if state["loading"].result() and autonomous:
+            window.policy.set_autonomous(True)
+            if take_over_after_s is not None:
+                QTimer.singleShot(int(take_over_after_s * 1000), window.policy.take_over)
 
     timer.setInterval(100)
     timer.timeout.connect(poll)

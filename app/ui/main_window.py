@@ -38,19 +38,20 @@ from PySide6.QtWidgets import (
 from app.ui import theme
 from app.studio.history import HistoryWindow
 from app.studio.monitor import LOW_DISK_BYTES
-from app.studio.paths import DEFAULT_RIG_FILE
-from app.studio.snapshot import Phase, StudioSnapshot
+from app.studio.paths import DEFAULT_RIG_FILE, RUNS_ROOT
+from app.studio.snapshot import AutonomyState, Phase, StudioSnapshot
 from app.studio.studio import Studio
 from app.ui.keys import JOG_KEY_BY_CODE, REAL_RIG_ONLY_ACTIONS, SHORTCUTS, SIM_ONLY_ACTIONS, shortcut_texts
 from app.ui.widgets.arms_panel import STARTING_COLOUR, ArmsPanelWidget
 from app.ui.widgets.calibration_dialog import CalibrationDialog
 from app.ui.widgets.servo_health import ServoHealthWidget
 from app.ui.widgets.camera_view import CameraViewWidget
-from app.ui.widgets.control_panel import ControlPanelWidget
+from app.ui.widgets.control_panel import ControlPanelWidget, mode_words
 from app.ui.widgets.events_panel import ErrorBannerWidget, EventsWidget
 from app.ui.widgets.help_panel import HelpPanelWidget
 from app.ui.widgets.jog_pad import JogPadWidget
 from app.ui.widgets.plots import JointPlotsWidget, TimingPlotWidget
+from app.ui.policy.dock import PolicyDock
 from app.ui.training.panel import TrainingPanelWidget
 from app.ui.workbench.workbench_widget import WorkbenchWidget
 from app.studio.events import Severity
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 
 PAINT_INTERVAL_MS = 33  # <= 30 Hz: the eye does not need more and llvmpipe has no cycles to spare
 PLOT_EVERY_N_PAINTS = 2  # plots at 15 Hz: 28 curves of 500 points are the costliest paint
+# The Policy panel's plots, while shown, paint at every paint (30 Hz): a plan lasts 0.64 s, and at
+# 15 Hz re-plans every 4 ticks would be seen only every other time. Their dozen short curves cost little.
 STATUS_EVERY_N_PAINTS = 10  # status bar at 3 Hz: numbers that change faster cannot be read
 HEALTH_EVERY_N_PAINTS = 30  # servo table at 1 Hz: the rig reads each arm about once a second
 JOG_REFRESH_MS = 100  # re-send held jog keys well inside the jog source's 0.5 s dead-man timer
@@ -208,6 +211,10 @@ class StudioWindow(QMainWindow):
 
         self._build_status_bar()
         self._build_training()
+        # The Policy panel (issue 10) in a dock beside Training's; its button in the status bar.
+        self.policy = PolicyDock(self, studio, self.training_dock, self._release_jog_keys, RUNS_ROOT,
+                                 self._evaluation_rig)
+        self.statusBar().addPermanentWidget(self.policy.button)
         self._connect_panel()
         self._build_shortcuts()
 
@@ -233,6 +240,9 @@ class StudioWindow(QMainWindow):
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         bar.setSizeGripEnabled(False)
+        # What drives the arm, in the words and colour of the control panel's mode badge.
+        self.status_mode = QLabel("—")
+        bar.addWidget(self.status_mode)
         self.status_phase = QLabel("starting…")
         self.status_loop = QLabel("loop —")
         self.status_cameras = QLabel("cameras —")
@@ -260,6 +270,16 @@ class StudioWindow(QMainWindow):
         self.training_panel.status_changed.connect(self.training_button.setText)
         self.training_button.setText(self.training_panel.status_line)
         self.statusBar().addPermanentWidget(self.training_button)
+
+    def _evaluation_rig(self) -> Path:
+        """The rig file `run.py eval` runs: the studio's when it is a plain simulation, else the
+        default simulated rig (an evaluation never drives the arm this window drives)."""
+        caps = self._capabilities
+        if caps is not None and caps.simulated and not caps.startable:
+            return self.studio.rig_path
+        return DEFAULT_RIG_FILE
+
+    _capabilities = None
 
     def show_training(self, run_dir: Path | None = None) -> None:
         """Show the Training panel at a useful height; follow `run_dir` if given."""
@@ -309,6 +329,8 @@ class StudioWindow(QMainWindow):
             "new_episode": lambda: self.studio.new_episode(self.control_panel.seed_spin.value()),
             "help": lambda: self.bottom_tabs.setCurrentIndex(1),
             "start_arms": self.start_arms,
+            "autonomous": self.policy.toggle_autonomous,
+            "take_over": self.policy.toggle_take_over,
         }
         self.shortcuts: dict[str, list[QShortcut]] = {}
         for spec in SHORTCUTS:
@@ -467,22 +489,29 @@ class StudioWindow(QMainWindow):
         self.paint_count += 1
         self._show_events(snap)
         self._show_controls(snap)
+        self._show_mode(snap)
+        self.policy.paint(snap)
         tick = snap.tick
         new_tick = tick is not None and tick.index != self._last_tick_index
         if new_tick:
             self._last_tick_index = tick.index
             self._show_cameras(snap)
-            if self.paint_count % PLOT_EVERY_N_PAINTS == 0:
-                window = history()
-                if window is not None:
-                    self.joint_plots.set_history(window)
-                    self.timing_plot.set_history(window)
+            plots_due = self.paint_count % PLOT_EVERY_N_PAINTS == 0
+            policy_due = self.policy.plots_due
+            window = history() if plots_due or policy_due else None
+            if plots_due and window is not None:
+                self.joint_plots.set_history(window)
+                self.timing_plot.set_history(window)
+            if policy_due:
+                self.policy.paint_plots(snap, window)
         if self.paint_count % STATUS_EVERY_N_PAINTS == 1 or snap.phase is not Phase.RUNNING:
             self._show_status(snap)
 
     def _show_events(self, snap: StudioSnapshot) -> None:
         last = self.events_list.last_event_id
         new = self.events_list.add_events(tuple(e for e in snap.events if e.event_id > last))
+        for event in new:
+            self.policy.show_event(event)
         errors = [e for e in new if e.severity is Severity.ERROR]
         if errors:
             self.banner.show_event(errors[-1])
@@ -490,9 +519,13 @@ class StudioWindow(QMainWindow):
 
     def _show_controls(self, snap: StudioSnapshot) -> None:
         panel = self.control_panel
-        panel.show_mode(snap.mode)
+        panel.show_mode(snap.mode, snap.autonomy.state)
         loop, mode = snap.loop, snap.mode
-        if loop is not None and mode in (Mode.TELEOP, Mode.POLICY):
+        if loop is not None and mode is Mode.POLICY and snap.autonomy.state is AutonomyState.INTERVENTION:
+            # The policy's source carries the person's actions now: say who, not which object.
+            hands = "leader arms" if snap.capabilities.leaders and not snap.capabilities.simulated else "jog keys"
+            panel.show_source("", f"you ({hands})", ControlSource.INTERVENTION)
+        elif loop is not None and mode in (Mode.TELEOP, Mode.POLICY):
             label = loop.source_name + (" (blending in)" if loop.blending else "")
             panel.show_source(snap.source.name if snap.source else "", label, loop.source_kind)
         elif loop is not None:
@@ -523,6 +556,14 @@ class StudioWindow(QMainWindow):
             self._last_seed_shown = (snap.seed, snap.next_seed)
             panel.show_seed(snap.seed, snap.next_seed)
 
+    def _show_mode(self, snap: StudioSnapshot) -> None:
+        """What drives the arm, in the status bar as on the control panel's badge."""
+        text, colour = mode_words(snap.mode, snap.autonomy.state)
+        if self.status_mode.text() != text:
+            self.status_mode.setText(text)
+            self.status_mode.setStyleSheet(f"QLabel {{ background: {colour}; color: white; font-weight: bold; "
+                                           "border-radius: 4px; padding: 0 8px; }")
+
     _last_seed_shown: tuple | None = None
     _last_saved_seen = ""
     _banner_colour = ""
@@ -532,6 +573,7 @@ class StudioWindow(QMainWindow):
         if snap.phase is not Phase.RUNNING:
             return
         real = snap.capabilities.real_arms
+        self._capabilities = snap.capabilities
         available = snap.available_sources
         for name, button in self.control_panel.source_buttons.items():
             # Leaders on a real rig, and on a simulation driven by leader arms (button only: F3 is Demo there).
@@ -659,6 +701,7 @@ class StudioWindow(QMainWindow):
             label = choice
         if not self.training_panel.confirm_close():
             return  # a training job runs and the user chose not to close (the recording is untouched)
+        self.policy.close()
         self._release_jog_keys()
         self._close_after_shutdown = True
         self._shutdown_future = self.studio.shutdown_async(label)

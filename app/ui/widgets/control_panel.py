@@ -22,8 +22,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.studio.snapshot import AutonomyState
 from app.ui import theme
 from robot.types import ControlSource, Mode
+
+
+def mode_words(mode: Mode, autonomy: AutonomyState = AutonomyState.OFF) -> tuple[str, str]:
+    """(words, colour) of what drives the arm, for the control panel and the status bar: the
+    policy's two states are told apart from each other and from teleoperation at a glance."""
+    if mode is Mode.ESTOP:
+        return "E-STOP (latched)", theme.MODE_COLOURS[Mode.ESTOP]
+    if mode is Mode.POLICY and autonomy is AutonomyState.INTERVENTION:
+        return "INTERVENTION (you drive)", theme.SOURCE_COLOURS[ControlSource.INTERVENTION]
+    if mode is Mode.POLICY and autonomy is AutonomyState.AUTONOMOUS:
+        return "AUTONOMOUS (policy drives)", theme.MODE_COLOURS[Mode.POLICY]
+    return mode.value.upper(), theme.MODE_COLOURS[mode]
 
 
 def _format_elapsed(seconds: float) -> str:
@@ -178,11 +191,11 @@ class ControlPanelWidget(QWidget):
             self.episode_form.setRowVisible(widget, available)
 
     # --- painting the studio's state -----------------------------------------------------------
-    def show_mode(self, mode: Mode) -> None:
-        text = "E-STOP (latched)" if mode is Mode.ESTOP else mode.value.upper()
+    def show_mode(self, mode: Mode, autonomy: AutonomyState = AutonomyState.OFF) -> None:
+        text, colour = mode_words(mode, autonomy)
         if self.mode_badge.text() != text:
             self.mode_badge.setText(text)
-            self.mode_badge.setStyleSheet(theme.badge_style(theme.MODE_COLOURS[mode]))
+            self.mode_badge.setStyleSheet(theme.badge_style(colour))
         self.clear_estop_button.setEnabled(mode is Mode.ESTOP)
 
     def show_clipped(self, joints: tuple[str, ...]) -> None:

@@ -19,7 +19,7 @@ from robot.types import ARM_JOINT_NAMES, ARM_NAMES, JOINTS_PER_ARM
 pg.setConfigOptions(antialias=False, background=theme.BACKGROUND, foreground=theme.TEXT)
 
 
-def _styled_plot(title: str, y_label: str, span_s: float) -> pg.PlotWidget:
+def styled_plot(title: str, y_label: str, span_s: float) -> pg.PlotWidget:
     plot = pg.PlotWidget()
     plot.setTitle(title, color=theme.TEXT, size="11pt")
     plot.setLabel("left", y_label)
@@ -55,7 +55,7 @@ class JointPlotsWidget(QWidget):
         self.commanded_curves: dict[str, list[pg.PlotCurveItem]] = {}
         self._y_ranges: dict[str, tuple[float, float]] = {}
         for arm in ARM_NAMES:
-            plot = _styled_plot(f"{arm} arm: measured (solid) vs commanded (dashed)", "rad | gripper 0..1", span_s)
+            plot = styled_plot(f"{arm} arm: measured (solid) vs commanded (dashed)", "rad | gripper 0..1", span_s)
             plot.enableAutoRange(axis="y", enable=False)
             # Top left: the newest samples are drawn at the right edge.
             legend = plot.addLegend(offset=(4, 4), labelTextSize="8pt", colCount=4)
@@ -115,7 +115,7 @@ class TimingPlotWidget(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self._target_ms = 1e3 / control_rate_hz
-        self.plot = _styled_plot("", "ms", span_s)
+        self.plot = styled_plot("", "ms", span_s)
         self.plot.enableAutoRange(axis="y", enable=False)
         legend = self.plot.addLegend(offset=(4, 4), labelTextSize="8pt", colCount=2)
         legend.setBrush(pg.mkBrush(17, 24, 39, 180))

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from app.studio.checkpoints import CheckpointUnreadable, checkpoint_hash, describe_checkpoint
+from app.studio.checkpoints import CheckpointUnreadable, checkpoint_hash, describe_checkpoint, recent_run_folders
 
 
 @pytest.fixture
@@ -53,3 +53,17 @@ def test_the_hash_names_the_exact_weights(run_dir):
         handle.seek(-1, 2)
         handle.write(bytes([last[0] ^ 1]))
     assert checkpoint_hash(best) != checkpoint_hash(step)
+
+
+def test_the_chooser_lists_run_folders_with_a_checkpoint_newest_first(run_dir, tiny_checkpoint_h32):
+    import os
+
+    runs = run_dir.parent
+    shutil.copytree(tiny_checkpoint_h32, runs / "loose")  # a checkpoint folder itself
+    (runs / "evaluations" / "tiny-1-20260101").mkdir(parents=True)  # rollouts, no checkpoint
+    (runs / "half").mkdir()
+    (runs / "half" / "config.json").write_text("{}")  # weights not written (yet)
+    os.utime(runs / "loose" / "model.safetensors", (1e9, 1e9))  # older than the run's best
+    assert recent_run_folders(runs) == [run_dir, runs / "loose"]
+    assert recent_run_folders(runs, limit=1) == [run_dir]
+    assert recent_run_folders(runs / "absent") == []

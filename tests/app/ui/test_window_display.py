@@ -21,7 +21,16 @@ import pytest
 from app.studio.events import Severity, StudioEvent
 from app.studio.history import HistoryWindow
 from app.studio.monitor import LOW_DISK_BYTES
-from app.studio.snapshot import SOURCE_BY_NAME, ArmsState, Phase, RecordingStatus, StudioSnapshot
+from app.studio.checkpoints import CheckpointInfo
+from app.studio.snapshot import (
+    SOURCE_BY_NAME,
+    ArmsState,
+    AutonomyState,
+    AutonomyStatus,
+    Phase,
+    RecordingStatus,
+    StudioSnapshot,
+)
 from app.studio.studio import Studio
 from app.ui import theme
 from app.ui.main_window import HEALTH_EVERY_N_PAINTS, PLOT_EVERY_N_PAINTS, STATUS_EVERY_N_PAINTS, StudioWindow
@@ -31,6 +40,7 @@ from robot.control_loop import LoopState, LoopStats
 from robot.dynamixel.control_table import HardwareError
 from robot.dynamixel.errors import ServoNotResponding
 from robot.dynamixel.health import HealthReport, HealthThresholds, ServoHealth
+from model.runner import LatencySummary, RunnerStatus
 from robot.types import STATE_DIM, ControlSource, Mode, Observation, RigStatus, TickRecord, TickTimings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -543,3 +553,129 @@ def test_the_plots_show_a_hand_built_history_when_due(window):
     assert "x0.001" not in left_axis.labelString()
     px, py = window.timing_plot.period_curve.getData()
     assert np.array_equal(px, t) and py[-1] == 31.0
+
+
+# ---------------------------------------------------------------------------- the policy (issue 10)
+
+def checkpoint_info() -> CheckpointInfo:
+    return CheckpointInfo(path=Path("/runs/tiny-1/best"), run_dir=Path("/runs/tiny-1"), preset="tiny",
+                          variant="fastwam", horizon=32, action_dim=14, proprio_dim=14,
+                          cameras=("cam_high", "cam_left_wrist", "cam_right_wrist"), canvas_hw=(128, 160),
+                          tasks=("fold the towel",), step=3900, val_action_loss=0.0055, is_best=True,
+                          trained_on="138 episodes from runs/demos150")
+
+
+def runner_status(tick_now: int = 104) -> RunnerStatus:
+    """The runner 104 ticks into a run: a plan from tick 100 (the left gripper closing from 0.9),
+    the one it replaced from tick 96, and 10 chunks' latencies (one came too late: apply_tick -1)."""
+    plan = np.zeros((32, 14), np.float32)
+    plan[:, 6] = np.linspace(0.9, 0.1, 32)
+    previous = np.zeros((32, 14), np.float32)
+    previous[:, 6] = 0.8
+    inference = np.array([0.05, 0.06, 0.055, 0.3, 0.052, 0.058, 0.061, 0.049, 0.07, 0.9])
+    to_command = inference + 0.01
+    apply_ticks = np.array([4, 12, 20, 28, 36, 44, 52, 60, 68, -1])
+    return RunnerStatus(state="running", strategy={"strategy": "ensemble", "every": 4}, tick=tick_now, period_s=0.02,
+                        plan=plan, plan_first_tick=100, previous=previous, previous_first_tick=96, queue_depth=28,
+                        chunks=10, skipped=3, apply_ticks=apply_ticks, inference_s=inference,
+                        obs_age_s=np.full(10, 0.004), obs_to_command_s=to_command,
+                        queue_depths=np.full(10, 28), inference=LatencySummary.of(inference),
+                        obs_age=LatencySummary.of(np.full(10, 0.004)),
+                        obs_to_command=LatencySummary.of(to_command[apply_ticks >= 0]))
+
+
+def autonomy(state: AutonomyState, **changes) -> AutonomyStatus:
+    loaded = state not in (AutonomyState.OFF, AutonomyState.LOADING)
+    status = AutonomyStatus(state=state, checkpoint=checkpoint_info() if loaded else None,
+                            device="cpu" if loaded else "", runner=runner_status() if loaded else None)
+    return dataclasses.replace(status, **changes)
+
+
+def policy_snapshot(state: AutonomyState, index: int = 1, **changes) -> StudioSnapshot:
+    """The sim with the policy (AUTONOMOUS) or the person correcting it (INTERVENTION) driving."""
+    kind = ControlSource.INTERVENTION if state is AutonomyState.INTERVENTION else ControlSource.POLICY
+    fields = dict(loop=loop_state(Mode.POLICY, "policy", kind), source=None, autonomy=autonomy(state), tick=tick(index))
+    return sim_snapshot(**{**fields, **changes})
+
+
+def test_the_mode_says_autonomous_or_intervention_in_the_panel_and_the_status_bar(window):
+    panel, policy = window.control_panel, window.policy.panel
+    paint(window, sim_snapshot(autonomy=autonomy(AutonomyState.READY)))
+    assert window.status_mode.text() == panel.mode_badge.text() == "HOLD"
+    assert window.policy.button.text() == "Policy: ready (tiny)"
+    assert policy.autonomous_button.isEnabled() and not policy.autonomous_button.isChecked()
+    assert policy.autonomous_button.text() == "▶ Autonomous  (F10)"
+    assert not policy.take_over_button.isEnabled() and not policy.hand_back_button.isEnabled()
+
+    paint(window, policy_snapshot(AutonomyState.AUTONOMOUS))
+    assert window.status_mode.text() == panel.mode_badge.text() == "AUTONOMOUS (policy drives)"
+    assert theme.MODE_COLOURS[Mode.POLICY] in window.status_mode.styleSheet()
+    assert policy.autonomous_button.isChecked() and policy.autonomous_button.text() == "■ Stop autonomy  (F10)"
+    assert policy.take_over_button.isEnabled() and policy.take_over_button.text() == "Take over  (F11)"
+    assert not policy.load_button.isEnabled()  # no loading another policy under the one driving
+    assert policy.state_badge.text() == "AUTONOMOUS: the policy drives  ·  tiny on cpu"
+
+    paint(window, policy_snapshot(AutonomyState.INTERVENTION))
+    assert window.status_mode.text() == panel.mode_badge.text() == "INTERVENTION (you drive)"
+    assert theme.SOURCE_COLOURS[ControlSource.INTERVENTION] in panel.mode_badge.styleSheet()
+    assert policy.hand_back_button.isEnabled() and not policy.take_over_button.isEnabled()
+    assert panel.source_badge.text() == "you (jog keys)"
+    assert policy.message_label.text().startswith("You drive: the jog keys") and "Hand back (F11)" in policy.message_label.text()
+
+    paint(window, policy_snapshot(AutonomyState.AUTONOMOUS, loop=loop_state(Mode.ESTOP)))
+    assert window.status_mode.text() == panel.mode_badge.text() == "E-STOP (latched)"  # over any policy state
+
+
+def test_the_plan_is_drawn_ahead_of_now_with_the_previous_one_behind_it(window):
+    window.policy.show()
+    plots = window.policy.panel.plots
+    assert plots.joint_combo.currentText() == "left gripper"
+    n = 100
+    t = np.linspace(-2.0, 0.0, n)
+    measured = np.zeros((n, STATE_DIM), np.float32)
+    measured[:, 6] = 0.9
+    history = HistoryWindow(t, measured + 0.01, measured, np.full(n, 20.0, np.float32), np.zeros(n, np.float32))
+    painted = [paint(window, policy_snapshot(AutonomyState.AUTONOMOUS, index=i), history=lambda: history)
+               for i in (1, 2)]
+    assert len(painted) == 2
+    x, y = plots.plan_curve.getData()
+    # actions[0] is for tick 100, now is tick 104: 4 ticks (80 ms) of the plan have passed.
+    assert np.allclose(x, (np.arange(32) - 4) * 0.02) and np.allclose(y, np.linspace(0.9, 0.1, 32))
+    px, py = plots.previous_curve.getData()
+    assert np.isclose(px[0], -0.16) and np.allclose(py, 0.8)
+    mx, my = plots.measured_curve.getData()
+    assert np.array_equal(mx, t) and np.allclose(my, 0.9)
+    # Latency: the chunk that came too late is in the histogram but has no place in time.
+    lx, ly = plots.inference_curve.getData()
+    assert np.allclose(lx, (np.array([4, 12, 20, 28, 36, 44, 52, 60, 68]) - 104) * 0.02) and len(ly) == 9
+    status = runner_status()
+    assert plots.percentile_lines["inference_p50"].value() == status.inference.p50_ms
+    assert plots.percentile_lines["obs_to_command_p95"].value() == status.obs_to_command.p95_ms
+    edges, counts = plots.inference_hist.getData()
+    assert counts.sum() == 10 and len(edges) == len(counts) + 1
+    assert "queue 28" in plots.readout.text() and "p99" in plots.readout.text()
+    # Another joint: the right waist, all zeros in this plan.
+    plots.joint_combo.setCurrentText("right waist")
+    paint(window, policy_snapshot(AutonomyState.AUTONOMOUS, index=3), history=lambda: history)
+    assert np.allclose(plots.plan_curve.getData()[1], 0.0)
+    # Nothing loaded: the plan and the latencies go.
+    paint(window, sim_snapshot(tick=tick(4)), history=lambda: history)
+    assert len(plots.plan_curve.getData()[0]) == 0 and plots.readout.text() == "No policy loaded."
+
+
+def test_a_refused_policy_says_why_and_what_to_do_in_the_panel(window):
+    refused = "The policy was not loaded: the checkpoint reads 'cam_low'; the rig has camera(s) ['cam_high']"
+    what = "Choose a checkpoint trained on this rig's cameras."
+    paint(window, sim_snapshot(autonomy=AutonomyStatus(state=AutonomyState.FAULT, message=refused),
+                               events=(event(1, Severity.ERROR, refused, what, origin="policy"),)))
+    policy = window.policy.panel
+    assert policy.message_label.text() == f"{refused} {what}"
+    assert theme.ERROR_COLOUR in policy.message_label.styleSheet()
+    assert not policy.autonomous_button.isEnabled()  # nothing loaded to drive
+    assert window.banner.isVisible()
+    # A policy that stops while driving: the loop's event says so and the arm holds.
+    stopped = "The source 'policy' failed: PolicyFault: the plan holds NaN. The arm holds."
+    paint(window, sim_snapshot(autonomy=autonomy(AutonomyState.FAULT, message="the plan holds NaN"),
+                               events=(event(2, Severity.ERROR, stopped, "Reload the policy."),)))
+    assert policy.message_label.text() == f"{stopped} Reload the policy."
+    assert policy.state_badge.text().startswith("stopped")

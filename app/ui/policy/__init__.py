@@ -1,0 +1,1 @@
+"""The Policy panel (issue 10): checkpoint chooser, autonomy controls, live plots, evaluation."""
