@@ -37,16 +37,17 @@ from PySide6.QtWidgets import (
 
 from app.ui import theme
 from app.studio.history import HistoryWindow
-from app.studio.monitor import LOW_DISK_BYTES
 from app.studio.paths import DEFAULT_RIG_FILE, RUNS_ROOT
 from app.studio.snapshot import AutonomyState, Phase, StudioSnapshot
 from app.studio.studio import Studio
-from app.ui.keys import JOG_KEY_BY_CODE, REAL_RIG_ONLY_ACTIONS, SHORTCUTS, SIM_ONLY_ACTIONS, shortcut_texts
+from app.ui.keys import REAL_RIG_ONLY_ACTIONS, SHORTCUTS, SIM_ONLY_ACTIONS, shortcut_texts
+from app.ui.jog_input import JogInput
 from app.ui.widgets.arms_panel import STARTING_COLOUR, ArmsPanelWidget
 from app.ui.widgets.calibration_dialog import CalibrationDialog
 from app.ui.widgets.servo_health import ServoHealthWidget
+from app.ui.widgets.status_bar import StudioStatusBar
 from app.ui.widgets.camera_view import CameraViewWidget
-from app.ui.widgets.control_panel import ControlPanelWidget, mode_words
+from app.ui.widgets.control_panel import ControlPanelWidget
 from app.ui.widgets.events_panel import ErrorBannerWidget, EventsWidget
 from app.ui.widgets.help_panel import HelpPanelWidget
 from app.ui.widgets.jog_pad import JogPadWidget
@@ -56,7 +57,6 @@ from app.ui.training.panel import TrainingPanelWidget
 from app.ui.workbench.workbench_widget import WorkbenchWidget
 from app.studio.events import Severity
 from recordings.schema import Label
-from robot.aloha import MIN_ACCEPTABLE_LOOP_RATE_HZ
 from robot.types import DEFAULT_CAMERA_NAMES, ControlSource, Mode
 
 log = logging.getLogger(__name__)
@@ -67,20 +67,9 @@ PLOT_EVERY_N_PAINTS = 2  # plots at 15 Hz: 28 curves of 500 points are the costl
 # 15 Hz re-plans every 4 ticks would be seen only every other time. Their dozen short curves cost little.
 STATUS_EVERY_N_PAINTS = 10  # status bar at 3 Hz: numbers that change faster cannot be read
 HEALTH_EVERY_N_PAINTS = 30  # servo table at 1 Hz: the rig reads each arm about once a second
-JOG_REFRESH_MS = 100  # re-send held jog keys well inside the jog source's 0.5 s dead-man timer
 PLOT_SPAN_S = 10.0
 
 _TEXT_INPUTS = (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit, QComboBox)
-
-
-def _format_bytes(count: int | None) -> str:
-    if count is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if count < 1024 or unit == "TB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
-        count /= 1024
-    return "?"
 
 
 class StudioWindow(QMainWindow):
@@ -95,8 +84,6 @@ class StudioWindow(QMainWindow):
         self._last_tick_index = -1
         self._close_after_shutdown = False
         self._shutdown_future = None
-        self._held_jog_keys: set[int] = set()
-        self._fine_jog = False
 
         keys = shortcut_texts()
         self.banner = ErrorBannerWidget()
@@ -162,8 +149,8 @@ class StudioWindow(QMainWindow):
         jog_layout = QHBoxLayout(jog_box)
         self.jog_pads = {arm: JogPadWidget(arm) for arm in ("left", "right")}
         for pad in self.jog_pads.values():
-            pad.jog_changed.connect(self._on_jog_pad)
             jog_layout.addWidget(pad)
+        self.jog = JogInput(studio, self.jog_pads, self)
         side_inner = QWidget()
         side_layout = QVBoxLayout(side_inner)
         side_layout.setContentsMargins(0, 0, 0, 0)
@@ -209,12 +196,13 @@ class StudioWindow(QMainWindow):
         main_layout.addWidget(side)
         self.setCentralWidget(main)
 
-        self._build_status_bar()
+        self.status = StudioStatusBar()
+        self.setStatusBar(self.status)
         self._build_training()
         # The Policy panel (issue 10) in a dock beside Training's; its button in the status bar.
-        self.policy = PolicyDock(self, studio, self.training_dock, self._release_jog_keys, RUNS_ROOT,
+        self.policy = PolicyDock(self, studio, self.training_dock, self.jog.release, RUNS_ROOT,
                                  self._evaluation_rig)
-        self.statusBar().addPermanentWidget(self.policy.button)
+        self.status.addPermanentWidget(self.policy.button)
         self._connect_panel()
         self._build_shortcuts()
 
@@ -223,9 +211,6 @@ class StudioWindow(QMainWindow):
         self.paint_timer.setInterval(PAINT_INTERVAL_MS)
         self.paint_timer.timeout.connect(self.refresh)
         self.paint_timer.start()
-        self.jog_timer = QTimer(self)
-        self.jog_timer.setInterval(JOG_REFRESH_MS)
-        self.jog_timer.timeout.connect(self._send_jog)
         self.resize(1600, 1000)
 
     # ------------------------------------------------------------------ construction helpers
@@ -236,22 +221,6 @@ class StudioWindow(QMainWindow):
         self._camera_row.addWidget(view)
         if hasattr(self, "_centre"):
             self._fit_camera_row()
-
-    def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        bar.setSizeGripEnabled(False)
-        # What drives the arm, in the words and colour of the control panel's mode badge.
-        self.status_mode = QLabel("—")
-        bar.addWidget(self.status_mode)
-        self.status_phase = QLabel("starting…")
-        self.status_loop = QLabel("loop —")
-        self.status_cameras = QLabel("cameras —")
-        self.status_rtf = QLabel("real-time —")
-        self.status_disk = QLabel("disk —")
-        for label in (self.status_phase, self.status_loop, self.status_cameras, self.status_rtf):
-            bar.addWidget(label)
-        bar.addPermanentWidget(self.status_disk)
-        self.status_updates = 0
 
     def _build_training(self) -> None:
         """Training (issue 5): the panel in a dock below the cameras (it may float to a second
@@ -269,7 +238,7 @@ class StudioWindow(QMainWindow):
         self.training_button.clicked.connect(lambda: self.training_dock.setVisible(not self.training_dock.isVisible()))
         self.training_panel.status_changed.connect(self.training_button.setText)
         self.training_button.setText(self.training_panel.status_line)
-        self.statusBar().addPermanentWidget(self.training_button)
+        self.status.addPermanentWidget(self.training_button)
 
     def _evaluation_rig(self) -> Path:
         """The rig file `run.py eval` runs: the studio's when it is a plain simulation, else the
@@ -290,7 +259,7 @@ class StudioWindow(QMainWindow):
 
     def _on_page(self, index: int) -> None:
         if index == 1:
-            self._release_jog_keys()
+            self.jog.release()
             self._open_workbench()
 
     def _open_workbench(self) -> None:
@@ -376,7 +345,7 @@ class StudioWindow(QMainWindow):
     # ------------------------------------------------------------------ user actions
 
     def start_arms(self) -> None:
-        self._release_jog_keys()
+        self.jog.release()
         self.studio.start_arms()
 
     def open_calibration(self) -> None:
@@ -390,7 +359,7 @@ class StudioWindow(QMainWindow):
         self.calibration_dialog.raise_()
 
     def trigger_estop(self) -> None:
-        self._release_jog_keys()
+        self.jog.release()
         self.studio.estop("E-stop pressed in the studio")
 
     def start_recording(self) -> None:
@@ -409,30 +378,13 @@ class StudioWindow(QMainWindow):
         if (rec.active or rec.failed) and not rec.busy:
             self.studio.discard_recording()
 
-    def _on_jog_pad(self, arm: str, x: float, y: float, z: float) -> None:
-        self._send_jog()
-
-    # ------------------------------------------------------------------ jog keys
-
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
         kind = event.type()
         if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and not event.isAutoRepeat():
-            jog_key = JOG_KEY_BY_CODE.get(event.key())
-            if jog_key is not None and (kind is QEvent.Type.KeyRelease or self._jog_keys_active()):
-                # The filter sees the event once per widget it propagates through; the set makes
-                # that harmless.
-                self._fine_jog = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
-                if kind is QEvent.Type.KeyPress:
-                    self._held_jog_keys.add(event.key())
-                elif event.key() in self._held_jog_keys:
-                    self._held_jog_keys.discard(event.key())
-                else:
-                    return False
-                self._send_jog()
-                return True
-        elif kind in (QEvent.Type.ApplicationDeactivate, QEvent.Type.WindowDeactivate) and watched is self:
+            return self.jog.key_event(event, self._jog_keys_active)
+        if kind in (QEvent.Type.ApplicationDeactivate, QEvent.Type.WindowDeactivate) and watched is self:
             # A key released while another window has focus never reaches us: stop now.
-            self._release_jog_keys()
+            self.jog.release()
         return False
 
     def _jog_keys_active(self) -> bool:
@@ -443,36 +395,6 @@ class StudioWindow(QMainWindow):
         if self.pages.currentIndex() != 0:
             return False  # the workbench has keys of its own (play, step)
         return not isinstance(QApplication.focusWidget(), _TEXT_INPUTS)
-
-    def _send_jog(self) -> None:
-        velocity = {"left": [0.0, 0.0, 0.0], "right": [0.0, 0.0, 0.0]}
-        gripper = {"left": 0.0, "right": 0.0}
-        axes = {"x": 0, "y": 1, "z": 2}
-        for code in self._held_jog_keys:
-            key = JOG_KEY_BY_CODE[code]
-            if key.axis == "gripper":
-                gripper[key.arm] += key.sign
-            else:
-                velocity[key.arm][axes[key.axis]] += key.sign
-        pads_active = False
-        for arm in ("left", "right"):
-            pad = self.jog_pads[arm].direction
-            pads_active = pads_active or any(pad)
-            direction = [max(-1.0, min(1.0, k + p)) for k, p in zip(velocity[arm], pad)]
-            self.studio.jog(arm, direction, fine=self._fine_jog)
-            self.studio.jog_gripper(arm, max(-1.0, min(1.0, gripper[arm])), fine=self._fine_jog)
-        # Refresh held keys and pads inside the jog source's dead-man time; stop when all are let go.
-        if (self._held_jog_keys or pads_active) and not self.jog_timer.isActive():
-            self.jog_timer.start()
-        elif not (self._held_jog_keys or pads_active):
-            self.jog_timer.stop()
-
-    def _release_jog_keys(self) -> None:
-        self._held_jog_keys.clear()
-        for pad in self.jog_pads.values():
-            pad.direction = (0.0, 0.0, 0.0)
-        self.jog_timer.stop()
-        self.studio.stop_jogging()
 
     # ------------------------------------------------------------------ painting
 
@@ -489,7 +411,7 @@ class StudioWindow(QMainWindow):
         self.paint_count += 1
         self._show_events(snap)
         self._show_controls(snap)
-        self._show_mode(snap)
+        self.status.show_mode(snap)
         self.policy.paint(snap)
         tick = snap.tick
         new_tick = tick is not None and tick.index != self._last_tick_index
@@ -556,14 +478,6 @@ class StudioWindow(QMainWindow):
             self._last_seed_shown = (snap.seed, snap.next_seed)
             panel.show_seed(snap.seed, snap.next_seed)
 
-    def _show_mode(self, snap: StudioSnapshot) -> None:
-        """What drives the arm, in the status bar as on the control panel's badge."""
-        text, colour = mode_words(snap.mode, snap.autonomy.state)
-        if self.status_mode.text() != text:
-            self.status_mode.setText(text)
-            self.status_mode.setStyleSheet(f"QLabel {{ background: {colour}; color: white; font-weight: bold; "
-                                           "border-radius: 4px; padding: 0 8px; }")
-
     _last_seed_shown: tuple | None = None
     _last_saved_seen = ""
     _banner_colour = ""
@@ -589,7 +503,7 @@ class StudioWindow(QMainWindow):
         self.arms_panel.setVisible(real)
         self.bottom_tabs.setTabVisible(self._servo_tab, real)
         self.control_panel.show_towel_reset(snap.resettable)
-        self.status_rtf.setVisible(not real)  # real time is the only time a real rig has
+        self.status.show_real_rig(real)
 
     def _show_arms(self, snap: StudioSnapshot) -> None:
         arms = snap.arms
@@ -622,40 +536,7 @@ class StudioWindow(QMainWindow):
             self.camera_views[name].set_frame(image, capture, age_ms)
 
     def _show_status(self, snap: StudioSnapshot) -> None:
-        self.status_updates += 1
-        phase_text = {
-            Phase.STARTING: f"starting {snap.rig_name}…",
-            Phase.RUNNING: f"{snap.rig_name}",
-            Phase.FAILED: "rig failed — see Events",
-            Phase.STOPPING: "shutting down…",
-            Phase.STOPPED: "stopped",
-        }[snap.phase]
-        self.status_phase.setText(phase_text)
-        stats = snap.loop_stats
-        if stats is not None and stats.ticks > 1:
-            slow = stats.achieved_rate_hz < MIN_ACCEPTABLE_LOOP_RATE_HZ
-            self.status_loop.setText(
-                f"loop {stats.achieved_rate_hz:5.1f} / {stats.target_rate_hz:g} Hz  jitter p99 {stats.jitter_p99_ms:4.1f} ms"
-            )
-            self.status_loop.setStyleSheet(f"color: {theme.WARN_COLOUR if slow else theme.TEXT};")
-            self.status_loop.setToolTip(
-                f"late ticks {stats.late_ticks}, missed deadlines {stats.missed_deadlines}; "
-                f"ALOHA re-records episodes below {MIN_ACCEPTABLE_LOOP_RATE_HZ:g} Hz"
-            )
-        rig_status = snap.rig_status
-        if rig_status is not None:
-            if rig_status.camera_fps:
-                fps = "  ".join(f"{name.removeprefix('cam_')} {value:4.1f}" for name, value in rig_status.camera_fps.items())
-                self.status_cameras.setText(f"cameras fps: {fps}")
-            if rig_status.real_time_factor is not None:
-                rtf = rig_status.real_time_factor
-                self.status_rtf.setText(f"real-time {rtf:4.2f}×")
-                self.status_rtf.setToolTip("Simulated seconds per wall-clock second; below 1 the sim runs slower than real time.")
-        if snap.store_dir is not None:
-            self.status_disk.setText(f"disk free {_format_bytes(snap.disk_free_bytes)}")
-            self.status_disk.setToolTip(f"Episode store: {snap.store_dir}")
-            low = snap.disk_free_bytes is not None and snap.disk_free_bytes < LOW_DISK_BYTES
-            self.status_disk.setStyleSheet(f"color: {theme.ERROR_COLOUR if low else theme.TEXT};")
+        self.status.show(snap)
         if abs(self.timing_plot.target_ms - 1e3 / snap.control_rate_hz) > 1e-6:
             self.timing_plot.set_target_rate(snap.control_rate_hz)
 
@@ -702,6 +583,6 @@ class StudioWindow(QMainWindow):
         if not self.training_panel.confirm_close():
             return  # a training job runs and the user chose not to close (the recording is untouched)
         self.policy.close()
-        self._release_jog_keys()
+        self.jog.release()
         self._close_after_shutdown = True
         self._shutdown_future = self.studio.shutdown_async(label)

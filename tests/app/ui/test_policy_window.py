@@ -65,7 +65,7 @@ def test_load_drive_take_over_hand_back_and_let_go_from_the_window(shared, qtbot
     assert window.policy.button.text() == "Policy: ready (tiny)"
 
     qtbot.keyClick(keys_target, Qt.Key.Key_F10)  # Autonomous
-    qtbot.waitUntil(lambda: window.status_mode.text() == "AUTONOMOUS (policy drives)", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.status.mode.text() == "AUTONOMOUS (policy drives)", timeout=WAIT_MS)
     assert studio.snapshot().mode is Mode.POLICY
     assert window.control_panel.mode_badge.text() == "AUTONOMOUS (policy drives)"
     assert panel.autonomous_button.isChecked() and panel.take_over_button.isEnabled()
@@ -78,16 +78,16 @@ def test_load_drive_take_over_hand_back_and_let_go_from_the_window(shared, qtbot
     assert "inference p50" in panel.plots.readout.text()
 
     qtbot.keyClick(keys_target, Qt.Key.Key_F11)  # take over
-    qtbot.waitUntil(lambda: window.status_mode.text() == "INTERVENTION (you drive)", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.status.mode.text() == "INTERVENTION (you drive)", timeout=WAIT_MS)
     assert window.control_panel.mode_badge.text() == "INTERVENTION (you drive)"
     assert panel.hand_back_button.isEnabled() and not panel.take_over_button.isEnabled()
     assert studio.snapshot().autonomy.state is AutonomyState.INTERVENTION
 
     qtbot.keyClick(keys_target, Qt.Key.Key_F11)  # hand back
-    qtbot.waitUntil(lambda: window.status_mode.text() == "AUTONOMOUS (policy drives)", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.status.mode.text() == "AUTONOMOUS (policy drives)", timeout=WAIT_MS)
 
     qtbot.keyClick(keys_target, Qt.Key.Key_F10)  # let go: the arm holds
-    qtbot.waitUntil(lambda: window.status_mode.text() == "HOLD", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.status.mode.text() == "HOLD", timeout=WAIT_MS)
     assert studio.snapshot().autonomy.state is AutonomyState.READY
     assert not panel.autonomous_button.isChecked() and panel.load_button.isEnabled()
 

@@ -108,7 +108,7 @@ def test_the_running_sim_reaches_the_window(studio, qtbot):
     x, y = window.joint_plots.measured_curves["left"][1].getData()
     assert len(x) > 5 and np.all(np.diff(x) > 0) and x[-1] == 0.0
     assert window.timing_plot.period_curve.getData()[1] is not None
-    qtbot.waitUntil(lambda: "Hz" in window.status_loop.text() and "fps" in window.status_cameras.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "Hz" in window.status.loop.text() and "fps" in window.status.cameras.text(), timeout=WAIT_MS)
     # The sim's snapshot: what the rig declares, and the monitor's readings of the rig (its
     # real-time factor needs a second of running) and of the disk.
     snap = studio.snapshot()
@@ -117,7 +117,7 @@ def test_the_running_sim_reaches_the_window(studio, qtbot):
     assert snap.available_sources == ("keyboard", "demo", "hold")
     qtbot.waitUntil(lambda: studio.snapshot().rig_status.real_time_factor is not None, timeout=WAIT_MS)
     assert studio.snapshot().disk_free_bytes > 0
-    qtbot.waitUntil(lambda: window.status_rtf.text().startswith("real-time ") and "×" in window.status_rtf.text(),
+    qtbot.waitUntil(lambda: window.status.rtf.text().startswith("real-time ") and "×" in window.status.rtf.text(),
                     timeout=WAIT_MS)
 
 

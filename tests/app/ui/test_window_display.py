@@ -192,7 +192,7 @@ def test_before_the_rig_is_up_only_what_every_rig_has_is_offered(window):
     assert not panel.start_button.isEnabled() and not panel.new_episode_button.isEnabled()
     assert not shortcut_enabled(window, "start_arms") and not shortcut_enabled(window, "source:leaders")
     assert panel.mode_badge.text() == "IDLE" and panel.source_badge.text() == "—"
-    assert window.status_phase.text() == "starting sim…"
+    assert window.status.phase.text() == "starting sim…"
 
 
 def test_the_simulated_rig_offers_demo_on_f3_and_no_arms(window):
@@ -207,8 +207,8 @@ def test_the_simulated_rig_offers_demo_on_f3_and_no_arms(window):
     # The towel reset and its seeds, and the simulation's speed against real time.
     assert panel.new_episode_button.isVisible() and panel.new_episode_button.isEnabled()
     assert panel.seed_spin.isVisible() and panel.current_seed_label.isVisible()
-    assert window.status_rtf.isVisible() and window.status_rtf.text() == "real-time 0.93×"
-    assert window.status_phase.text() == "sim-aloha"
+    assert window.status.rtf.isVisible() and window.status.rtf.text() == "real-time 0.93×"
+    assert window.status.phase.text() == "sim-aloha"
 
 
 def test_a_simulation_driven_by_leader_arms_adds_the_leaders_button_but_no_start_arms(window):
@@ -219,7 +219,7 @@ def test_a_simulation_driven_by_leader_arms_adds_the_leaders_button_but_no_start
     assert shortcut_enabled(window, "source:demo") and not shortcut_enabled(window, "source:leaders")
     assert not shortcut_enabled(window, "start_arms")
     assert not window.arms_panel.isVisible() and not servo_tab_visible(window)
-    assert panel.new_episode_button.isVisible() and window.status_rtf.isVisible()
+    assert panel.new_episode_button.isVisible() and window.status.rtf.isVisible()
 
 
 def test_real_arms_show_the_arms_panel_and_leaders_instead_of_demo(window):
@@ -233,7 +233,7 @@ def test_real_arms_show_the_arms_panel_and_leaders_instead_of_demo(window):
     assert not shortcut_enabled(window, "source:demo")
     # No towel to reset, no simulated time.
     assert not panel.new_episode_button.isVisible() and not panel.seed_spin.isVisible()
-    assert not window.status_rtf.isVisible()
+    assert not window.status.rtf.isVisible()
     # The rig's prompt above the cameras and in the panel; Start arms and Calibrate offered.
     assert window.arm_prompt_banner.isVisible() and window.arm_prompt_banner.text() == PRESS_START
     assert "#374151" in window.arm_prompt_banner.styleSheet()
@@ -426,41 +426,41 @@ def test_the_seed_fields_show_the_towel_now_and_next_and_leave_a_typed_seed_alon
 
 def test_the_status_bar_shows_loop_rate_cameras_and_disk(window):
     paint(window, sim_snapshot(control_rate_hz=30.0))
-    assert window.status_loop.text() == "loop  49.8 / 50 Hz  jitter p99  1.2 ms"
-    assert f"color: {theme.TEXT}" in window.status_loop.styleSheet()
-    assert "late ticks 3, missed deadlines 1" in window.status_loop.toolTip()
-    assert window.status_cameras.text() == "cameras fps: high 29.8  left_wrist 30.0  right_wrist 30.1"
-    assert window.status_disk.text() == "disk free 12.3 GB"
-    assert f"color: {theme.TEXT}" in window.status_disk.styleSheet()
-    assert window.status_disk.toolTip() == "Episode store: /data/episodes"
+    assert window.status.loop.text() == "loop  49.8 / 50 Hz  jitter p99  1.2 ms"
+    assert f"color: {theme.TEXT}" in window.status.loop.styleSheet()
+    assert "late ticks 3, missed deadlines 1" in window.status.loop.toolTip()
+    assert window.status.cameras.text() == "cameras fps: high 29.8  left_wrist 30.0  right_wrist 30.1"
+    assert window.status.disk.text() == "disk free 12.3 GB"
+    assert f"color: {theme.TEXT}" in window.status.disk.styleSheet()
+    assert window.status.disk.toolTip() == "Episode store: /data/episodes"
     assert window.timing_plot.target_ms == pytest.approx(1e3 / 30.0)  # the rig's own control rate
 
     # A few times a second while running: numbers that change faster could not be read.
     slow = sim_snapshot(loop_stats=loop_stats(rate_hz=40.0))
     paint(window, slow, times=STATUS_EVERY_N_PAINTS - 1)
-    assert "49.8" in window.status_loop.text()
+    assert "49.8" in window.status.loop.text()
     paint(window, slow)
-    assert "40.0" in window.status_loop.text()
+    assert "40.0" in window.status.loop.text()
 
 
 def test_a_slow_loop_and_a_nearly_full_disk_are_coloured(window):
     # ALOHA re-records episodes below 42 Hz; the window says so before that happens.
     paint(window, sim_snapshot(loop_stats=loop_stats(rate_hz=38.5, jitter_ms=9.7), disk_free_bytes=LOW_DISK_BYTES - 1))
-    assert window.status_loop.text() == "loop  38.5 / 50 Hz  jitter p99  9.7 ms"
-    assert f"color: {theme.WARN_COLOUR}" in window.status_loop.styleSheet()
-    assert "below 42 Hz" in window.status_loop.toolTip()
-    assert window.status_disk.text() == "disk free 1024.0 MB"
-    assert f"color: {theme.ERROR_COLOUR}" in window.status_disk.styleSheet()
+    assert window.status.loop.text() == "loop  38.5 / 50 Hz  jitter p99  9.7 ms"
+    assert f"color: {theme.WARN_COLOUR}" in window.status.loop.styleSheet()
+    assert "below 42 Hz" in window.status.loop.toolTip()
+    assert window.status.disk.text() == "disk free 1024.0 MB"
+    assert f"color: {theme.ERROR_COLOUR}" in window.status.disk.styleSheet()
 
 
 def test_the_phase_is_shown_at_once_and_nothing_is_recorded_unless_the_rig_runs(window):
     panel = window.control_panel
     paint(window, sim_snapshot())
-    assert window.status_phase.text() == "sim-aloha" and panel.start_button.isEnabled()
+    assert window.status.phase.text() == "sim-aloha" and panel.start_button.isEnabled()
     for phase, text in ((Phase.STOPPING, "shutting down…"), (Phase.FAILED, "rig failed — see Events"),
                         (Phase.STOPPED, "stopped")):
         paint(window, sim_snapshot(phase=phase))  # not held back to the status bar's few times a second
-        assert window.status_phase.text() == text
+        assert window.status.phase.text() == text
         assert not panel.start_button.isEnabled() and not panel.new_episode_button.isEnabled(), phase
 
 
@@ -601,29 +601,29 @@ def policy_snapshot(state: AutonomyState, index: int = 1, **changes) -> StudioSn
 def test_the_mode_says_autonomous_or_intervention_in_the_panel_and_the_status_bar(window):
     panel, policy = window.control_panel, window.policy.panel
     paint(window, sim_snapshot(autonomy=autonomy(AutonomyState.READY)))
-    assert window.status_mode.text() == panel.mode_badge.text() == "HOLD"
+    assert window.status.mode.text() == panel.mode_badge.text() == "HOLD"
     assert window.policy.button.text() == "Policy: ready (tiny)"
     assert policy.autonomous_button.isEnabled() and not policy.autonomous_button.isChecked()
     assert policy.autonomous_button.text() == "▶ Autonomous  (F10)"
     assert not policy.take_over_button.isEnabled() and not policy.hand_back_button.isEnabled()
 
     paint(window, policy_snapshot(AutonomyState.AUTONOMOUS))
-    assert window.status_mode.text() == panel.mode_badge.text() == "AUTONOMOUS (policy drives)"
-    assert theme.MODE_COLOURS[Mode.POLICY] in window.status_mode.styleSheet()
+    assert window.status.mode.text() == panel.mode_badge.text() == "AUTONOMOUS (policy drives)"
+    assert theme.MODE_COLOURS[Mode.POLICY] in window.status.mode.styleSheet()
     assert policy.autonomous_button.isChecked() and policy.autonomous_button.text() == "■ Stop autonomy  (F10)"
     assert policy.take_over_button.isEnabled() and policy.take_over_button.text() == "Take over  (F11)"
     assert not policy.load_button.isEnabled()  # no loading another policy under the one driving
     assert policy.state_badge.text() == "AUTONOMOUS: the policy drives  ·  tiny on cpu"
 
     paint(window, policy_snapshot(AutonomyState.INTERVENTION))
-    assert window.status_mode.text() == panel.mode_badge.text() == "INTERVENTION (you drive)"
+    assert window.status.mode.text() == panel.mode_badge.text() == "INTERVENTION (you drive)"
     assert theme.SOURCE_COLOURS[ControlSource.INTERVENTION] in panel.mode_badge.styleSheet()
     assert policy.hand_back_button.isEnabled() and not policy.take_over_button.isEnabled()
     assert panel.source_badge.text() == "you (jog keys)"
     assert policy.message_label.text().startswith("You drive: the jog keys") and "Hand back (F11)" in policy.message_label.text()
 
     paint(window, policy_snapshot(AutonomyState.AUTONOMOUS, loop=loop_state(Mode.ESTOP)))
-    assert window.status_mode.text() == panel.mode_badge.text() == "E-STOP (latched)"  # over any policy state
+    assert window.status.mode.text() == panel.mode_badge.text() == "E-STOP (latched)"  # over any policy state
 
 
 def test_the_plan_is_drawn_ahead_of_now_with_the_previous_one_behind_it(window):
