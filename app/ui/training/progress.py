@@ -33,7 +33,7 @@ from app.studio.training.follower import RunFollower
 from app.studio.training.run_state import STAGE_TEXT, LogLine, Outcome, checkpoint_rows, format_duration
 from app.ui import theme
 
-CHECKPOINT_COLUMNS = ("Step", "Train loss", "Val action loss", "Sampled action error", "Best", "Path")
+CHECKPOINT_COLUMNS = ("Step", "Train", "Val action", "Sampled err.", "Best", "Path")  # losses; sampled-action error
 CURVES = {  # name -> (colour, dashed)
     "train total": ("#60a5fa", False),
     "train action": ("#34d399", False),
@@ -145,6 +145,11 @@ class RunProgressWidget(QGroupBox):
     def _build_checkpoints(self) -> QWidget:
         self.checkpoint_table = QTableWidget(0, len(CHECKPOINT_COLUMNS))
         self.checkpoint_table.setHorizontalHeaderLabels(CHECKPOINT_COLUMNS)
+        for column, tip in ((1, "mean train loss (total) logged at this step"),
+                            (2, "validation flow loss of the actions"),
+                            (3, "sampled-action error: the policy's own chunks against the held-out "
+                                "demonstrations (mean end-point error, normalised units); best/ has the lowest")):
+            self.checkpoint_table.horizontalHeaderItem(column).setToolTip(tip)
         self.checkpoint_table.verticalHeader().setVisible(False)
         self.checkpoint_table.verticalHeader().setDefaultSectionSize(20)
         self.checkpoint_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
