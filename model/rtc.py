@@ -23,6 +23,7 @@ the fused sampler is inference-only; a guided step costs about three plain ones.
 from __future__ import annotations
 
 import time
+from typing import Callable, Sequence
 
 import torch
 
@@ -35,6 +36,38 @@ def guidance_weight(s: float, max_guidance: float) -> float:
     if s <= 0.0 or s >= 1.0:
         return float(max_guidance)
     return float(min(max_guidance, (s * s + (1.0 - s) ** 2) / (s * (1.0 - s))))
+
+
+def guided_denoise(
+    velocity: Callable[[torch.Tensor, int], torch.Tensor],
+    noise: torch.Tensor,
+    levels: Sequence[float],
+    deltas: torch.Tensor,
+    prefix: torch.Tensor,
+    weights: torch.Tensor,
+    max_guidance: float,
+) -> torch.Tensor:
+    """The guided Euler walk from noise to data -> x at s = 0, same shape and dtype as `noise`.
+
+    velocity(x, i): the flow's velocity (eps - x0 convention) at step i, differentiable in x;
+    noise (B, Ha, A); levels: the n noise levels s_i (floats, 1 first); deltas (n,) s_{i+1} - s_i
+    (negative); prefix (B, Ha, A) the plan to continue, in the same (normalised) units as x;
+    weights (Ha,) the soft mask. With all weights 0 this is the plain Euler sampler, op for op.
+    """
+    x = noise
+    target = prefix.to(device=noise.device, dtype=torch.float32)
+    mask = weights.to(device=noise.device, dtype=torch.float32).view(1, -1, 1)
+    for i, s in enumerate(levels):
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            v = velocity(xg, i)
+            clean = xg - s * v
+            error = (target - clean.float()) * mask
+            (correction,) = torch.autograd.grad(clean, xg, error.to(clean.dtype))
+        with torch.no_grad():
+            guided = v.detach() - guidance_weight(s, max_guidance) * correction
+            x = x + guided * deltas[i].to(x.dtype)
+    return x.detach()
 
 
 def sample_actions_guided(
@@ -64,18 +97,10 @@ def sample_actions_guided(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     encode_s = time.perf_counter() - started
-    x = noise.to(device=device, dtype=dtype)
-    target = prefix.to(device=device, dtype=torch.float32)
-    mask = weights.to(device=device, dtype=torch.float32).view(1, -1, 1)
+
+    def velocity(x: torch.Tensor, i: int) -> torch.Tensor:
+        return model.action_velocity(x, t_mods[i * b : (i + 1) * b], cache, write_cache=False)
+
     levels = (timesteps / float(cfg.num_train_timesteps)).tolist()
-    for i, s in enumerate(levels):
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            v = model.action_velocity(xg, t_mods[i * b : (i + 1) * b], cache, write_cache=False)
-            clean = xg - s * v
-            error = (target - clean.float()) * mask
-            (correction,) = torch.autograd.grad(clean, xg, error.to(clean.dtype))
-        with torch.no_grad():
-            guided = v.detach() - guidance_weight(s, max_guidance) * correction
-            x = x + guided * deltas[i].to(x.dtype)
-    return x.detach(), encode_s
+    x = guided_denoise(velocity, noise.to(device=device, dtype=dtype), levels, deltas, prefix, weights, max_guidance)
+    return x, encode_s
