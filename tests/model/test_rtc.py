@@ -54,37 +54,45 @@ def test_guidance_weight_is_the_papers_and_clipped():
 
 
 def test_guidance_pulls_the_frozen_actions_to_the_prefix_and_leaves_the_rest():
-    """Data N(0, 1): a prefix at +2 is pulled towards ever closer as beta grows (a flipped sign or
-    time convention would push away), only where the mask is non-zero."""
+    """Data N(0, 1): a prefix at +2 is pulled towards ever closer as beta grows up to the default 5
+    (a flipped sign or time convention would push away), only where the mask is non-zero."""
     velocity = gaussian_velocity(0.0, 1.0)
     prefix = torch.full((4, H, A), 2.0, dtype=torch.float64)
     weights = prefix_weights(FROZEN, OVERLAP, H)
     free = walk(velocity, prefix, np.zeros(H, np.float32), 1.0)
     errors = []
-    for beta in (0.5, 1.0, 2.0, 5.0, 10.0):
+    for beta in (0.5, 1.0, 2.0, 5.0):
         guided = walk(velocity, prefix, weights, beta)
         errors.append(float((guided[:, :FROZEN] - prefix[:, :FROZEN]).abs().mean()))
         # Entries are independent under this data: what the mask leaves out is not touched at all.
         torch.testing.assert_close(guided[:, OVERLAP:], free[:, OVERLAP:])
     unguided = float((free[:, :FROZEN] - prefix[:, :FROZEN]).abs().mean())
-    assert all(later < earlier or later < 1e-6 for earlier, later in zip(errors, errors[1:])), errors
-    assert errors[-2] < 0.01 * unguided, (errors, unguided)  # beta 5, the default: all the way
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.1 * unguided, (errors, unguided)
     # Across the overlap the pull follows the mask: strongest next to the frozen actions.
     guided = walk(velocity, prefix, weights, 5.0)
     pull = ((guided - free) / (prefix - free)).mean(dim=(0, 2))
     assert np.all(np.diff(pull[FROZEN - 1 : OVERLAP].numpy()) < 0) and float(pull[OVERLAP - 1]) > 0
 
 
-def test_a_near_deterministic_flow_leaves_the_guidance_little_to_pull_on():
-    """The limit the measurement met: when the data hardly vary (std 0.05 here: a policy that gives
-    the same chunk whatever the noise), x0_hat barely depends on x_s, its Jacobian is ~0 and so is
-    the guidance. In-painting then cannot bend the chunk towards the previous plan."""
+def test_a_near_deterministic_flow_is_in_painted_too():
+    """Why the Jacobian is taken as the identity (model/rtc.py): when the data hardly vary (std 0.05
+    here, a policy that gives the same chunk whatever the noise, as our trained one does), x0_hat
+    barely follows x_s, so the paper's e^T d x0_hat / d x_s would pull by next to nothing; the
+    correction e itself still brings the frozen actions to the prefix."""
     velocity = gaussian_velocity(0.0, 0.05)
+    config = get_preset("tiny")
+    levels = (inference_schedule(config, 10)[0] / float(config.num_train_timesteps)).tolist()
+    for s in levels:
+        x = torch.randn((H, A), dtype=torch.float64, requires_grad=True)
+        (slope,) = torch.autograd.grad((x - s * velocity(x, s)).sum(), x)
+        assert float(slope.abs().max()) < 0.06  # d x0_hat / d x_s, the same for every entry here
     prefix = torch.full((4, H, A), 1.0, dtype=torch.float64)
     free = walk(velocity, prefix, np.zeros(H, np.float32), 5.0)
     guided = walk(velocity, prefix, prefix_weights(FROZEN, OVERLAP, H), 5.0)
-    moved = float((guided[:, :FROZEN] - free[:, :FROZEN]).abs().mean())
-    assert moved < 0.05 * float((prefix[:, :FROZEN] - free[:, :FROZEN]).abs().mean())
+    before = float((prefix[:, :FROZEN] - free[:, :FROZEN]).abs().mean())
+    after = float((prefix[:, :FROZEN] - guided[:, :FROZEN]).abs().mean())
+    assert after < 0.2 * before, (after, before)
 
 
 # -- the Fast-WAM wiring -------------------------------------------------------------------------
