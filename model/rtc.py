@@ -25,8 +25,8 @@ itself, which pulls the frozen actions to within 10% of the prefix on the same c
 folds at zero delay on the same seeds), needs no backward pass (a guided step costs one readable
 action step, not three), and for a denoiser whose x0_hat does follow x_s points the same way as g. tests/model/test_rtc.py holds both facts.
 
-The readable action step (`FastWAM.action_velocity` without writing the cache) is used; the fused
-sampler has no hook for the correction yet.
+The readable action step (`FastWAM.action_velocity`) is used; the fused sampler has no hook for
+the correction yet.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def sample_actions_guided(
     encode_s = time.perf_counter() - started
 
     def velocity(x: torch.Tensor, i: int) -> torch.Tensor:
-        return model.action_velocity(x, t_mods[i * b : (i + 1) * b], cache, write_cache=False)
+        return model.action_velocity(x, t_mods[i * b : (i + 1) * b], cache)
 
     levels = (timesteps / float(cfg.num_train_timesteps)).tolist()
     x = guided_denoise(velocity, noise.to(device=device, dtype=dtype), levels, deltas, prefix, weights, max_guidance)
