@@ -1,11 +1,13 @@
 """Fast-WAM inference latency: single-pass (video once + cached action steps) vs Joint
-(test-time imagination: future video denoised with the actions, full pass every step).
+(test-time imagination: future video denoised with the actions, full pass every step), and
+real-time chunking's guided single pass (`model.rtc`).
 
 Prints one JSON line per measurement:
   {"bench": "inference", "preset": ..., "device": ..., "dtype": ..., "mode": "single_pass" | "joint" |
-   "policy_end_to_end" | "single_pass_cuda_graphs", "steps": 10, "p50_ms": ..., "p95_ms": ...,
+   "rtc_guided" | "policy_end_to_end" | "single_pass_cuda_graphs", "steps": 10, "p50_ms": ..., "p95_ms": ...,
    "cpu_p50_ms": ..., "iters": ..., "peak_mem_mb": ...}
-and per preset a summary {"mode": "ratio", "joint_over_single_p50": ..., "joint_over_single_cpu_p50": ...}.
+and per preset a summary {"mode": "ratio", "joint_over_single_p50": ..., "joint_over_single_cpu_p50": ...,
+"rtc_over_single_p50": ..., "rtc_over_single_cpu_p50": ...}.
 (cpu_p50_ms: this process's CPU time per call - robust to other jobs sharing the cores when the
 run uses one thread.)
 
@@ -37,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import get_preset  # noqa: E402
 from model.fast_sampler import SinglePassSampler  # noqa: E402
+from model.execution import prefix_weights  # noqa: E402
 from model.fastwam import FastWAM  # noqa: E402
+from model.rtc import sample_actions_guided  # noqa: E402
 from model.sampling import sample_joint  # noqa: E402
 
 
@@ -101,8 +105,17 @@ def bench_preset(name: str, device: torch.device, dtype: torch.dtype, iters: int
         joint = _time(lambda: sample_joint(model, latent, ctx, mask, proprio, noise=noise, joint=True),
                       joint_iters, min(warmup, 1), device)
         _emit(mode="joint", **joint, iters=joint_iters, peak_mem_mb=_peak_mem_mb(device), **common)
+        # RTC's default guide: every H/4 ticks, so H/4 frozen at most and 3H/4 of overlap.
+        h = cfg.action_horizon
+        weights = torch.from_numpy(prefix_weights(h // 4, h - h // 4, h))
+        prefix = torch.randn(noise.shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+        guided = _time(lambda: sample_actions_guided(model, latent, ctx, mask, proprio, prefix, weights, 5.0, noise),
+                       iters, warmup, device)
+        _emit(mode="rtc_guided", **guided, iters=iters, peak_mem_mb=_peak_mem_mb(device), **common)
     summary = dict(mode="ratio", joint_over_single_p50=joint["p50_ms"] / single["p50_ms"],
-                   joint_over_single_cpu_p50=joint["cpu_p50_ms"] / single["cpu_p50_ms"], **common)
+                   joint_over_single_cpu_p50=joint["cpu_p50_ms"] / single["cpu_p50_ms"],
+                   rtc_over_single_p50=guided["p50_ms"] / single["p50_ms"],
+                   rtc_over_single_cpu_p50=guided["cpu_p50_ms"] / single["cpu_p50_ms"], **common)
     _emit(**summary)
     return summary
 

@@ -99,3 +99,38 @@ def test_defaults_and_bad_settings():
         PlainChunks(H, every=9)
     with pytest.raises(ValueError, match=r"must be \(8, A\)"):
         PlainChunks(H, 4).accept(np.zeros((4, 14)), 0, 0, 0)
+
+
+@pytest.mark.parametrize("delay", [0, 3, 6])
+def test_rtc_freezes_exactly_the_actions_that_run_while_the_chunk_is_made(delay):
+    """The runner's order over ticks (take an arrived chunk, ask for one when none is being made,
+    act) with chunks arriving `delay` ticks after their observation: the guide's frozen prefix is
+    what the arm does during those ticks, the prefix continues the executed plan tick for tick, and
+    the new chunk takes over at its action `delay`, neither late nor early."""
+    horizon, every = 16, 4
+    rtc = RealTimeChunking(horizon, every)
+    executed, requests, pending = {}, [], None
+    for tick in range(80):
+        if pending is not None and pending[2] == tick:
+            assert rtc.accept(pending[0], pending[1], tick, len(requests) - 1) == delay
+            pending = None
+        if pending is None and rtc.wants_chunk(tick):
+            rtc.note_request(tick)
+            actions = chunk(1000.0 * (len(requests) + 1), horizon)
+            requests.append((tick, rtc.guide(tick, delay), actions))
+            pending = (actions, tick, tick + delay)
+            if delay == 0:
+                rtc.accept(actions, tick, tick, len(requests) - 1)
+                pending = None
+        executed[tick] = rtc.action(tick)
+    guided = [(first, guide, actions) for first, guide, actions in requests
+              if guide is not None and first + delay < 80]
+    assert len(guided) >= 8
+    for first, guide, actions in guided:
+        assert guide.weights[:delay].tolist() == [1.0] * delay and guide.delay_ticks == delay
+        overlap = int(np.count_nonzero(guide.weights)) if delay == 0 else None
+        for i in range(delay):  # frozen: exactly the actions the arm runs meanwhile
+            np.testing.assert_array_equal(guide.prefix[i], executed[first + i])
+        np.testing.assert_array_equal(executed[first + delay], actions[delay])  # takes over at d
+        if overlap is not None:
+            assert overlap == horizon - every  # the paper's H - s
