@@ -10,6 +10,11 @@
 The window's studio, every `run.py` job (demos, record, eval) and the benchmarks open their rig
 this way, so what is recorded, plotted and listened to is the same whoever drives it.
 
+Processes: the episode writer runs in a process of its own (`recordings.writer_process`, started
+with the first recording, ended by `close`); its subscriber only copies each tick into shared
+memory, so no HDF5 write or JPEG encoding holds this process's interpreter lock against the
+control thread. `[recording] writer_process = false` keeps it on a thread of this process.
+
 Threads: `open_session`, `new_loop` and `close` belong to the owner (the studio's worker thread,
 a job's main thread). The loop's subscribers (writer, history, any added with `subscribe`) and
 event listeners run on the control thread and must only copy or enqueue.
@@ -18,6 +23,7 @@ event listeners run on the control thread and must only copy or enqueue.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +32,7 @@ from app.studio.history import TickHistory
 from recordings.metadata import EpisodeMetadata
 from recordings.store import EpisodeStore, StorePathError, require_store_dir
 from recordings.writer import EpisodeWriter
+from recordings.writer_process import ProcessEpisodeWriter
 from robot.capabilities import Capabilities, Simulation
 from robot.control_loop import ControlLoop, LoopEvent
 from robot.rig import Rig, RigError
@@ -59,7 +66,7 @@ class Session:
     rig_file: RigFile
     loop: ControlLoop
     history: TickHistory
-    writer: EpisodeWriter | None = None
+    writer: ProcessEpisodeWriter | EpisodeWriter | None = None
     store: EpisodeStore | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
     _subscribers: list[Callable[[TickRecord], None]] = field(default_factory=list)
@@ -109,12 +116,16 @@ class Session:
         )
 
     def close(self) -> None:
-        """Stop the loop and disconnect the rig (which leaves it safe: torque off on hardware).
-        A recording still open is the caller's to stop or discard first."""
+        """Stop the loop, end the writer process and disconnect the rig (which leaves it safe:
+        torque off on hardware). A recording still open is the caller's to stop or discard first."""
         try:
             self.stop_loop()
         finally:
-            self.rig.disconnect()
+            try:
+                if isinstance(self.writer, ProcessEpisodeWriter):
+                    self.writer.close()
+            finally:
+                self.rig.disconnect()
 
 
 def open_session(
@@ -166,8 +177,9 @@ def open_session(
         writer = None
         if record:
             try:
-                writer = EpisodeWriter(store_dir, rig.camera_names, image_format=rig_file_.recording.image_format,
-                                       jpeg_quality=rig_file_.recording.jpeg_quality)
+                writer = _writer_kind(rig_file_.recording.writer_process)(
+                    store_dir, rig.camera_names, image_format=rig_file_.recording.image_format,
+                    jpeg_quality=rig_file_.recording.jpeg_quality)
             except ValueError as exc:  # e.g. a rig without cameras: nothing to record from
                 rig.disconnect()
                 raise SessionError(f"{path} cannot record: {exc}", "Give the rig file at least one camera.") from exc
@@ -183,3 +195,12 @@ def open_session(
     if writer is not None:
         session.subscribe(writer.on_tick)
     return session
+
+
+def _writer_kind(writer_process: bool) -> type[ProcessEpisodeWriter] | type[EpisodeWriter]:
+    """The writer in its own process (no HDF5 or JPEG work beside the control loop), unless the
+    rig file asks for a thread or the OS has no memfd to share frames through."""
+    if writer_process and not hasattr(os, "memfd_create"):
+        log.info("this OS has no memfd_create: episodes are written from a thread of this process")
+        return EpisodeWriter
+    return ProcessEpisodeWriter if writer_process else EpisodeWriter

@@ -452,7 +452,7 @@ class Studio:
         session.add_event_listener(self._on_loop_event)
         rig = session.rig
         self._sources = sources
-        self._recording = RecordingControl(session.writer, self.events)
+        self._recording = RecordingControl(session.writer, self.events, self._hold_after_writer_death)
         if isinstance(rig, Calibratable):
             self._calibration = CalibrationControl(rig, self.events, self._worker)
         with self._lock:
@@ -494,6 +494,12 @@ class Studio:
     def _loop_expected(self) -> bool:
         with self._lock:
             return self._phase is Phase.RUNNING and not self._busy
+
+    def _hold_after_writer_death(self) -> None:  # monitor thread
+        """The recorder's process died while recording: hold the arm (the event says why)."""
+        session = self._session
+        if session is not None and session.loop.state().mode in (Mode.TELEOP, Mode.POLICY):
+            self.select_source("hold")
 
     def _on_arms_started(self) -> None:  # monitor thread
         self.events.add(Severity.INFO, "rig", "The arms are started.", "Choose Leaders (F3) to teleoperate, or Jog.")
