@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -552,6 +553,9 @@ def _finish_orphaned(writer: EpisodeWriter | None, ring: TickRing | None, carry)
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="writer process %(levelname)s %(name)s: %(message)s")
+    # A file size limit (a quota) must reach the writer as an error it reports and recovers
+    # from, like a full disk, not as the signal that kills it.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     fd = int(argv[0])
     sock = socket.socket(fileno=fd)
     conn = Connection(os.dup(fd))
