@@ -237,10 +237,18 @@ def main(argv: list[str]) -> int:
                         help="sys.setswitchinterval for this process (Python's default: 5 ms)")
     parser.add_argument("--writer", choices=("process", "thread"), default=None,
                         help="write episodes from a process of their own or a thread of this one (default: the rig file's)")
+    parser.add_argument("--pin", action="store_true",
+                        help="a core for the loop: the control thread on CPU 1, every other thread of ours (and the "
+                             "writer process) on CPU 0 (a 4-core machine's split, simulated; use with --realtime-priority)")
+    parser.add_argument("--variants", default=None,
+                        help='run this script once per variant, one after the other, and compare: "NAME:ARGS;NAME:ARGS", '
+                             'e.g. "before:--writer thread;after:--writer process" (the other arguments are shared)')
     parser.add_argument("--label", default="", help="a name for this run in the result line")
     parser.add_argument("--report-s", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--keep", default=None, help="record into this folder and keep the episode (default: a temporary folder)")
     args = parser.parse_args(argv)
+    if args.variants:
+        return run_variants(argv, args.variants)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
     emulator_process = None
@@ -279,6 +287,8 @@ def main(argv: list[str]) -> int:
             raise RigError("; ".join(problems))
         return rig, dataclasses.replace(rig_file, recording=recording, control=control)
 
+    if args.pin:
+        os.sched_setaffinity(0, {0})  # this thread, and every thread and process started from now on
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1e3)
     app = None
@@ -320,6 +330,8 @@ def main(argv: list[str]) -> int:
                 parser.error("the arms did not start within 120 s: " + "; ".join(e.message for e in studio.events.all()[-5:]))
             ceremony_s = round(time.monotonic() - begun, 2)
         ticks = TickLog()
+        if args.pin:
+            session.subscribe(PinOnce(1))
         session.subscribe(ticks)
         if args.attribute:
             probe = LateWakeProbe(config.period_s)
@@ -442,6 +454,56 @@ def main(argv: list[str]) -> int:
             if temp is not None:
                 temp.cleanup()
     return 0
+
+
+class PinOnce:
+    """A loop subscriber that moves the control thread to one CPU at its first tick."""
+
+    def __init__(self, cpu: int) -> None:
+        self.cpu = cpu
+        self.done = False
+
+    def __call__(self, record: TickRecord) -> None:
+        if not self.done:
+            self.done = True
+            os.sched_setaffinity(0, {self.cpu})
+
+
+def run_variants(argv: list[str], spec: str) -> int:
+    """Run this script once per "NAME:ARGS" of `spec` (the other arguments shared), one after the
+    other in fresh processes, print their result lines, then one "comparison" line."""
+    shared, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--variants":
+            skip = True
+            continue
+        if arg.startswith("--variants="):
+            continue
+        shared.append(arg)
+    results = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, _, extra = part.partition(":")
+        command = [sys.executable, str(Path(__file__).resolve()), *shared, *extra.split(), "--label", name]
+        finished = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        for line in finished.stdout.splitlines():
+            print(line, flush=True)
+            if '"kind": "result"' in line:
+                results[name] = json.loads(line)
+        if finished.returncode != 0:
+            emit("variant_failed", label=name, returncode=finished.returncode)
+    emit("comparison", variants={
+        name: {
+            "period_error_ms": r["period_error_ms"], "late_ticks": r["late_ticks"], "missed_deadlines": r["missed_deadlines"],
+            "achieved_rate_hz": r["achieved_rate_hz"], "image_age_ms": r["image_age_ms"], "frames_dropped": r["frames_dropped"],
+            "save_s": r["save_s"], "load_average_1min": r["load_average_1min"],
+            "late_wakes": None if r["late_wakes"] is None else {k: r["late_wakes"][k] for k in (
+                "late_wakes", "late_ms_total", "starvation_ms_total", "in_process_ms_total", "causes_in_process_ms")},
+        } for name, r in results.items()
+    })
+    return 0 if len(results) == len([p for p in spec.split(";") if p.strip()]) else 1
 
 
 def pump_until(app, done, timeout_s: float) -> bool:
