@@ -334,7 +334,7 @@ def main(argv: list[str]) -> int:
             session.subscribe(PinOnce(1))
         session.subscribe(ticks)
         if args.attribute:
-            probe = LateWakeProbe(config.period_s)
+            probe = LateWakeProbe(config.period_s, gui_thread=window is not None)
             session.subscribe(probe)
         studio.select_source("keyboard" if source_name == "jog" else "leaders")
         if not args.no_record:

@@ -97,12 +97,15 @@ class LateWakeProbe:
     """Control-loop subscriber explaining late wakes; see the module docstring.
 
     period_s: the loop's period. sample_threads: also read every thread's CPU time each tick
-    and sample stacks at late wakes (needed for the per-cause table). Read `summary()` after
-    the loop stopped.
+    and sample stacks at late wakes (needed for the per-cause table). gui_thread: the main thread
+    runs Qt's event loop (the window paints from it, Python called back from C++). Read
+    `summary()` after the loop stopped.
     """
 
-    def __init__(self, period_s: float, sample_threads: bool = True, threshold_ms: float = LATE_THRESHOLD_MS) -> None:
+    def __init__(self, period_s: float, sample_threads: bool = True, threshold_ms: float = LATE_THRESHOLD_MS,
+                 gui_thread: bool = False) -> None:
         self.period_s = period_s
+        self.gui_thread = gui_thread
         self.sample_threads = sample_threads
         self.threshold_ms = threshold_ms
         self.wakes: list[LateWake] = []
@@ -210,7 +213,10 @@ class LateWakeProbe:
             return dict(causes)
         for tid, ns in python_cpu.items():
             name = self._names.get(tid, str(tid))
-            causes[cause_of(name, stacks.get(tid, ""))] += in_process_ms * ns / total
+            cause = cause_of(name, stacks.get(tid, ""))
+            if self.gui_thread and name == "MainThread":
+                cause = "window painting (Qt, pyqtgraph)"
+            causes[cause] += in_process_ms * ns / total
         return dict(causes)
 
     # ---- after the run
