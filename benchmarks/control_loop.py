@@ -1,28 +1,37 @@
-"""Benchmark: the control loop on a rig at 50 Hz with cameras, recording to HDF5.
+"""Benchmark: the control loop at 50 Hz in the studio, with cameras, the recorder, the window and
+a policy's Python work, before and after a change, in one run.
 
     .venv/bin/python benchmarks/control_loop.py [--seconds 60] [--rig configs/sim.toml]
-        [--image-format jpeg|raw] [--jpeg-quality Q] [--cameras N] [--render-thread on|off]
-        [--camera-size HxW] [--camera-fps F] [--source jog|leaders] [--no-record] [--keep DIR]
+        [--image-format jpeg|raw] [--camera-size HxW] [--camera-fps F] [--cameras N]
+        [--writer process|thread] [--window] [--policy-busy-ms MS] [--attribute]
+        [--realtime-priority N] [--switch-interval-ms MS] [--pin] [--variants "NAME:ARGS;..."]
 
-    # the emulated real rig: 3 cameras at 480x640/30 fps, driven by the (scripted) leader arms
-    .venv/bin/python benchmarks/control_loop.py --rig configs/emulated.toml --camera-size 480x640 --camera-fps 30
+    # the issue-15 proof: sim, 3 cameras 480x640, JPEG, window painting, a busy policy thread,
+    # the thread writer (before) against the writer process (after), 10 minutes each
+    MUJOCO_GL=egl xvfb-run -a .venv/bin/python benchmarks/control_loop.py --seconds 600 \
+        --camera-size 480x640 --camera-fps 30 --window --policy-busy-ms 15 --attribute \
+        --variants "before:--writer thread;after:--writer process"
+    # the emulated rig: add --rig configs/emulated.toml --emulator-process
 
-Source: on the sim (default) the arm is jogged by `EndEffectorJogSource` in a slow circle (set
-from the main thread, as the GUI would), so camera images change and the IK runs every tick. On
-a rig with leader arms (`leader_source()`: aloha, aloha-emulated, sim-leaders) the default is the
-leaders; a rig with an opening ceremony (`begin_start`) runs it first, with the loop running, as
-`run.py record` does (`app.studio.jobs.demos.run_opening_ceremony`), and the measurement starts when the arms
-are started. --camera-size/--camera-fps override every camera of the rig file (sim: [sim]
-image_height/width and camera_fps; real rigs: each [[cameras]] width/height/fps).
-Every tick is recorded by `recordings.writer.EpisodeWriter` (a loop subscriber; its own thread
-encodes and writes).
+It runs the real studio (`app.studio.studio.Studio`, so the rig, loop, writer and history are
+wired by `open_session` as in the app), optionally with its window (`--window`: needs a display,
+xvfb-run or QT_QPA_PLATFORM=offscreen). On the sim the arm is jogged in a slow circle from the
+GUI thread (20 Hz, as the jog keys would); on a rig with leader arms (aloha-emulated) the rig's
+opening ceremony runs first and the leaders drive. Every tick is recorded.
+`--policy-busy-ms 15` adds a thread doing 15 ms of pure-Python work every `--policy-period-ms`
+(80 ms, one action chunk): the tiny policy's Python side (single-pass p50 <= 20 ms on this CPU,
+benchmarks/inference.py), without torch, so it measures only what the interpreter lock costs.
+`--attribute` adds `benchmarks/late_wakes.py`: every late wake of the control thread split into
+CPU starvation and in-process waiting (the GIL), the latter attributed to threads and causes.
+`--realtime-priority 50` runs the control thread with SCHED_FIFO, which removes starvation from
+its wake-ups, so what is left is in-process; `--pin` puts it alone on CPU 1 and everything else
+of ours on CPU 0 (a 4-core machine's split, simulated on 2 shared cores).
 
-Prints JSON lines on stdout: a "progress" line every --report-s seconds and one "result" line:
-achieved rate, period error p50/p99/max, late ticks and missed deadlines, the real-time factor
-(simulated seconds per wall second), the recorder's queue high-water mark, frames written and
-dropped, and bytes per second written; for the sim also how it rendered (render thread or
-inside read()), the render rate, snapshots the render thread dropped, and the image age (tick
-reading time minus the frame's capture time) p50/p99/max. Logging goes to stderr.
+Prints JSON lines on stdout: "progress" every --report-s seconds, one "result" per run (achieved
+rate, period error p50/p99/max, late ticks and missed periods, stage times, image age (tick time
+minus the frame's capture time) p50/p99, recorder drops, queue high-water, end-of-episode save
+time (stop and save as the studio does it, index and QA included), the late-wake table, the load
+average), and with --variants one "comparison" line. Logging goes to stderr.
 """
 
 from __future__ import annotations

@@ -122,9 +122,9 @@ class TickRing:
     def in_flight(self) -> int:
         return int(self._counters[0] - self._counters[1])
 
-    def reset(self) -> None:
-        """Both counters to 0 (the owner, between episodes, while nobody puts or takes)."""
-        self._counters[:] = 0
+    def skip_to(self, produced: int) -> None:
+        """Consumer: take nothing put before `produced` (a new episode starts there)."""
+        self._counters[1] = produced
 
     # ---- producer (control thread)
     def put(self, record: TickRecord) -> bool:

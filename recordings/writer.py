@@ -10,6 +10,11 @@ Threads:
 - any thread may call `status()`; `start()`, `stop()`, `request_stop()` and `discard()` come from
   the owner (GUI or job), one at a time.
 
+The studio records through `recordings.writer_process.ProcessEpisodeWriter`, which runs this
+writer in a process of its own (HDF5 writes and encoding then never hold the control process's
+interpreter lock) and feeds it checked `TickStep`s from shared memory (`enqueue_step`); this
+class alone is the in-process variant (`[recording] writer_process = false`, unpaced jobs' tests).
+
 Crash safety: the file is written under `episode_{idx}.hdf5.partial` in HDF5's SWMR mode, which
 keeps the file consistent on disk at every moment. Every `flush_interval_s` the writer writes the
 pending steps, flushes, then writes their `/timestamp` and flushes again: a step counts as

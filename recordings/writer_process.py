@@ -94,8 +94,8 @@ class WriterProcessDied(RecordingError):
         name = self.partial_path.name if self.partial_path is not None else "the episode file"
         super().__init__(
             f"The recorder process {how} while recording: the last steps (under a second) may be lost; "
-            f"{frames_kept} steps are safe in {name}. The arm was held. Press Stop to save them as an "
-            f"episode (or Discard); the next recording starts a new recorder."
+            f"{frames_kept} steps are safe in {name}. Stop the recording to save them as an episode "
+            f"(or discard it); the next recording starts a new recorder."
         )
 
     def __reduce__(self):
@@ -198,9 +198,10 @@ class ProcessEpisodeWriter:
             raise RecordingError(f"Already recording {front.path.name}: stop or discard it before starting another episode.")
         self._ensure_process()
         self._ensure_ring()
-        self._ring.reset()
         meta = metadata or self.metadata
-        answer = self._ask(("start", meta))
+        # Ticks put after the last episode stopped are skipped: the process starts this episode
+        # at the ring's current count (no tick is put before the answer, `_front` is not set).
+        answer = self._ask(("start", meta, self._ring.produced))
         if isinstance(answer, BaseException):
             raise answer
         path, partial = answer
@@ -480,6 +481,8 @@ def serve(conn: Connection, sock: socket.socket) -> None:
                 ring = TickRing.attach(message[1], fds[0])
             elif kind == "start":
                 carry, stopping = None, None
+                if ring is not None:
+                    ring.skip_to(message[2])
                 try:
                     path = writer.start(message[1])
                     answer("answer", (path, writer.status().partial_path))

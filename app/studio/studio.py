@@ -500,6 +500,8 @@ class Studio:
         session = self._session
         if session is not None and session.loop.state().mode in (Mode.TELEOP, Mode.POLICY):
             self.select_source("hold")
+            self.events.add(Severity.WARNING, "studio", "The arm holds: the recorder stopped, so this motion would not be recorded.",
+                            "Stop (or discard) the recording, then choose a source and record again.")
 
     def _on_arms_started(self) -> None:  # monitor thread
         self.events.add(Severity.INFO, "rig", "The arms are started.", "Choose Leaders (F3) to teleoperate, or Jog.")
