@@ -41,6 +41,7 @@ LATE_THRESHOLD_MS = 1.0
 #: (cause, words in a thread's name or its stack). The first match wins, so the specific come
 #: first; a thread nothing matches is "other: <thread name>".
 CAUSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("recorder link (writer process status)", ("episode-writer-link",)),
     ("JPEG encoding", ("encode_jpeg", "imencode")),
     ("h5py writes", ("h5py", "_commit", "_append", "_finalise", "episode-writer")),
     ("logging", ("logging/__init__",)),
