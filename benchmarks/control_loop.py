@@ -64,6 +64,7 @@ from robot.real_rig import AlohaRig, AlohaRigConfig  # noqa: E402
 from robot.rig import RigError  # noqa: E402
 from robot.rigs import open_rig  # noqa: E402
 from robot.sim.config import SimRigConfig  # noqa: E402
+from recordings.writer import WriterState  # noqa: E402
 from robot.types import Severity, TickRecord  # noqa: E402
 
 
@@ -389,8 +390,21 @@ def main(argv: list[str]) -> int:
         snap = loop.snapshot(max_events=1000)
         before_stop = writer.status()
         stopped = time.monotonic()
-        path = None if args.no_record else wait_future(app, studio.stop_recording(True))
+        finished_at = []
+
+        def saved() -> bool:
+            # The file is saved (renamed) when the writer says FINISHED; the studio then indexes
+            # it and judges its timing (QA) before the stop returns.
+            if not finished_at and writer.status().state is WriterState.FINISHED:
+                finished_at.append(time.monotonic())
+            return future.done()
+
+        future = None if args.no_record else studio.stop_recording(True)
+        if future is not None:
+            pump_until(app, saved, 300.0)
+        path = None if future is None else future.result(1.0)
         save_s = time.monotonic() - stopped
+        file_saved_s = (finished_at[0] - stopped) if finished_at else None
         status = writer.status()
         rig_status = rig.status()
         render_stats = rig.render_stats() if isinstance(rig, Simulation) else None
@@ -432,6 +446,7 @@ def main(argv: list[str]) -> int:
             recorder_queue_capacity=status.queue_capacity,
             recorder_queue_depth_at_stop=before_stop.queue_depth,
             save_s=round(save_s, 3),
+            file_saved_s=None if file_saved_s is None else round(file_saved_s, 3),
             frames_received=status.frames_received,
             frames_written=status.frames_written,
             frames_dropped=status.frames_dropped,
