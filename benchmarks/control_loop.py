@@ -244,7 +244,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--realtime-priority", type=int, default=None,
                         help="the rig file's [control] realtime_priority for this run (0: normal; 1..99: SCHED_FIFO)")
     parser.add_argument("--switch-interval-ms", type=float, default=None,
-                        help="sys.setswitchinterval for this process (Python's default: 5 ms)")
+                        help="the rig file's [control] switch_interval_ms for this run (the interpreter's; Python's default is 5 ms)")
     parser.add_argument("--writer", choices=("process", "thread"), default=None,
                         help="write episodes from a process of their own or a thread of this one (default: the rig file's)")
     parser.add_argument("--pin", action="store_true",
@@ -293,14 +293,14 @@ def main(argv: list[str]) -> int:
         control = rig_file.control
         if args.realtime_priority is not None:
             control = dataclasses.replace(control, realtime_priority=args.realtime_priority)
+        if args.switch_interval_ms is not None:
+            control = dataclasses.replace(control, switch_interval_ms=args.switch_interval_ms)
         if problems:
             raise RigError("; ".join(problems))
         return rig, dataclasses.replace(rig_file, recording=recording, control=control)
 
     if args.pin:
         os.sched_setaffinity(0, {0})  # this thread, and every thread and process started from now on
-    if args.switch_interval_ms is not None:
-        sys.setswitchinterval(args.switch_interval_ms / 1e3)
     app = None
     if args.window:
         from PySide6.QtWidgets import QApplication

@@ -105,6 +105,11 @@ class LoopConfig:
     busy computer (other programs and the studio's own threads then only run in its sleep).
     Needs root or CAP_SYS_NICE (or an rtprio limit); refused, the loop runs at normal priority
     and says so with a warning event.
+    switch_interval_ms: how long another Python thread of the control loop's process may keep the
+    interpreter lock once the control thread wants it (`sys.setswitchinterval`, set by
+    `app.studio.session.open_session` for the whole process). Python's default, 5 ms, is a
+    quarter of a period; 0.5 ms halved the control thread's lock waits with the window and a
+    policy thread beside it (benchmarks/control_loop.py, issue 15).
     """
 
     rate_hz: float = 50.0
@@ -114,6 +119,7 @@ class LoopConfig:
     stats_window_s: float = 10.0
     max_events: int = 200
     realtime_priority: int = 0
+    switch_interval_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if not (isinstance(self.rate_hz, (int, float)) and 1.0 <= self.rate_hz <= 1000.0):
@@ -128,6 +134,10 @@ class LoopConfig:
             raise ValueError(
                 f"realtime_priority must be an integer 0..99 (0: normal priority; e.g. 50 for SCHED_FIFO), "
                 f"got {self.realtime_priority!r}"
+            )
+        if not (isinstance(self.switch_interval_ms, (int, float)) and 0.05 <= self.switch_interval_ms <= 10.0):
+            raise ValueError(
+                f"switch_interval_ms must be between 0.05 and 10 ms, got {self.switch_interval_ms!r}; e.g. 0.5"
             )
         # The speed limits are checked by SafetyConfig, whose message names the field.
         self.safety_config()

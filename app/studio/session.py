@@ -14,6 +14,8 @@ Processes: the episode writer runs in a process of its own (`recordings.writer_p
 with the first recording, ended by `close`); its subscriber only copies each tick into shared
 memory, so no HDF5 write or JPEG encoding holds this process's interpreter lock against the
 control thread. `[recording] writer_process = false` keeps it on a thread of this process.
+`open_session` also sets this process's interpreter switch interval (`[control]
+switch_interval_ms`), so that no other thread keeps the lock long from the control thread.
 
 Threads: `open_session`, `new_loop` and `close` belong to the owner (the studio's worker thread,
 a job's main thread). The loop's subscribers (writer, history, any added with `subscribe`) and
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -172,6 +175,9 @@ def open_session(
             log.exception("rig.disconnect after a failed connect")
         raise SessionError(f"Connecting the rig {rig.name!r} failed: {exc}",
                            "Check power and cables (hardware) or the graphics set-up (sim: MUJOCO_GL), then try again.") from exc
+    # The control thread must not wait long for the interpreter lock when it wakes: another
+    # thread of this process (the window, a policy) gives it up after this long (issue 15).
+    sys.setswitchinterval(rig_file_.control.switch_interval_ms / 1e3)
     try:
         loop = ControlLoop(rig, rig_file_.control)
         writer = None
