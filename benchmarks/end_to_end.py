@@ -1,7 +1,7 @@
 """Benchmark: the whole pipeline on the simulated towel fold, with and without video co-training.
 
     .venv/bin/python benchmarks/end_to_end.py --out runs/e2e [--demos 150] [--steps 4000]
-        [--eval-episodes 50] [--eval-seed 1000] [--preset tiny] [--eval-args=--no-ensemble] [--parallel 2]
+        [--eval-episodes 50] [--eval-seed 1000] [--preset tiny] [--eval-args="--strategy plain"] [--parallel 2]
 
 1. `run.py demos`: scripted folds, seeds 0..N-1 (split over `--parallel` processes, each into
    its own store; the trainer takes several stores);
@@ -20,7 +20,7 @@ difference with co-training minus without). Measured on the 2-core CPU (load 2-4
 autoencoder reused, 90 episodes newly cached), 19 min without, side by side; eval of 50 seeds:
 11 min in one process, 5.2 min in two. Results, 50 seeds from 1000: with temporal ensembling (the
 eval's default) 30% [19-44%] with video co-training, 96% [87-99%] without; plain chunks of 16 of
-32 (`--eval-args=--no-ensemble`) 26% [16-40%] and 32% [21-46%].
+32 (`--eval-args="--strategy plain"`) 26% [16-40%] and 32% [21-46%].
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--eval-seed", type=int, default=1000)
     parser.add_argument("--eval-args", default="",
-                        help="extra flags for both evaluations, e.g. --eval-args=--no-ensemble (with =)")
+                        help="extra flags for both evaluations, e.g. --eval-args='--strategy plain' (with =)")
     parser.add_argument("--parallel", type=int, default=2, help="processes for demos and eval (one thread each)")
     parser.add_argument("--train-args", default="",
                         help="extra flags for both training runs, e.g. --train-args=\"--set num_layers=1\" (with =)")

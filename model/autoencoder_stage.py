@@ -20,19 +20,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from model.checkpoint import check_state_dict
+from model.checkpoint import check_state_dict, read_tensors
 from model.config import FastWAMConfig
 from model.data import CanvasSpec, EpisodeInfo, EpisodeSource, SampleStream, WindowDataset, WindowSpec, video_to_model
 from model.distributed import DistContext
 from model.encoders import CausalVideoAutoencoder
 from model.errors import CheckpointError
+from model.resume import resolve_checkpoint
 from model.run_folder import (
     AUTOENCODER_DIR,
     AUTOENCODER_META,
     AUTOENCODER_WEIGHTS,
     MODEL_FILE,
     Event,
-    resolve_checkpoint,
     rounded,
     write_json,
 )
@@ -66,9 +66,7 @@ def load_autoencoder(path: str | os.PathLike, config: FastWAMConfig) -> CausalVi
     vae = CausalVideoAutoencoder(config.video.in_dim, config.encoder.vae_channels)
     for candidate in (path / AUTOENCODER_DIR / AUTOENCODER_WEIGHTS, path / AUTOENCODER_WEIGHTS):
         if candidate.is_file():
-            from safetensors.torch import load_file
-
-            state = load_file(str(candidate))
+            state = read_tensors(candidate)
             break
     else:
         ckpt = path / MODEL_FILE if (path / MODEL_FILE).is_file() else resolve_checkpoint(path) / MODEL_FILE

@@ -43,6 +43,7 @@ from recordings.hdf5_faults import READ_ERRORS, describe
 from recordings.reader import Episode
 from recordings.schema import Label
 from recordings.store import EpisodeStore
+from robot.types import ControlSource
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,28 @@ class EpisodeFilter:
     files (they carry no label at all, and their tools keep only successful demonstrations).
     tasks: task strings to keep (empty = any). include: file names or paths to keep (empty = all).
     exclude: file names or paths to leave out (a damaged file, a bad demonstration).
+    control_sources: train only on the steps whose action came from these sources
+    (`robot.types.ControlSource` values; empty = every step). DAgger-style data from policy
+    episodes is ("teleop", "intervention"): the person's corrections, not the policy's own
+    actions. ALOHA/ACT files record no source: their steps count as "teleop".
     """
 
     labels: tuple[str, ...] | None = None
     tasks: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    control_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(Label.parse(label).value for label in self.labels))
-        for name in ("tasks", "include", "exclude"):
+        for name in ("tasks", "include", "exclude", "control_sources"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        known = [source.value for source in ControlSource]
+        unknown = [s for s in self.control_sources if s not in known]
+        if unknown:
+            raise ValueError(f"unknown control source(s) {unknown}; choose among {', '.join(known)} "
+                             "(e.g. teleop,intervention for the corrections made during policy episodes)")
 
 
 @dataclass(frozen=True)
@@ -88,10 +99,17 @@ class EpisodeInfo:
     ours: bool
     cameras: tuple[str, ...]
     task_given: bool = True
+    #: The steps to train on when the filter selects by control source (None: all `length` steps).
+    steps: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def sample_count(self) -> int:
+        """Training samples this episode gives (its selected steps)."""
+        return self.length if self.steps is None else int(len(self.steps))
 
 
 def _source_paths(sources: Sequence[str | os.PathLike]) -> list[Path]:
@@ -178,6 +196,7 @@ def find_episodes(
                     path=path, length=episode.length, task=meta.task or default_task,
                     label=meta.label.value, ours=episode.is_ours, cameras=tuple(episode.camera_names),
                     task_given=bool(meta.task),
+                    steps=_steps_of(episode, flt.control_sources),
                 )
         except EpisodeFormatError as error:
             problems[path] = "; ".join(error.reasons)
@@ -223,13 +242,23 @@ def _camera_mismatch(lacking: Mapping[Path, tuple[str, ...]], selected: Sequence
                           f"Use {proposal.short()}")
 
 
+def _steps_of(episode: Episode, sources: tuple[str, ...]) -> np.ndarray | None:
+    """The steps of `episode` whose control source is one of `sources` (None: no selection)."""
+    if not sources:
+        return None
+    recorded = episode.control_sources
+    if recorded is None:  # ALOHA/ACT files: human demonstrations
+        return np.arange(episode.length) if ControlSource.TELEOP.value in sources else np.zeros(0, np.int64)
+    return np.flatnonzero([source.value in sources for source in recorded]).astype(np.int64)
+
+
 def _selected(info: EpisodeInfo, flt: EpisodeFilter) -> bool:
     if flt.labels is None:
         label_ok = info.label in DEFAULT_LABELS or not info.ours
     else:
         label_ok = info.label in flt.labels
     task_ok = not flt.tasks or info.task in flt.tasks
-    return label_ok and task_ok
+    return label_ok and task_ok and info.sample_count > 0
 
 
 def _describe_rejections(infos: Sequence[EpisodeInfo], flt: EpisodeFilter) -> str:
@@ -242,6 +271,9 @@ def _describe_rejections(infos: Sequence[EpisodeInfo], flt: EpisodeFilter) -> st
     text = f"{len(infos)} episode(s) found, labelled {labels}, tasks {tasks}; wanted label {wanted}"
     if flt.tasks:
         text += f" and task {list(flt.tasks)}"
+    if flt.control_sources:
+        with_steps = sum(1 for info in infos if info.sample_count > 0)
+        text += f" and steps from {'/'.join(flt.control_sources)} ({with_steps} episode(s) have any)"
     return text
 
 
@@ -398,7 +430,8 @@ class EpisodeSource:
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """Every step of every episode as a training sample (a map-style dataset).
+    """Every step of every episode (or the steps selected by control source, `EpisodeInfo.steps`)
+    as a training sample (a map-style dataset).
 
     mode "frames": item["video"] (video_frames, H, W, 3) uint8 canvases at t, t+4, ..., t+32
     (from the sources' cached canvases when they have them, else decoded from the file).
@@ -427,8 +460,8 @@ class WindowDataset(torch.utils.data.Dataset):
         self.canvas = canvas
         self.norm_stats = norm_stats
         self.mode = mode
-        lengths = np.array([s.info.length for s in self.sources], dtype=np.int64)
-        self._starts = np.concatenate([[0], np.cumsum(lengths)])
+        counts = np.array([s.info.sample_count for s in self.sources], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -445,7 +478,9 @@ class WindowDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} is outside the dataset's {len(self)} samples")
         e = int(np.searchsorted(self._starts, index, side="right") - 1)
-        return e, int(index - self._starts[e])
+        k = int(index - self._starts[e])
+        steps = self.sources[e].info.steps
+        return e, k if steps is None else int(steps[k])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         e, t = self.locate(int(index))

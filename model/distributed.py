@@ -26,11 +26,13 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,36 @@ def broadcast_object(ctx: DistContext, obj, src: int = 0):
     box = [obj if ctx.rank == src else None]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def main_rank_first(ctx: DistContext, work: Callable[[], T]) -> T:
+    """`work()` on rank 0, then (after a barrier) on the others: rank 0 fills what they then
+    find done (e.g. a memo of checked files). An error of rank 0's is raised on every rank
+    once the others have run it too, so no rank waits for one that has stopped."""
+    if not ctx.distributed:
+        return work()
+    result, failed = None, None
+    if ctx.is_main:
+        try:
+            result = work()
+        except Exception as error:  # noqa: BLE001 - raised again after the barrier
+            failed = error
+    barrier(ctx)
+    if failed is not None:
+        raise failed
+    return result if ctx.is_main else work()
+
+
+def training_memory(ctx: DistContext, strategy: str) -> tuple[int | None, str]:
+    """(bytes, where) a training run's weights, gradients and optimizer state must fit in: the
+    GPU's memory (all GPUs together under FSDP, which shards them), else None for this
+    machine's memory (`model.config.check_fits_in_memory`)."""
+    if ctx.device.type != "cuda":
+        return None, "this machine"
+    per_gpu = torch.cuda.get_device_properties(ctx.device).total_memory
+    if strategy == "fsdp" and ctx.world_size > 1:
+        return per_gpu * ctx.world_size, f"the {ctx.world_size} GPUs together (FSDP)"
+    return per_gpu, f"the GPU ({torch.cuda.get_device_name(ctx.device)})"
 
 
 def default_strategy(preset_name: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from robot.types import SourceFault
+
 
 class ModelError(RuntimeError):
     """Base class: something in `model/` failed in a way the user must act on."""
@@ -55,6 +57,7 @@ class OutputFolderError(ModelError):
     def __init__(self, path, flag: str, reason: str):
         self.path = str(path)
         self.flag = flag
+        self.reason = reason
         super().__init__(f"{flag} {self.path}: {reason}. Pass a folder you can write to with {flag}")
 
 
@@ -218,6 +221,16 @@ class UsageError(ValueError):
 
 class RunFolderError(DataError):
     """The run folder does not fit what was asked (e.g. checkpoints there but no --resume)."""
+
+
+class PolicyFault(SourceFault, ModelError):
+    """The policy runner stops the policy on the control thread (the loop holds the arm within the
+    tick). cause: a short stable name ("invalid_chunk", "out_of_range", "late", "stale_camera",
+    "policy_error", "no_first_chunk"); message: what happened; what_to_do: the fix."""
+
+    def __init__(self, cause: str, message: str, what_to_do: str):
+        self.cause = cause
+        SourceFault.__init__(self, message, what_to_do)
 
 
 def _first(names: list[str], n: int = 5) -> str:

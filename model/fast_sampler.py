@@ -79,6 +79,18 @@ def _sdpa_context(device: torch.device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION])
 
 
+@dataclass
+class Prefilled:
+    """What `SinglePassSampler.prefill` leaves for the action steps of one chunk."""
+
+    cache: ActionStepCache
+    mods: list
+    deltas: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor | None
+    batch: int
+
+
 class SinglePassSampler:
     """Single-pass Fast-WAM sampler: one video prefill, then `num_steps` fused action steps.
 
@@ -216,22 +228,38 @@ class SinglePassSampler:
 
     # -- public ---------------------------------------------------------------------------------
     @torch.inference_mode()
-    def __call__(self, first_latent, context, context_mask, proprio, noise=None, generator=None) -> torch.Tensor:
+    def prefill(self, first_latent, context, context_mask, proprio) -> "Prefilled":
+        """The video expert's one pass over the current frame and every per-chunk table the
+        action steps reuse (the first half of `__call__`, timed apart by the policy runner)."""
         model, cfg = self.model, self.model.config
         b, device, dtype = first_latent.shape[0], first_latent.device, model.dtype
+        timesteps, deltas = inference_schedule(cfg, self.num_steps, device=device)
+        with _sdpa_context(device):
+            cache = model.prefill_video(first_latent.to(dtype), context, context_mask, proprio,
+                                        action_len=cfg.action_horizon)
+            mods = self._modulations(timesteps, b)
+        cos, sin = self._rope_tables(cache)
+        return Prefilled(cache, mods, deltas.to(dtype), cos, sin, b)
+
+    @torch.inference_mode()
+    def denoise(self, prefilled: "Prefilled", noise=None, generator=None) -> torch.Tensor:
+        """The action steps from `noise` (B, Ha, A) (drawn from `generator` when None) against a
+        `prefill` -> actions (B, Ha, A) in the model's normalised action space."""
+        model, cfg = self.model, self.model.config
+        cache = prefilled.cache
+        device = cache.k[0].device
         if noise is None:
             gen_device = generator.device if generator is not None else "cpu"
-            noise = torch.randn((b, cfg.action_horizon, cfg.action_dim), generator=generator, device=gen_device)
-        x = noise.to(device=device, dtype=dtype)
-        timesteps, deltas = inference_schedule(cfg, self.num_steps, device=device)
-        deltas = deltas.to(dtype)
+            noise = torch.randn((prefilled.batch, cfg.action_horizon, cfg.action_dim), generator=generator,
+                                device=gen_device)
+        x = noise.to(device=device, dtype=model.dtype)
         with _sdpa_context(device):
-            cache = model.prefill_video(first_latent.to(dtype), context, context_mask, proprio, action_len=x.shape[1])
-            mods = self._modulations(timesteps, b)
-            cos, sin = self._rope_tables(cache)
             if self.cuda_graphs:
-                return self._replay_graph(x, mods, deltas, cache, cos, sin)
-            return self._step_fn(x, mods, deltas, cache, cos, sin)
+                return self._replay_graph(x, prefilled.mods, prefilled.deltas, cache, prefilled.cos, prefilled.sin)
+            return self._step_fn(x, prefilled.mods, prefilled.deltas, cache, prefilled.cos, prefilled.sin)
+
+    def __call__(self, first_latent, context, context_mask, proprio, noise=None, generator=None) -> torch.Tensor:
+        return self.denoise(self.prefill(first_latent, context, context_mask, proprio), noise, generator)
 
     # -- CUDA graphs ----------------------------------------------------------------------------
     def _replay_graph(self, x, mods, deltas, cache, cos, sin):

@@ -566,12 +566,16 @@ class FastWAM(nn.Module):
         rope_a = self._rope("action", (action_len,), x.device, dtype)
         return ActionStepCache(ks, vs, cks, cvs, attn_ctx_mask, rope_a, sv)
 
-    def action_velocity(self, x_action: torch.Tensor, t_mod: torch.Tensor, cache: ActionStepCache) -> torch.Tensor:
+    def action_velocity(
+        self, x_action: torch.Tensor, t_mod: torch.Tensor, cache: ActionStepCache, write_cache: bool = True
+    ) -> torch.Tensor:
         """One action-expert pass against the cached video: x_action (B, Ha, A) noisy actions,
         t_mod (B, 1, 6, D) from `action.time_conditioning` -> velocity (B, Ha, A).
 
         Action queries may see every cached key (first-frame video and all actions), so no mask
-        is needed. Writes this step's action K/V into the cache buffers: inference only.
+        is needed. Writes this step's action K/V into the cache buffers (inference only);
+        `write_cache=False` joins them to the cached video K/V instead, which autograd can
+        differentiate (real-time chunking's guidance, `model.rtc`).
         """
         act = self.action
         sv = cache.video_len
@@ -579,9 +583,14 @@ class FastWAM(nn.Module):
         for i, block in enumerate(act.blocks):
             mod = block.modulation_params(t_mod)
             q, k, v = block.attention_inputs(x, mod, cache.rope)
-            cache.k[i][:, :, sv:] = k
-            cache.v[i][:, :, sv:] = v
-            out = F.scaled_dot_product_attention(q, cache.k[i], cache.v[i])
+            if write_cache:
+                cache.k[i][:, :, sv:] = k
+                cache.v[i][:, :, sv:] = v
+                keys, values = cache.k[i], cache.v[i]
+            else:
+                keys = torch.cat([cache.k[i][:, :, :sv], k], dim=2)
+                values = torch.cat([cache.v[i][:, :, :sv], v], dim=2)
+            out = F.scaled_dot_product_attention(q, keys, values)
             x = block.post_attention(x, out, mod, cache.ctx_k[i], cache.ctx_v[i], cache.ctx_mask)
         return act.head(x)
 

@@ -1,4 +1,6 @@
-"""JSON lines for the trainer's progress stream: always valid JSON.
+"""JSON values as the studio writes them: always valid JSON. The one encoder of the run folder's
+files and train.jsonl (`model.run_folder`) and of every job's JSON lines on stdout
+(`app.studio.jobs.console`, `run.py eval`). Torch-free.
 
 `json.dumps` writes NaN and Infinity for non-finite floats, which no JSON parser accepts (the
 studio's training panel, `jq`, a browser). A loss that is not known yet (a resumed run that had

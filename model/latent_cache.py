@@ -51,7 +51,9 @@ import torch
 
 from model.data import CanvasSpec, EpisodeInfo, WindowSpec, episode_canvases, video_to_model
 from model.encoders import CausalVideoAutoencoder
+from model.errors import UnreadableEpisode
 from recordings import schema
+from recordings.hdf5_faults import READ_ERRORS, describe
 from recordings.layout import camera_names_of
 from recordings.reader import Episode
 
@@ -83,22 +85,30 @@ def encoder_key(encoder: torch.nn.Module, canvas: CanvasSpec, window: WindowSpec
 
 
 def frames_key(path: str | os.PathLike, cameras: Sequence[str]) -> str:
-    """sha256 hex of an episode's frames of `cameras` (raw or JPEG bytes, shapes, JPEG lengths)."""
+    """sha256 hex of an episode's frames of `cameras` (raw or JPEG bytes, shapes, JPEG lengths).
+    UnreadableEpisode naming the file and the camera when the bytes do not read (a run started
+    without the deep check meets a damaged frame here first)."""
     h = hashlib.sha256()
-    with h5py.File(path, "r") as root:
-        names = tuple(camera_names_of(root))
-        h.update(json.dumps({"cameras": list(cameras)}).encode())
-        for camera in cameras:
-            ds = root[schema.image_path(camera)]
-            h.update(f"{camera}|{ds.dtype}|{ds.shape}".encode())
-            step = max(1, (64 << 20) // max(1, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize))
-            for start in range(0, ds.shape[0], step):  # bounded memory for raw 640x480 episodes
-                h.update(np.ascontiguousarray(ds[start : start + step]).tobytes())
-        if schema.COMPRESS_LEN in root and names:
-            lengths = root[schema.COMPRESS_LEN][()]
+    what = "the file"
+    try:
+        with h5py.File(path, "r") as root:
+            names = tuple(camera_names_of(root))
+            h.update(json.dumps({"cameras": list(cameras)}).encode())
             for camera in cameras:
-                if camera in names and names.index(camera) < len(lengths):
-                    h.update(np.ascontiguousarray(lengths[names.index(camera)]).tobytes())
+                what = f"the frames of camera {camera!r}"
+                ds = root[schema.image_path(camera)]
+                h.update(f"{camera}|{ds.dtype}|{ds.shape}".encode())
+                step = max(1, (64 << 20) // max(1, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize))
+                for start in range(0, ds.shape[0], step):  # bounded memory for raw 640x480 episodes
+                    h.update(np.ascontiguousarray(ds[start : start + step]).tobytes())
+            what = "the JPEG lengths"
+            if schema.COMPRESS_LEN in root and names:
+                lengths = root[schema.COMPRESS_LEN][()]
+                for camera in cameras:
+                    if camera in names and names.index(camera) < len(lengths):
+                        h.update(np.ascontiguousarray(lengths[names.index(camera)]).tobytes())
+    except READ_ERRORS as error:
+        raise UnreadableEpisode.at(Path(path), f"{what} cannot be read: {describe(error)}") from error
     return h.hexdigest()
 
 

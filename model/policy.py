@@ -17,9 +17,10 @@ and optionally `.task` (str) - `robot.types.Observation` qualifies, as does `Pol
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
@@ -38,7 +39,11 @@ from model.encoders import (
 from model.errors import MissingCamera, ModelError, PolicyOutputInvalid
 from model.fast_sampler import SinglePassSampler
 from model.fastwam import FastWAM
+from model.rtc import sample_actions_guided
 from model.sampling import sample_joint
+
+if TYPE_CHECKING:
+    from model.execution import Guide
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,18 @@ class PolicyInput:
     qpos: np.ndarray
     images: Mapping[str, np.ndarray] = field(default_factory=dict)
     task: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyChunk:
+    """One predicted chunk: actions (H, 14) float32 in robot units, and where the time went
+    (seconds): encode_s = canvas, VAE, context and the video expert's pass; action_s = the action
+    expert's steps; total_s = both (host wall time, CUDA work included)."""
+
+    actions: np.ndarray
+    encode_s: float
+    action_s: float
+    total_s: float
 
 
 def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
@@ -178,28 +195,54 @@ class FastWAMPolicy:
         return {view: images[camera] for view, camera in sources.items()}
 
     # -- the call -------------------------------------------------------------------------------
-    @torch.no_grad()
     def predict_chunk(self, observation, task: str | None = None) -> np.ndarray:
         """observation (.qpos (14,), .images, optional .task) -> actions (action_horizon, 14)
         float32 in the robot's units. Raises `PolicyOutputInvalid` on NaN/inf output."""
+        return self.predict(observation, task).actions
+
+    def predict(self, observation, task: str | None = None, guide: "Guide | None" = None) -> PolicyChunk:
+        """Like `predict_chunk`, with the time each stage took; `guide` (real-time chunking,
+        `model.execution.Guide`) in-paints the chunk towards the plan it replaces (`model.rtc`)."""
+        started = time.perf_counter()
         qpos = np.asarray(observation.qpos, dtype=np.float32)
         if qpos.shape != (self.config.proprio_dim,):
             raise ValueError(f"observation.qpos must have shape ({self.config.proprio_dim},), got {qpos.shape}")
         if not np.all(np.isfinite(qpos)):
             raise ValueError(f"observation.qpos has non-finite entries: {qpos}")
-        latent = self.encode_observation(observation)
-        ctx, mask = self._context(self._task(observation, task))
-        proprio = torch.from_numpy(self.norm_stats.normalize_qpos(qpos))[None].to(self.device, self.dtype)
+        if guide is not None and self.config.variant == "joint":
+            raise ModelError("real-time chunking guides the single-pass sampler; this checkpoint is the Joint "
+                             "variant (it imagines video while sampling): use --strategy plain or ensemble")
+        with torch.no_grad():
+            latent = self.encode_observation(observation)
+            ctx, mask = self._context(self._task(observation, task))
+            proprio = torch.from_numpy(self.norm_stats.normalize_qpos(qpos))[None].to(self.device, self.dtype)
         noise = torch.randn((1, self.config.action_horizon, self.config.action_dim), generator=self.generator)
-        if self.config.variant == "joint":
-            actions, _ = sample_joint(self.model, latent, ctx, mask, proprio, noise=noise, generator=self.generator)
+        if guide is not None:
+            encode_s = self._elapsed(started)
+            prefix = torch.from_numpy(self.norm_stats.normalize_action(guide.prefix))[None]
+            actions, video_s = sample_actions_guided(
+                self.model, latent, ctx, mask, proprio, prefix, torch.from_numpy(guide.weights),
+                guide.max_guidance, noise)
+            encode_s += video_s
+        elif self.config.variant == "joint":
+            encode_s = self._elapsed(started)
+            with torch.no_grad():
+                actions, _ = sample_joint(self.model, latent, ctx, mask, proprio, noise=noise, generator=self.generator)
         else:
-            actions = self.sampler(latent, ctx, mask, proprio, noise=noise)
+            prefilled = self.sampler.prefill(latent, ctx, mask, proprio)
+            encode_s = self._elapsed(started)
+            actions = self.sampler.denoise(prefilled, noise=noise)
         out = self.norm_stats.denormalize_action(actions[0].float().cpu().numpy())
+        total_s = time.perf_counter() - started
         finite = np.isfinite(out).all(axis=1)
         if not finite.all():
             raise PolicyOutputInvalid(np.flatnonzero(~finite).tolist())
-        return out.astype(np.float32)
+        return PolicyChunk(out.astype(np.float32), encode_s, total_s - encode_s, total_s)
+
+    def _elapsed(self, started: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # kernels run ahead of the host: wait to time them
+        return time.perf_counter() - started
 
 
 def _load_extra(module: torch.nn.Module, extra: dict, prefix: str, directory) -> None:

@@ -23,8 +23,17 @@ trainer writes a run folder through these names, the window (`app.studio.trainin
       best/                the checkpoint that scored best in validation, validation.json beside
                            its files ({"step", "val_loss"})
 
+    Left by a save that was cut off (a kill, a full disk), removed when the next run starts
+    (`model.resume.remove_partial_files`): `.best.tmp/` (a best/ being written), `.best.old/`
+    (the best/ being replaced), `autoencoder.tmp/`, and hidden temporary files beside any file
+    written whole (`is_partial_file`).
+
 `RunEvents` is how a run reports: every event to the caller (a terminal, JSON lines on stdout)
-and, from the trainer's rank 0, into train.jsonl.
+and, from the trainer's rank 0, into train.jsonl. Every JSON value written here goes through
+`model.json_lines` (NaN and infinities become null), so each file and line is valid JSON.
+
+Which checkpoints can be loaded (the files read, not just there) and the run folder's
+housekeeping at a start are `model.resume`, which builds on these rules.
 
 A run moved to another machine (e.g. trained under torchrun elsewhere and copied back) reads the
 same: every path inside is relative to the run folder.
@@ -37,6 +46,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -46,9 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-import numpy as np
-
-from model.errors import CheckpointError
+from model.json_lines import json_line, json_safe
 
 if TYPE_CHECKING:  # torch: only for the annotation
     from model.distributed import DistContext
@@ -67,6 +75,16 @@ CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest.json"
 BEST_DIR = "best"
 VALIDATION_FILE = "validation.json"  # in best/
+# Folders of a save in progress (renamed into place when whole; see the module doc).
+BEST_STAGING_DIR = ".best.tmp"
+BEST_REPLACED_DIR = ".best.old"
+AUTOENCODER_STAGING_DIR = AUTOENCODER_DIR + ".tmp"
+STAGING_DIRS = (BEST_STAGING_DIR, BEST_REPLACED_DIR, AUTOENCODER_STAGING_DIR)
+
+_STEP_FOLDER = re.compile(r"^step_(\d+)$")
+# Temporary files of a save cut off (`is_partial_file`).
+_TEMPORARY = re.compile(r"^\.(?P<name>[^/]+?)(\.[A-Za-z0-9_]{8})?(\.tmp)?$")
+_SAFETENSORS_TEMPORARY = re.compile(r"^\.tmp[A-Za-z0-9]{6,}$")
 
 # A checkpoint folder's files (model/checkpoint.py writes the first five).
 MODEL_FILE = "model.safetensors"
@@ -120,15 +138,6 @@ FINAL_EVENTS = (Event.SUMMARY, Event.CANCELLED, Event.ERROR)
 # ------------------------------------------------------------------------------------------------
 
 
-def json_default(value: Any) -> Any:
-    """`json.dumps(default=...)` for the values a run records: numpy scalars and paths."""
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
 def rounded(value: float, digits: int = 6) -> float:
     """A figure for an event: `digits` significant digits (NaN and inf kept as they are)."""
     return float(f"{value:.{digits}g}") if math.isfinite(value) else value
@@ -140,7 +149,7 @@ def write_json(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, default=json_default)
+            json.dump(json_safe(data), handle, indent=1, allow_nan=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -148,10 +157,10 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def event_record(event: Event | str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """{"event": ..., **fields} with plain JSON values only (numpy scalars, paths and tuples
-    turned into what a reader of the line gets back)."""
-    record = {"event": Event(event).value, **fields}
-    return json.loads(json.dumps(record, default=json_default))
+    """{"event": ..., **fields} with plain JSON values only: what a reader of the line gets back
+    (`model.json_lines.json_safe`: numpy scalars and paths as plain values, tuples as lists,
+    NaN and infinities as None)."""
+    return json_safe({"event": Event(event).value, **fields})
 
 
 def append_event(run_dir: Path, record: Mapping[str, Any]) -> None:
@@ -160,7 +169,7 @@ def append_event(run_dir: Path, record: Mapping[str, Any]) -> None:
     One write() on an O_APPEND descriptor: the trainer and the window append to the same file,
     and a line of one never lands inside a line of the other.
     """
-    data = (json.dumps(record, default=json_default) + "\n").encode("utf-8")
+    data = (json_line(dict(record)) + "\n").encode("utf-8")
     fd = os.open(run_dir / EVENTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         view = memoryview(data)
@@ -190,7 +199,12 @@ class RunEvents:
             fields["rank"] = self.ctx.rank
         record = event_record(event, fields)
         if self.run_dir is not None and main:
-            append_event(self.run_dir, record)  # first: the folder's record outlives a closed stdout
+            try:
+                append_event(self.run_dir, record)  # first: the folder's record outlives a closed stdout
+            except OSError as error:
+                # A full disk or a folder gone read-only must not silence the caller's copy
+                # (which is how the user learns what went wrong).
+                log.warning("Cannot append to %s: %s", self.run_dir / EVENTS_FILE, error)
         self.report(record)
 
 
@@ -259,8 +273,20 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR / f"step_{step:08d}"
 
 
+def step_folders(run_dir: Path) -> dict[int, Path]:
+    """step -> folder of every checkpoints/step_XXXXXXXX folder, complete or not, by step (the
+    step as its name gives it)."""
+    found = {}
+    for folder in (Path(run_dir) / CHECKPOINTS_DIR).glob("step_*"):
+        match = _STEP_FOLDER.match(folder.name)
+        if match and folder.is_dir():
+            found[int(match.group(1))] = folder
+    return dict(sorted(found.items()))
+
+
 def checkpoint_step(folder: Path) -> int | None:
-    """The step of a complete checkpoint folder (weights and trainer.json there), else None."""
+    """The step of a complete checkpoint folder (weights and trainer.json there), else None.
+    Quick: the files are not read (`model.resume.checkpoint_problem` reads them)."""
     try:
         if not (folder / MODEL_FILE).is_file():
             return None
@@ -270,9 +296,9 @@ def checkpoint_step(folder: Path) -> int | None:
 
 
 def complete_checkpoints(run_dir: Path) -> dict[int, Path]:
-    """step -> folder of each complete checkpoint under checkpoints/, by step."""
+    """step -> folder of each complete checkpoint under checkpoints/ (`checkpoint_step`), by step."""
     found = {}
-    for folder in sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("step_*")):
+    for folder in step_folders(run_dir).values():
         step = checkpoint_step(folder)
         if step is not None:
             found[step] = folder
@@ -280,14 +306,16 @@ def complete_checkpoints(run_dir: Path) -> dict[int, Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run folder: what `--resume` continues from."""
+    """The newest checkpoint of a run folder whose save finished (`checkpoint_step`): the folder
+    holds a run, and a resume tries this one first (`model.resume` reads the files and falls
+    back to an earlier one when they do not load)."""
     run_dir = Path(run_dir)
     candidates: list[Path] = []
     try:
         candidates.append(run_dir / json.loads((run_dir / LATEST_FILE).read_text())["path"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    candidates += sorted((run_dir / CHECKPOINTS_DIR).glob("step_*"), reverse=True)
+    candidates += list(step_folders(run_dir).values())
     steps = [(step, folder) for folder in candidates if (step := checkpoint_step(folder)) is not None]
     return max(steps, key=lambda item: item[0])[1] if steps else None
 
@@ -306,37 +334,30 @@ def best_checkpoint(run_dir: Path) -> tuple[Path, int | None] | None:
 
 def is_checkpoint(path: Path) -> bool:
     """A folder with a checkpoint's weights and config (ours; any run's step folder or best/)."""
-    return (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()
+    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / MODEL_FILE).is_file()
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder as it is, or a run folder -> its best/ if there, else its latest
-    complete checkpoint. CheckpointError (with what to pass instead) when it is neither."""
-    path = Path(path)
-    if is_checkpoint(path):
-        return path
-    best = best_checkpoint(path)
-    if best is not None:
-        return best[0]
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise CheckpointError(path, "it is neither a checkpoint folder nor a run folder with checkpoints",
-                              "Point to a run folder (runs/...) or one of its checkpoints/step_* folders.")
-    return latest
+def is_partial_file(name: str) -> bool:
+    """Whether a file name is a temporary file of a save that did not finish: `.<name>.<8
+    random>` (`write_json`), `.<name>.<8 random>.tmp` (`model.checkpoint`), `.<name>.tmp`
+    (training_state.pt), `.tmp<random>` (safetensors' own writer)."""
+    match = _TEMPORARY.match(name)
+    return bool(match and (match.group(2) or match.group(3))) or bool(_SAFETENSORS_TEMPORARY.match(name))
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Remove all but the newest `keep` step folders (best/ is apart and stays)."""
-    folders = sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("step_*"))
+    folders = list(step_folders(run_dir).values())
     for old in folders[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def replace_best(run_dir: Path, staged: Path) -> None:
-    """Make the checkpoint written at `staged` (inside the run folder) the run's best/.
-    Renames only: a reader finds the old best/ or the new one, or (for an instant) none."""
+    """Make the checkpoint written at `staged` (the run folder's BEST_STAGING_DIR) the run's
+    best/. Renames only: a reader finds the old best/ or the new one, or (for an instant) none;
+    a kill between the renames leaves BEST_REPLACED_DIR, put back by the next start."""
     run_dir = Path(run_dir)
-    old = run_dir / ".best.old"
+    old = run_dir / BEST_REPLACED_DIR
     shutil.rmtree(old, ignore_errors=True)
     if (run_dir / BEST_DIR).exists():
         os.replace(run_dir / BEST_DIR, old)

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from model.config import PRESETS, FastWAMConfig, get_preset
 from model.errors import UsageError
+from recordings.metadata import validate_task
 
 VARIANTS = ("fastwam", "joint", "no_video_cotraining")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -119,7 +120,9 @@ class TrainOptions:
     """One training run as asked for (the `run.py train` flags, parsed and checked).
 
     store: store folders and/or episode files; labels None = success plus unlabelled ALOHA/ACT
-    files; camera_map: canvas camera -> the episodes' camera it reads; model_overrides: nested
+    files; deep_check: every selected episode read whole and every frame decoded before any
+    work (remembered for unchanged files); skip_unreadable: leave out episodes that cannot be
+    read, with a warning each, instead of refusing the run; camera_map: canvas camera -> the episodes' camera it reads; model_overrides: nested
     config fields (`parse_overrides`); out None = a new folder under the runs root (chosen by
     the caller); argv/program: the flags as given and what ran them (e.g. (".../run.py",
     "train")), recorded in run.json and job.json so the window can run the same again.
@@ -134,7 +137,10 @@ class TrainOptions:
     tasks: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    control_sources: tuple[str, ...] = ()  # () = every step; else only steps of these sources
     default_task: str | None = None
+    deep_check: bool = True
+    skip_unreadable: bool = False
     camera_map: Mapping[str, str] = field(default_factory=dict)
     cache_max_gb: float = 50.0
     workers: int | None = None
@@ -163,6 +169,13 @@ class TrainOptions:
                                      ("--device", self.device, DEVICES), ("--strategy", self.strategy, STRATEGIES)):
             if value is not None and value not in choices:
                 raise UsageError(f"{name} {value!r} is unknown; choose one of {', '.join(choices)}")
+        try:
+            for task in self.tasks:
+                validate_task(task, "--task")
+            if self.default_task is not None:
+                validate_task(self.default_task, "--default-task")
+        except ValueError as error:
+            raise UsageError(str(error)) from error
         if self.init_from_fastwam and self.init_from_wan:
             raise UsageError("--init-from-fastwam and --init-from-wan exclude each other: the Fast-WAM checkpoint "
                              "already contains a video expert")

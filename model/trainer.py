@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -71,17 +70,21 @@ from model.data import (
     split_by_episode,
 )
 from model.compatibility import PolicyInputs
+from model.config import check_fits_in_memory
 from model.distributed import DistContext
 from model.encoders import CausalVideoAutoencoder, PrecomputedTextEmbeddings, TaskEmbedding, WanVideoEncoder
 from model.episode_inputs import training_inputs
-from model.errors import RunFolderError, UnknownTask, UsageError
+from model.errors import OutputFolderError, RunFolderError, UnknownTask, UsageError
+from model.json_lines import json_safe
 from model.fastwam import FastWAM
 from model.latent_cache import CanvasCache, FramesKeyMemo, LatentCache, encoder_key, prune_cache
 from model.normalization import DEFAULT_STD_FLOOR, compute_norm_stats
+from model.resume import ResumeChoice, ResumeState, check_resumable, prepare_output_folder, remove_partial_files
 from model.run_folder import (
     AUTOENCODER_DIR,
     AUTOENCODER_WEIGHTS,
     BEST_DIR,
+    BEST_STAGING_DIR,
     LATEST_FILE,
     MODEL_FILE,
     RUN_FILE,
@@ -92,7 +95,6 @@ from model.run_folder import (
     JobRecord,
     RunEvents,
     checkpoint_dir,
-    json_default,
     latest_checkpoint,
     prune_checkpoints,
     replace_best,
@@ -101,8 +103,13 @@ from model.run_folder import (
 )
 from model.train_module import StepBatches, TrainModule, sample_draws
 from model.train_options import TrainHyper, TrainOptions
+from recordings.check_memo import DeepCheckMemo
 
 log = logging.getLogger(__name__)
+
+#: In the cache folder: the episodes that passed the deep check, by size, time and inode
+#: (`recordings.check_memo`), so a start does not decode every frame again.
+DEEP_CHECKS_FILE = "deep_checks.json"
 
 class StateView:
     """Something with `state_dict()` for `save_checkpoint`: a slice of a (gathered) state dict."""
@@ -179,25 +186,37 @@ class Trainer:
                 raise UsageError(f"{flag} {value}: no such file or folder")
         if hyper.batch_size % ctx.world_size:
             raise UsageError(f"--batch-size {hyper.batch_size} must divide evenly over {ctx.world_size} processes")
+        config = options.model_config()
+        strategy = dist_utils.default_strategy(options.preset) if options.strategy == "auto" else options.strategy
+        available, where = dist_utils.training_memory(ctx, strategy)
+        check_fits_in_memory(config, available_bytes=available, where=where)  # before anything is built
         # Under torchrun every rank named the folder (a default one by its start time): rank 0's counts.
         run_dir = self.run_dir = Path(dist_utils.broadcast_object(ctx, str(options.out)))
-        resume_from = latest_checkpoint(run_dir)
-        if resume_from is not None and not options.resume:
-            raise RunFolderError(f"{run_dir} already holds checkpoints (latest {resume_from.name}); pass --resume to "
+        held = latest_checkpoint(run_dir)
+        if held is not None and not options.resume:
+            raise RunFolderError(f"{run_dir} already holds checkpoints (latest {held.name}); pass --resume to "
                                  "continue that run, or choose a new --out folder")
         self._take_folder(ctx, run_dir)
+        # Chosen up front by the files' structure (quick), so a run with nothing to resume from
+        # stops before minutes of data work; read whole once the model is there to take it.
+        self.resume = ResumeChoice(run_dir, self._skip_checkpoint)
+        resume_from = self.resume.newest_complete(held is not None) if options.resume else None
         random.seed(options.seed)
         np.random.seed(options.seed)
         torch.manual_seed(options.seed)
 
         # 1. Episodes, split, statistics, model config.
-        config = options.model_config()
         canvas = CanvasSpec.from_config(config, dict(options.camera_map))
         window = WindowSpec.from_config(config)
         default_task = options.default_task or (config.encoder.tasks[0] if config.encoder.tasks else "")
-        flt = EpisodeFilter(labels=options.labels, tasks=options.tasks, include=options.include, exclude=options.exclude)
-        self.emit(Event.STAGE, stage="select", message="finding episodes")
-        episodes = find_episodes(list(options.store), flt, default_task, canvas=canvas)
+        try:
+            flt = EpisodeFilter(labels=options.labels, tasks=options.tasks, include=options.include,
+                                exclude=options.exclude, control_sources=options.control_sources)
+        except ValueError as error:
+            raise UsageError(f"--labels/--control-sources: {error}") from None
+        self.emit(Event.STAGE, stage="select", message="finding episodes" + (" and reading every frame once"
+                                                                            if options.deep_check else ""))
+        episodes = self._find_episodes(ctx, flt, default_task, canvas)
         self.inputs = self._inputs_of(episodes, canvas, config, default_task)
         train_eps, val_eps = split_by_episode(episodes, hyper.val_fraction)
         tasks = list(config.encoder.tasks)
@@ -212,19 +231,19 @@ class Trainer:
             "train": [str(e.path) for e in train_eps], "val": [str(e.path) for e in val_eps],
             "argv": list(options.argv), "camera_map": dict(canvas.camera_map), "inputs": self.inputs.to_dict(),
         }
-        run_record = json.loads(json.dumps(run_record, default=json_default))  # tuples -> lists, as on disk
+        run_record = json_safe(run_record)  # tuples -> lists, as on disk
         if resume_from is not None:
-            self._check_resumable(run_dir, run_record)
+            check_resumable(run_dir, run_record)
         elif options.resume:
             self.emit(Event.NOTE, message=f"--resume: {run_dir} has no checkpoint yet, so training starts from step 0")
-        self.emit(Event.EPISODES, train=len(train_eps), val=len(val_eps), train_steps=sum(e.length for e in train_eps),
-                  val_steps=sum(e.length for e in val_eps), tasks=tasks, variant=config.variant,
+        self.emit(Event.EPISODES, train=len(train_eps), val=len(val_eps), train_steps=sum(e.sample_count for e in train_eps),
+                  val_steps=sum(e.sample_count for e in val_eps), tasks=tasks, variant=config.variant,
                   val_names=[e.name for e in val_eps])
 
         # 2. The video encoder (frozen from here on) and the text side.
         self.memo = FramesKeyMemo(Path(options.cache_dir))
         self.canvases = None
-        video_encoder = self._video_encoder(ctx, config, options, hyper, run_dir, train_eps, canvas, window, resume_from)
+        video_encoder = self._video_encoder(ctx, config, options, hyper, run_dir, train_eps, canvas, window)
         text = self._text_side(config, options, tasks)
 
         # 3. Latents of every episode, each rank encoding its share.
@@ -258,21 +277,24 @@ class Trainer:
         fastwam.gradient_checkpointing = hyper.grad_checkpointing
         module = TrainModule(fastwam, tasks, text).to(ctx.device)
         start_step, best = 0, {"val_action_loss": None, "step": None}
-        trainer_state = None
+        resumed: ResumeState | None = None
         if resume_from is not None:
-            start_step, best, trainer_state = self._load_weights(module, resume_from)
-        strategy = dist_utils.default_strategy(options.preset) if options.strategy == "auto" else options.strategy
+            resumed = self.resume.read()
+            resume_from = resumed.folder
+            start_step, best = resumed.step, resumed.best
+            self._load_weights(module, resumed)
+        self.resumed_from = resume_from
         use_bf16 = options.precision == "bf16" or (options.precision == "auto" and ctx.device.type == "cuda")
         if use_bf16 and ctx.device.type != "cuda":
             raise UsageError("--precision bf16 needs a CUDA GPU (bf16 on this CPU is slower than fp32); use --precision fp32")
         wrapped = dist_utils.wrap_model(module, ctx, strategy, find_unused_parameters=(config.variant == "no_video_cotraining"),
                                         bf16=use_bf16 and strategy == "fsdp")
         optimizer = self._optimizer(wrapped, hyper)
-        if trainer_state is not None:
-            dist_utils.load_optimizer_state(wrapped, optimizer, trainer_state["optimizer"])
-            _restore_rng(json.loads((resume_from / TRAINER_FILE).read_text())["rng"], trainer_state.get("torch_rng"),
-                         trainer_state.get("cuda_rng"))
+        if resumed is not None:
+            dist_utils.load_optimizer_state(wrapped, optimizer, resumed.training_state["optimizer"])
+            _restore_rng(resumed.rng, resumed.training_state.get("torch_rng"), resumed.training_state.get("cuda_rng"))
             self.emit(Event.RESUMED, step=start_step, checkpoint=str(resume_from))
+            resumed = None  # the tensors now live in the module and the optimizer
         if ctx.is_main:
             write_json(run_dir / RUN_FILE, run_record)
 
@@ -290,37 +312,52 @@ class Trainer:
         return inputs
 
     def _take_folder(self, ctx: DistContext, run_dir: Path) -> None:
-        """From here on the run is this folder's: rank 0 records its process in job.json (so the
-        window can tell it lives, and cancel it) and every event in train.jsonl."""
+        """From here on the run is this folder's: rank 0 proves it writable (a read-only --out is
+        the user's to fix, said before any work), clears what interrupted saves left, records its
+        process in job.json (so the window can tell it lives, and cancel it) and every event in
+        train.jsonl."""
+        refused, removed = None, []
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                prepare_output_folder(run_dir, "--out")
+            except OutputFolderError as error:
+                refused = (error.path, error.flag, error.reason)
+        refused = dist_utils.broadcast_object(ctx, refused)  # every rank stops with rank 0's reason
+        if refused is not None:
+            raise OutputFolderError(*refused)
+        if ctx.is_main:
+            removed = remove_partial_files(run_dir)
             JobRecord.of_this_process(self.options.program + self.options.argv).save(run_dir)
             self.emit.run_dir = run_dir
         self.emit(Event.STARTED, time=round(time.time(), 3), pid=os.getpid(), host=socket.gethostname(),
                   world_size=ctx.world_size, resume=self.options.resume)
+        if removed:
+            self.emit(Event.NOTE, message=f"removed {len(removed)} temporary file(s) left by an interrupted save: "
+                                          + ", ".join(str(p.relative_to(run_dir)) for p in removed[:5]))
 
-    def _check_resumable(self, run_dir: Path, record: dict) -> None:
-        try:
-            saved = json.loads((run_dir / RUN_FILE).read_text())
-        except (FileNotFoundError, json.JSONDecodeError) as error:
-            raise RunFolderError(f"{run_dir / RUN_FILE} is missing or damaged ({error}); the run cannot be resumed "
-                                 "exactly - start a new run with another --out") from None
-        if saved.get("camera_map", {}) != record["camera_map"]:  # runs from before it was recorded had none
-            raise RunFolderError(f"cannot resume {run_dir}: it was started with --camera-map "
-                                 f"{saved.get('camera_map') or '(none)'} and now {record['camera_map'] or '(none)'}; "
-                                 "resume with the same mapping, or start a new run with another --out")
-        for key, what in (("train", "training episodes"), ("val", "validation episodes"), ("config", "model config"),
-                          ("seed", "seed"), ("world_size", "number of processes")):
-            if saved.get(key) != record[key]:
-                raise RunFolderError(
-                    f"cannot resume {run_dir}: the {what} differ from when the run started; resume with the same "
-                    "episodes and flags (and the same torchrun process count), or start a new run with another --out")
-        for key in ("batch_size", "steps", "lr", "weight_decay", "warmup_fraction", "grad_clip"):
-            if saved["hyper"].get(key) != record["hyper"][key]:
-                raise RunFolderError(f"cannot resume {run_dir}: {key} was {saved['hyper'].get(key)} and is now "
-                                     f"{record['hyper'][key]}; pass the original value or start a new run")
+    def _find_episodes(self, ctx: DistContext, flt: EpisodeFilter, default_task: str, canvas: CanvasSpec):
+        """The selected episodes, each read whole and every frame decoded once (remembered in the
+        cache folder for files that did not change), so a damaged frame stops the run here and
+        not an hour in. Under torchrun rank 0 checks first and the others find its results in
+        the memo."""
+        options = self.options
 
-    def _video_encoder(self, ctx, config, options, hyper, run_dir, train_eps, canvas, window, resume_from) -> nn.Module:
+        def skipped(path: Path, reason: str) -> None:
+            self.emit(Event.WARNING, kind="unreadable_episode", path=str(path),
+                      message=f"left out {path.name} (--skip-unreadable): {reason}")
+
+        def find():
+            memo = DeepCheckMemo(Path(options.cache_dir) / DEEP_CHECKS_FILE) if options.deep_check else None
+            return find_episodes(list(options.store), flt, default_task, canvas=canvas, deep=options.deep_check,
+                                 skip_unreadable=options.skip_unreadable, on_skip=skipped, check_memo=memo)
+
+        return dist_utils.main_rank_first(ctx, find)
+
+    def _skip_checkpoint(self, folder: Path, reason: str) -> None:
+        self.emit(Event.WARNING, kind="damaged_checkpoint", path=str(folder),
+                  message=f"checkpoint {folder.name} cannot be resumed from ({reason}); trying an earlier one")
+
+    def _video_encoder(self, ctx, config, options, hyper, run_dir, train_eps, canvas, window) -> nn.Module:
         if config.encoder.vae == "wan2.2":
             if not options.wan_vae_dir:
                 raise UsageError("the fastwam-5b preset encodes frames with the Wan2.2 VAE: pass --wan-vae-dir "
@@ -396,19 +433,14 @@ class Trainer:
             load_wan_dit_into_video_expert(fastwam, options.init_from_wan)
             self.emit(Event.INITIALISED, source=str(options.init_from_wan), kind="wan2.2")
 
-    def _load_weights(self, module: TrainModule, checkpoint: Path):
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(checkpoint / MODEL_FILE))
+    def _load_weights(self, module: TrainModule, resumed: ResumeState) -> None:
+        tensors = resumed.tensors
         state = {f"fastwam.{k}": v for k, v in tensors.items() if k.split(".", 1)[0] in ("mot", "proprio_encoder")}
         if module.task_embedding is not None:
             state.update({f"task_embedding.{k[len('task_embedding.'):]}": v for k, v in tensors.items()
                           if k.startswith("task_embedding.")})
-        check_state_dict(checkpoint, module.state_dict(), state, "this run's model")
+        check_state_dict(resumed.folder / MODEL_FILE, module.state_dict(), state, "this run's model")
         module.load_state_dict(state)
-        trainer = json.loads((checkpoint / TRAINER_FILE).read_text())
-        training_state = torch.load(checkpoint / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)
-        return int(trainer["step"]), trainer["best"], training_state
 
     def _optimizer(self, wrapped: nn.Module, hyper: TrainHyper) -> torch.optim.Optimizer:
         # No decay on gains, biases and the (1, 6, D) modulation tables' siblings of rank < 2.
@@ -517,7 +549,7 @@ class Trainer:
                       message="stopped; continue with the same command plus --resume")
             return False
         if start_step >= hyper.steps:
-            last_saved = latest_checkpoint(run_dir)
+            last_saved = self.resumed_from  # nothing was left to train: the run ends where it was
         self.emit(Event.SUMMARY, steps=hyper.steps, final_loss={"total": rounded(last_loss[0]), "video": rounded(last_loss[1]),
                                                             "action": rounded(last_loss[2])},
                   best_val_action_loss=None if best["val_action_loss"] is None else rounded(best["val_action_loss"]),
@@ -578,7 +610,7 @@ class Trainer:
     def _save_best(self, ctx, wrapped, config, norm, step, extra, val) -> None:
         state = self._gather(ctx, wrapped)
         if ctx.is_main:
-            staged = self.run_dir / ".best.tmp"
+            staged = self.run_dir / BEST_STAGING_DIR
             shutil.rmtree(staged, ignore_errors=True)
             self._write_weights(staged, state, extra, config, norm, step, self.inputs)
             write_json(staged / VALIDATION_FILE,

@@ -29,6 +29,7 @@ from recordings.images import decode_jpeg
 from recordings.labels import LabelState, read_label_state
 from recordings.layout import attr_text
 from recordings.metadata import EpisodeMetadata
+from recordings.policy_tables import PolicyRecord, read_policy
 from recordings.schema import Label
 from robot.types import ControlSource
 
@@ -294,6 +295,14 @@ class Episode:
                 values.append(known.get(text, ControlSource.NONE))
             self._cache["control_sources"] = tuple(values)
         return self._cache["control_sources"]
+
+    @property
+    def policy(self) -> PolicyRecord | None:
+        """The policy that drove the episode (its settings and latency tables,
+        `recordings.policy_tables`); None when none did."""
+        if "policy" not in self._cache:
+            self._cache["policy"] = read_policy(self._file())
+        return self._cache["policy"]
 
     # ---- frames (read on demand) ----
     def _camera_index(self, camera: str) -> int:

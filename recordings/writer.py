@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -48,6 +48,7 @@ from recordings.locks import LockHeld, lock_exclusive, release
 from recordings.labels import LabelState, reset_label_record
 from recordings.layout import MIN_JPEG_WIDTH, SWMR_LIBVER, ImageLayout, create_episode, set_text_attr, write_attrs
 from recordings.metadata import EpisodeMetadata
+from recordings.policy_tables import PolicyTables
 from recordings.schema import ImageFormat, Label
 from robot.types import STATE_DIM, TickRecord
 
@@ -242,6 +243,10 @@ class _Session:
         self.dropped_reported = 0
         self.lock_fd: int | None = None
         self.thread: threading.Thread | None = None
+        # Policy rows: the control thread appends (table, row), the writer thread drains them
+        # into `policy_tables`, written with the finished file (recordings.policy_tables).
+        self.policy_rows: collections.deque[tuple[str, Mapping[str, Any]]] = collections.deque()
+        self.policy_tables = PolicyTables()
 
 
     def set_state(self, state: WriterState, only_from: WriterState | None = None) -> None:
@@ -292,6 +297,7 @@ class EpisodeWriter:
             image_format=image_format, jpeg_quality=jpeg_quality, queue_size=queue_size, flush_interval_s=flush_interval_s
         )
         self._session: _Session | None = None
+        self._policy_attrs: dict[str, Any] = {}
 
     # ---- owner API ----
     def start(self, metadata: EpisodeMetadata | None = None) -> Path:
@@ -354,6 +360,20 @@ class EpisodeWriter:
         session = self._session
         if session is not None:
             session.dropped = max(session.dropped, int(count))
+
+    def on_policy_row(self, table: str, row: Mapping[str, Any]) -> None:
+        """A row of a policy table (`recordings.policy_tables`: "chunks" or "steps") for the episode
+        being recorded; any thread (the control thread), never waits. Ignored when not recording."""
+        session = self._session
+        if session is None or not session.accepting:
+            return
+        session.policy_rows.append((table, row))
+
+    def set_policy_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """What the policy tables of this and later episodes are about (checkpoint, its hash,
+        strategy and settings: scalars); owner thread. Written as /policy attributes of every
+        episode in which the policy acted."""
+        self._policy_attrs = dict(attrs)
 
     def request_stop(
         self, label: Label | str = Label.UNKNOWN, notes: str | None = None, reason: str | None = None
@@ -549,6 +569,8 @@ class EpisodeWriter:
             set_text_attr(root.attrs, schema.ATTR_LABEL_REASON, state.reason)
             reset_label_record(root, state)
             root.attrs[schema.ATTR_FRAMES_DROPPED] = int(session.dropped)
+            if session.policy_tables:
+                session.policy_tables.write(root, self._policy_attrs)
             root.attrs[schema.ATTR_FINISHED] = True
         _fsync_path(session.partial_path)
         target = session.path
@@ -588,6 +610,7 @@ class _EpisodeSink:
                     time.sleep(POLL_INTERVAL_S)
             if record is not None and not session.discard:
                 self._append(record)
+            self._take_policy_rows()
             now = time.monotonic()
             if self.pending and now >= next_commit:
                 self._commit()
@@ -598,6 +621,14 @@ class _EpisodeSink:
         if not session.discard:
             self._commit()
             self._report_drops()
+
+    def _take_policy_rows(self) -> None:
+        session = self.session
+        while session.policy_rows:
+            try:
+                session.policy_tables.add(*session.policy_rows.popleft())
+            except ValueError as error:  # a bug of the sender: the frames matter more than its row
+                log.error("A policy table row was left out: %s", error)
 
     def close(self) -> None:
         if self.root is not None:

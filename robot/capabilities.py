@@ -11,6 +11,7 @@ members counts too, but the rigs of this repository declare theirs explicitly, a
 | Startable     |     | yes               | yes                      |
 | Resettable    | yes | yes               |                          |
 | HasLeaders    |     | yes               | yes                      |
+| LeadersFollow |     |                   | yes                      |
 | Calibratable  |     |                   | yes                      |
 | ReportsHealth |     | yes               | yes                      |
 | EvaluatesTask | yes | yes               |                          |
@@ -81,6 +82,22 @@ class HasLeaders(Protocol):
     def leader_source(self) -> ActionSource:
         """A fresh action source that reads the leaders (builds a small object; no device I/O)."""
         ...
+
+
+@runtime_checkable
+class LeadersFollow(Protocol):
+    """A rig whose leader arms can follow the followers while a policy drives (torque on, position
+    mode, low gains), so that a person who grabs one takes over without a jump
+    (`robot.autonomy.SupervisedSource`). Control thread only: both are called inside its ticks.
+
+    `set_leaders_follow(True)`: the leaders' torque comes on where they are and their goals follow
+    the commanded follower pose from then on; False releases them (torque off: the person's hands
+    drive). `leaders_pushed()`: a following leader has been held away from its goal beyond the
+    rig's threshold (someone grabbed it); False while not following."""
+
+    def set_leaders_follow(self, enabled: bool) -> None: ...
+
+    def leaders_pushed(self) -> bool: ...
 
 
 @runtime_checkable
@@ -166,6 +183,7 @@ class Capabilities:
     startable: bool = False
     resettable: bool = False
     leaders: bool = False
+    leaders_follow: bool = False
     calibratable: bool = False
     health: bool = False
     task: bool = False
@@ -177,6 +195,7 @@ class Capabilities:
             startable=isinstance(rig, Startable),
             resettable=isinstance(rig, Resettable),
             leaders=isinstance(rig, HasLeaders),
+            leaders_follow=isinstance(rig, LeadersFollow),
             calibratable=isinstance(rig, Calibratable),
             health=isinstance(rig, ReportsHealth),
             task=isinstance(rig, EvaluatesTask),

@@ -77,9 +77,13 @@ import numpy as np
 from robot.capabilities import Simulation
 from robot.rig import Rig
 from robot.safety import SafetyConfig, SafetyError, SafetyFilter, SafetyLimit
-from robot.types import ActionSource, ControlSource, Mode, RigStatus, Severity, TickRecord, TickTimings
+from robot.types import ActionSource, ControlSource, Mode, RigStatus, Severity, SourceFault, TickRecord, TickTimings
 
 log = logging.getLogger(__name__)
+
+#: How far past a position limit a request may be before the loop reports it (rad; normalised
+#: gripper units): the safety filter clamps either way.
+POSITION_LIMIT_QUIET = 0.01
 
 #: Modes in which the selected source drives the arm.
 DRIVING_MODES = frozenset({Mode.TELEOP, Mode.POLICY})
@@ -159,7 +163,7 @@ class LoopEvent:
 
     seq: increasing number (for `events_since`); time_s: host monotonic time; code: a short
     stable identifier for tests and the GUI ("estop", "source_error", "source_dry",
-    "source_finished", "unsafe_action", "position_limit", "subscriber_error", "rig_read",
+    "source_fault", "source_finished", "unsafe_action", "position_limit", "subscriber_error", "rig_read",
     "rig_command", "mode", "request_refused", "realtime"); what_to_do: empty only for plain information.
     """
 
@@ -223,7 +227,7 @@ class LoopSnapshot:
     rig: RigStatus | None = None
 
 
-class _Blend:
+class Blend:
     """Smoothstep from a fixed start pose to whatever the source asks, over `ticks` ticks."""
 
     def __init__(self, start: np.ndarray, ticks: int) -> None:
@@ -267,7 +271,7 @@ class ControlLoop:
         self._source: ActionSource | None = None
         self._source_started = False
         self._source_dry = False
-        self._blend: _Blend | None = None
+        self._blend: Blend | None = None
         self._needs_blend = False
         self._last_command: np.ndarray | None = None  # (14,) float32, the last action sent (or the hold pose)
         self._index = 0
@@ -781,6 +785,16 @@ class ControlLoop:
                 self._source_started = True
             raw = source.next_action(observation)
             finished = bool(source.finished)
+        except SourceFault as fault:
+            log.error("source %s stopped: %s", self._source_label(source), fault.message)
+            self._emit(
+                Severity.ERROR,
+                "source_fault",
+                f"The source {self._source_label(source)} stopped: {fault.message} The arm holds.",
+                fault.what_to_do,
+            )
+            self._enter_mode(Mode.HOLD)
+            return self._last_command, ControlSource.HOLD
         except Exception as exc:
             log.exception("source %s failed", self._source_label(source))
             self._emit(
@@ -817,7 +831,7 @@ class ControlLoop:
         if self._needs_blend:
             self._needs_blend = False
             ticks = int(round(self.config.blend_s * self.config.rate_hz))
-            self._blend = _Blend(self._last_command, ticks) if ticks > 0 else None
+            self._blend = Blend(self._last_command, ticks) if ticks > 0 else None
             self._publish_state()
         if self._blend is not None:
             try:
@@ -854,7 +868,9 @@ class ControlLoop:
             self._enter_mode(Mode.HOLD)
 
     def _report_position_limits(self, hits: tuple[SafetyLimit, ...], now_s: float) -> None:
-        limited = {hit.joint: hit for hit in hits if hit.what == "position"}
+        # A request a hair past a limit (a policy's open gripper at 1.001) is clamped without a word:
+        # only a real push against the limit is worth the user's attention.
+        limited = {hit.joint: hit for hit in hits if hit.what == "position" and abs(hit.value - hit.limit) > POSITION_LIMIT_QUIET}
         for joint, hit in limited.items():
             # One event when a joint reaches its limit, at most every 2 s per joint.
             if joint not in self._position_limited and now_s - self._limit_event_time_s.get(joint, -math.inf) > 2.0:

@@ -54,6 +54,7 @@ from robot.dynamixel.calibration import ArmCalibration, CalibrationProcedure, Ca
 from robot.dynamixel.errors import BusWatchdogTripped
 from robot.dynamixel.health import HealthReport, HealthThresholds, bus_error_messages, read_health
 from robot.dynamixel.layout import LAYOUTS
+from robot.dynamixel.leader_follow import LeaderFollowConfig, LeaderFollowing
 from robot.dynamixel.safe_start import (
     ExitGuard,
     HandoverFilter,
@@ -63,7 +64,7 @@ from robot.dynamixel.safe_start import (
     TorqueWatchdog,
     cut_torque,
 )
-from robot.capabilities import START_PROMPT_KEY, Calibratable, HasLeaders, ReportsHealth, Startable
+from robot.capabilities import START_PROMPT_KEY, Calibratable, HasLeaders, LeadersFollow, ReportsHealth, Startable
 from robot.rig import Rig, RigError
 from robot.types import (
     ARM_NAMES,
@@ -126,6 +127,10 @@ class AlohaSettings:
     max_joint_speed_rad_s: float = 3.0
     max_gripper_speed_per_s: float = 5.0
     max_temperature_c: float = 65.0
+    leader_follow_p_gain: int = 200
+    leader_push_threshold_rad: float = 0.15
+    leader_push_ticks: int = 3
+    leader_follow_grace_s: float = 0.5
 
     def __post_init__(self) -> None:
         if len(self.joint_low_rad) != 6 or len(self.joint_high_rad) != 6:
@@ -138,6 +143,7 @@ class AlohaSettings:
             raise ValueError("max_joint_speed_rad_s and max_gripper_speed_per_s must be > 0 (ALOHA-like: 3.0 and 5.0)")
         self.grippers()  # GripperRange / SafeStartConfig check the gripper numbers
         self.safe_start_config()
+        self.leader_follow_config()
 
     def grippers(self) -> GripperCalibration:
         defaults = GripperCalibration()
@@ -151,6 +157,12 @@ class AlohaSettings:
     def safe_start_config(self) -> SafeStartConfig:
         return SafeStartConfig(arm_ramp_s=self.arm_ramp_s, gripper_ramp_s=self.gripper_ramp_s,
                                squeeze_below_rad=self.squeeze_below_rad, grippers=self.grippers())
+
+    def leader_follow_config(self) -> LeaderFollowConfig:
+        """How the leaders follow the followers while a policy drives (robot.dynamixel.leader_follow)."""
+        return LeaderFollowConfig(p_gain=self.leader_follow_p_gain, max_step_rad=self.handover_max_step_rad,
+                                  push_threshold_rad=self.leader_push_threshold_rad,
+                                  push_ticks=self.leader_push_ticks, grace_s=self.leader_follow_grace_s)
 
     def bus_config(self, port: str) -> BusConfig:
         return BusConfig(port, baud_rate=self.baud_rate, latency_timer_ms=self.latency_timer_ms, retries=self.retries,
@@ -249,8 +261,9 @@ def start_emulated_buses(names: Iterable[str], baud_rate: int, start_pose_rad: S
     return started
 
 
-class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
-    """Bimanual ALOHA over Dynamixel: followers commanded, leaders read, cameras streamed."""
+class AlohaRig(Rig, Startable, HasLeaders, LeadersFollow, ReportsHealth, Calibratable):
+    """Bimanual ALOHA over Dynamixel: followers commanded, leaders read (or, while a policy drives,
+    following the followers), cameras streamed."""
 
     simulated = False
 
@@ -275,6 +288,7 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
         self.cameras: list[Camera] = []
         self._safe_start: SafeStart | None = None
         self._handover: list[HandoverFilter] | None = None
+        self._following: LeaderFollowing | None = None
         self._watchdog: TorqueWatchdog | None = None
         self._exit_guard: ExitGuard | None = None
         self._estopped = False
@@ -302,6 +316,7 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
                 arm = open_arm(entry, ports[name], s, store, self._note_uncalibrated)
                 (self.followers if entry.role is ArmRole.FOLLOWER else self.leaders).append(arm)
             self._exit_guard = ExitGuard(self.arms)
+            self._following = LeaderFollowing(self.leaders, self._mapping, s.leader_follow_config())
             for camera_config in self.config.cameras:
                 camera = make_camera(camera_config)
                 camera.connect()
@@ -344,6 +359,7 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
             bus.stop()
         self.emulators = {}
         self.followers, self.leaders, self.cameras = [], [], []
+        self._following = None
         with self._lock:
             self._started = self._starting = self._start_requested = False
             self._prompt = "Connect the rig."
@@ -478,6 +494,19 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
         for k, (arm, handover) in enumerate(zip(self.followers, self._handover)):
             target = self._mapping.follower_command(action[k * JOINTS_PER_ARM : (k + 1) * JOINTS_PER_ARM])
             arm.command(handover(target))
+        if self._following is not None:
+            self._following.command(action)
+
+    # -- leaders following the followers (LeadersFollow; control thread) ------------------------
+    def set_leaders_follow(self, enabled: bool) -> None:
+        following = self._following
+        if following is None or (enabled and self._handover is None):
+            return  # not connected, or not started: the leaders stay as the ceremony left them
+        following.enable() if enabled else following.disable()
+
+    def leaders_pushed(self) -> bool:
+        following = self._following
+        return following is not None and following.pushed()
 
     def joint_limits(self) -> JointLimits:
         s = self.config.settings
@@ -505,6 +534,8 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
 
     def _stop_driving(self, message: str) -> None:
         self._handover = None
+        if self._following is not None:
+            self._following.forget()  # the torque is off already
         self._safe_start = None
         with self._lock:
             self._started = self._starting = self._start_requested = False
@@ -513,6 +544,8 @@ class AlohaRig(Rig, Startable, HasLeaders, ReportsHealth, Calibratable):
 
     def _on_watchdog_trip(self, message: str) -> None:  # watchdog thread
         self._handover = None
+        if self._following is not None:
+            self._following.forget()  # the watchdog cut every torque
         with self._lock:
             self._started = self._starting = False
             self._prompt = message

@@ -125,6 +125,18 @@ class TickRecord:
     sim_time_s: float | None = None
 
 
+class SourceFault(RuntimeError):
+    """An action source cannot go on (a policy's NaN chunk, a stale camera, a missed deadline).
+
+    Raised from `ActionSource.next_action`; the control loop holds the arm within the tick and
+    shows `message` with `what_to_do` (a plain exception gets a generic what-to-do instead)."""
+
+    def __init__(self, message: str, what_to_do: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.what_to_do = what_to_do
+
+
 @runtime_checkable
 class ActionSource(Protocol):
     """Something that produces actions for the control loop: leader arms, keyboard jogging,

@@ -3,16 +3,24 @@ own loop, safety filter and writer), and the statistics of an evaluation (Wilson
 latency percentiles). `run.py eval` (app/studio/jobs/evaluate.py) is the command line over it.
 
 A rollout resets the towel to a seed, puts the policy in charge through a fresh control loop and
-steps it tick by tick with `ControlLoop.tick_once()`, without real-time pacing: simulated time
-(and so the rollout) is what it would be in real time, and evaluation runs as fast as the CPU
-allows. The policy runs synchronously, so its latency cannot change the rollout; it is measured.
-An episode succeeds as soon as the rig's task measure says so (checked every `check_ticks`) and
-fails when `max_ticks` pass first.
+runs it in one of two ways:
+
+- stepped (`real_time=False`): the loop is stepped tick by tick with `ControlLoop.tick_once()`,
+  without pacing; simulated time (and so the rollout) is what it would be in real time and the
+  evaluation runs as fast as the CPU allows. The policy runner's simulated delay
+  (`model.runner.RunnerConfig.delay_ms`) decides when each chunk acts, so a rollout under an
+  inference delay is the same on any machine.
+- real time (`real_time=True`): the loop's own thread paces the sim at the control rate, the
+  cameras render on their thread and the policy runs on its thread: exactly the studio's path.
+
+An episode succeeds as soon as the rig's task measure says so (checked every `check_ticks`, on
+the thread that steps the rig) and fails when `max_ticks` pass first.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,30 +51,36 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -
 
 
 def latency_summary(seconds: Sequence[float]) -> dict:
-    """{"n", "p50_ms", "p95_ms", "max_ms"} of a list of durations in seconds."""
-    if not seconds:
-        return {"n": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
+    """{"n", "p50_ms", "p95_ms", "p99_ms", "max_ms"} of a list of durations in seconds: the tail
+    (p99, max) is what stalls an arm, so it is reported with the median."""
+    if not len(seconds):
+        return {"n": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
     ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    return {"n": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p95_ms": round(float(np.percentile(ms, 95)), 2), "max_ms": round(float(ms.max()), 2)}
+    p50, p95, p99 = np.percentile(ms, (50, 95, 99))
+    return {"n": int(ms.size), "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2),
+            "p99_ms": round(float(p99), 2), "max_ms": round(float(ms.max()), 2)}
 
 
 
 
 @dataclass
 class EvalTally:
-    """Running totals of an evaluation."""
+    """Running totals of an evaluation: outcomes, and per chunk the inference time and the time
+    from the observation to the chunk's first command (seconds)."""
 
     successes: int = 0
     episodes: int = 0
     fold_errors_m: list[float] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
+    obs_to_command_s: list[float] = field(default_factory=list)
 
-    def add(self, success: bool, fold_error_m: float, latencies_s: Sequence[float]) -> None:
+    def add(self, success: bool, fold_error_m: float, latencies_s: Sequence[float],
+            obs_to_command_s: Sequence[float] = ()) -> None:
         self.episodes += 1
         self.successes += int(bool(success))
         self.fold_errors_m.append(float(fold_error_m))
         self.latencies_s.extend(latencies_s)
+        self.obs_to_command_s.extend(obs_to_command_s)
 
     def summary(self) -> dict:
         lo, hi = wilson_interval(self.successes, self.episodes)
@@ -79,17 +93,42 @@ class EvalTally:
             "fold_error_m_mean": round(float(errors.mean()), 4) if errors.size else None,
             "fold_error_m_median": round(float(np.median(errors)), 4) if errors.size else None,
             "latency": latency_summary(self.latencies_s),
+            "obs_to_command": latency_summary(self.obs_to_command_s),
         }
 
 
 @dataclass(frozen=True)
 class RolloutSettings:
     """max_ticks: ticks before a rollout counts as failed; check_ticks: ticks between task checks;
-    checkpoint: named in the saved episodes' notes."""
+    checkpoint: named in the saved episodes' notes; real_time: pace the loop on its own thread
+    (the studio's path) instead of stepping it."""
 
     max_ticks: int
     check_ticks: int
     checkpoint: Path
+    real_time: bool = False
+
+
+class _TaskWatch:
+    """Counts ticks and measures the task every `check_ticks` on the thread that steps the rig
+    (a loop subscriber in real time: the measure reads the simulation the control thread owns)."""
+
+    def __init__(self, rig, settings: RolloutSettings) -> None:
+        self.rig = rig
+        self.settings = settings
+        self.ticks = 0
+        self.success = False
+        self.done = threading.Event()
+
+    def on_tick(self, record=None) -> None:
+        if self.done.is_set():
+            return
+        self.ticks += 1
+        if self.ticks % self.settings.check_ticks == 0 and self.rig.evaluate_task().success:
+            self.success = True
+            self.done.set()
+        elif self.ticks >= self.settings.max_ticks:
+            self.done.set()
 
 
 def rollout(session: Session, source: ActionSource, seed: int, settings: RolloutSettings) -> dict:
@@ -105,21 +144,28 @@ def rollout(session: Session, source: ActionSource, seed: int, settings: Rollout
     loop.request_mode(Mode.POLICY)
     if writer is not None:
         writer.start(session.metadata(rig.task_name, "policy", notes=f"eval seed={seed}; checkpoint={settings.checkpoint}"))
-    success = False
-    ticks = 0
-    while ticks < settings.max_ticks:
-        loop.tick_once()
-        ticks += 1
-        if writer is not None:
-            while writer.status().queue_depth > writer.config.queue_size // 2:
-                time.sleep(0.002)  # unpaced ticks can outrun JPEG encoding; never drop a frame
-        if ticks % settings.check_ticks == 0 and rig.evaluate_task().success:
-            success = True
-            break
+    watch = _TaskWatch(rig, settings)
+    if settings.real_time:
+        unsubscribe = loop.subscribe(watch.on_tick)
+        loop.start()
+        # Generous: a loaded machine runs the sim slower than real time, and it must still finish.
+        watch.done.wait(timeout=10.0 + 5.0 * settings.max_ticks / rig.control_rate_hz)
+        loop.request_mode(Mode.HOLD)
+        time.sleep(3.0 / rig.control_rate_hz)  # the HOLD tick is recorded as the last step
+        loop.stop()
+        unsubscribe()
+    else:
+        while not watch.done.is_set():
+            loop.tick_once()
+            watch.on_tick()
+            if writer is not None:
+                while writer.status().queue_depth > writer.config.queue_size // 2:
+                    time.sleep(0.002)  # unpaced ticks can outrun JPEG encoding; never drop a frame
+        loop.request_mode(Mode.HOLD)
+        loop.tick_once()  # applies HOLD (and is recorded as the last step)
     result = rig.evaluate_task()
+    success = watch.success
     errors = [e for e in loop.events_since(-1) if e.severity is Severity.ERROR]
-    loop.request_mode(Mode.HOLD)
-    loop.tick_once()  # applies HOLD (and is recorded as the last step)
     loop.set_source(None)
     saved = None
     if writer is not None:
@@ -127,7 +173,7 @@ def rollout(session: Session, source: ActionSource, seed: int, settings: Rollout
                                 notes=f"eval seed={seed}; fold_error_m={result.fold_error_m:.4f}; checkpoint={settings.checkpoint}"))
     return {
         "seed": seed, "success": success, "fold_error_m": round(result.fold_error_m, 4),
-        "corner_distances_m": [round(d, 4) for d in result.corner_distances_m], "ticks": ticks,
-        "sim_s": round(ticks / rig.control_rate_hz, 2), "wall_s": round(time.monotonic() - t0, 2),
+        "corner_distances_m": [round(d, 4) for d in result.corner_distances_m], "ticks": watch.ticks,
+        "sim_s": round(watch.ticks / rig.control_rate_hz, 2), "wall_s": round(time.monotonic() - t0, 2),
         "policy_errors": [e.message for e in errors][:3], "saved": saved,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.studio.events import StudioEvent
 from robot.capabilities import Capabilities
@@ -17,6 +18,11 @@ from robot.control_loop import LoopState, LoopStats
 from robot.dynamixel.calibration import CalibrationStep
 from robot.dynamixel.health import HealthReport, HealthThresholds
 from robot.types import ControlSource, Mode, RigStatus, TickRecord
+
+if TYPE_CHECKING:  # imported for the annotations only: the snapshot must not load torch
+    from app.studio.autonomy import AutonomySettings
+    from app.studio.checkpoints import CheckpointInfo
+    from model.runner import RunnerStatus
 
 
 class Phase(str, enum.Enum):
@@ -107,6 +113,43 @@ class CalibrationStatus:
         return self.step == CalibrationStep.CANCELLED.value or bool(self.saved_path)
 
 
+class AutonomyState(str, enum.Enum):
+    """Where autonomy stands (the mode the control panel and the status bar show)."""
+
+    OFF = "off"  # no policy loaded
+    LOADING = "loading"  # a checkpoint is being loaded (worker thread)
+    READY = "ready"  # loaded; a person or nothing drives
+    AUTONOMOUS = "autonomous"  # the policy drives
+    INTERVENTION = "intervention"  # the person took over from the policy
+    FAULT = "fault"  # loading failed or the policy stopped; message says why and what to do
+
+
+@dataclass(frozen=True)
+class AutonomyStatus:
+    """The Policy panel's state (`Studio.snapshot().autonomy`).
+
+    checkpoint: what is loaded (`app.studio.checkpoints.CheckpointInfo`: preset, variant, step,
+    validation loss, whether it is the run's best, what it trained on); device: "cuda"/"cpu";
+    strategy: the execution strategy and its settings as running; settings: as asked
+    (`app.studio.autonomy.AutonomySettings`); runner: the policy runner's copy
+    (`model.runner.RunnerStatus`: current and previous plan, queue depth, latency series and
+    p50/p95/p99/max), None when nothing is loaded.
+    """
+
+    state: AutonomyState = AutonomyState.OFF
+    message: str = ""
+    checkpoint: "CheckpointInfo | None" = None
+    device: str = ""
+    strategy: dict = field(default_factory=dict)
+    settings: "AutonomySettings | None" = None
+    runner: "RunnerStatus | None" = None
+
+    @property
+    def driving(self) -> bool:
+        """The policy or the person correcting it has the arm."""
+        return self.state in (AutonomyState.AUTONOMOUS, AutonomyState.INTERVENTION)
+
+
 @dataclass(frozen=True)
 class StudioSnapshot:
     """Everything the window paints, copied at one moment (any thread may call `snapshot()`).
@@ -118,6 +161,7 @@ class StudioSnapshot:
     seed / next_seed: towel seed of the current episode and of the next "New episode".
     capabilities: what the rig declares (robot.capabilities); arms: only for rigs with real
     follower arms. events: the newest events, oldest first (the window shows those it has not).
+    autonomy: the policy's state (`AutonomyStatus`; OFF until a checkpoint is loaded).
     """
 
     phase: Phase
@@ -138,6 +182,7 @@ class StudioSnapshot:
     calibration: CalibrationStatus | None = None
     tick: TickRecord | None = None
     events: tuple[StudioEvent, ...] = ()
+    autonomy: AutonomyStatus = field(default_factory=AutonomyStatus)
 
     @property
     def available_sources(self) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.studio.autonomy import AutonomyControl, AutonomySettings
 from app.studio.calibration import CalibrationControl
 from app.studio.events import EventLog, Severity
 from app.studio.history import HistoryWindow, TickHistory
@@ -49,6 +50,7 @@ from app.studio.snapshot import (
     SOURCE_BY_NAME,
     SOURCE_OPTIONS,
     ArmsState,
+    AutonomyStatus,
     CalibrationStatus,
     Phase,
     RecordingStatus,
@@ -101,6 +103,7 @@ class Studio:
         self._recording: RecordingControl | None = None
         self._calibration: CalibrationControl | None = None
         self._monitor: RigMonitor | None = None
+        self._autonomy: AutonomyControl | None = None
         # Under _lock.
         self._source: SourceOption | None = None
         self._pending_estop: str | None = None
@@ -184,6 +187,12 @@ class Studio:
         return history.window(span_s) if history is not None else None
 
     @property
+    def autonomy(self) -> AutonomyControl | None:
+        """The policy's control (None before the rig runs): its runner for scripts and benchmarks;
+        the window uses the requests below and `snapshot().autonomy`."""
+        return self._autonomy
+
+    @property
     def calibration(self) -> CalibrationControl | None:
         """The calibration of a Calibratable rig (None otherwise): its steps (`next`, `back`,
         `save`, `cancel`, `refresh`) are queued on the studio's worker thread."""
@@ -203,6 +212,7 @@ class Studio:
         if session is None:
             return StudioSnapshot(phase=phase, rig_name=self.rig_path.stem, source=source, seed=seed,
                                   next_seed=next_seed, events=events)
+        autonomy = self._autonomy
         # The tick before the loop's state: the state is then at least as new as the tick.
         tick = session.history.latest
         loop_state = session.loop.state()
@@ -242,6 +252,7 @@ class Studio:
             calibration=self.calibration_status(),
             tick=tick,
             events=events,
+            autonomy=autonomy.status(loop_state) if autonomy is not None else AutonomyStatus(),
         )
 
     # ------------------------------------------------------------------ requests (any thread)
@@ -380,6 +391,48 @@ class Studio:
         """Reset the towel (and the arms) with `seed`. Refused while recording or E-stopped."""
         return self._submit(f"resetting the towel (seed {seed})…", self._reset_episode, int(seed))
 
+    # ------------------------------------------------------------------ autonomy (any thread)
+
+    def load_policy(self, path: str | Path, settings: AutonomySettings | None = None) -> Future:
+        """Load a checkpoint (or a run folder: its best) on the worker thread, checked against the
+        rig; `snapshot().autonomy` shows LOADING, then READY or why not. The future resolves to
+        whether it is ready."""
+        autonomy = self._autonomy
+        if autonomy is None:
+            self.events.add(Severity.WARNING, "policy", "The policy cannot be loaded before the rig runs.",
+                            "Wait for the rig to come up (see the status bar), then load it again.")
+            return _done(False)
+        return self._worker.submit(autonomy.load, path, settings or AutonomySettings())
+
+    def start_autonomy(self) -> bool:
+        """Hand the arm to the loaded policy (refused, with an event, when it cannot drive now)."""
+        autonomy = self._autonomy
+        if autonomy is None or not autonomy.start():
+            return False
+        self.stop_jogging()
+        with self._lock:
+            self._source = None  # the policy is no entry of the source selector
+        return True
+
+    def stop_autonomy(self) -> None:
+        """The policy lets go; the arm holds where it is."""
+        if self._autonomy is not None:
+            self._autonomy.stop()
+
+    def take_over(self) -> bool:
+        """The person drives: the leader arms on a rig whose leaders follow, else keyboard jogging."""
+        if self._autonomy is None:
+            return False
+        self.stop_jogging()  # jogging starts from rest, not from a key held before
+        return self._autonomy.take_over()
+
+    def hand_back(self) -> bool:
+        """The policy drives again, from where the arm is."""
+        if self._autonomy is None:
+            return False
+        self.stop_jogging()
+        return self._autonomy.hand_back()
+
     # ------------------------------------------------------------------ calibration (any thread)
 
     def begin_calibration(self, arm_id: str) -> Future:
@@ -453,6 +506,7 @@ class Studio:
         rig = session.rig
         self._sources = sources
         self._recording = RecordingControl(session.writer, self.events, self._hold_after_writer_death)
+        self._autonomy = AutonomyControl(session, sources.jog, self.events)
         if isinstance(rig, Calibratable):
             self._calibration = CalibrationControl(rig, self.events, self._worker)
         with self._lock:
@@ -571,6 +625,8 @@ class Studio:
                 session.close()
             except Exception:
                 log.exception("closing the rig session failed")
+            if self._autonomy is not None:
+                self._autonomy.close()
         with self._lock:
             self._phase = Phase.STOPPED
         log.info("studio stopped")
@@ -581,6 +637,8 @@ class Studio:
             source = self._source
             if (source is not None and source.name == "keyboard") or now - self._jog_hint_time_s <= 5.0:
                 return
+            if self._autonomy is not None and self._autonomy.intervening:
+                return  # the person took over from the policy: the jog keys drive
             self._jog_hint_time_s = now
         self.events.add(Severity.INFO, "studio", "Jog keys and pads move the arm only with the Jog source.",
                         "Press F2 (or the Jog button) to jog.")

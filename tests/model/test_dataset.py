@@ -106,6 +106,27 @@ def test_selection_by_label_task_and_list(store):
         EpisodeFilter(labels=("great",))
 
 
+def test_selection_by_control_source_trains_on_the_corrections(tmp_path):
+    from robot.types import ControlSource as S
+
+    # A policy episode: the policy drove, a person corrected it, the policy again, then a hold.
+    sources = [S.POLICY] * 10 + [S.INTERVENTION] * 8 + [S.POLICY] * 6 + [S.HOLD] * 2
+    support.write_episode(tmp_path / "dagger", len(sources), label="failure", sources=sources)
+    support.write_episode(tmp_path / "dagger", 12, label="failure")  # scripted only: nothing selected
+    flt = EpisodeFilter(labels=("failure",), control_sources=("teleop", "intervention"))
+    infos = find_episodes([tmp_path / "dagger"], flt)
+    assert [i.name for i in infos] == ["episode_0.hdf5"]
+    np.testing.assert_array_equal(infos[0].steps, np.arange(10, 18))
+    dataset = WindowDataset([EpisodeSource(i, 0) for i in infos], WINDOW, CANVAS, mode="frames")
+    assert len(dataset) == 8 and [int(dataset[k]["t"]) for k in (0, 7)] == [10, 17]
+    # The window still reaches past the selection: the chunk a correction starts is what it was.
+    np.testing.assert_array_equal(dataset[7]["action"].numpy()[1], support.action_of(18))
+    with pytest.raises(NoEpisodesMatch, match="steps from policy"):
+        find_episodes([tmp_path / "dagger"], EpisodeFilter(labels=("success",), control_sources=("policy",)))
+    with pytest.raises(ValueError, match="unknown control source"):
+        EpisodeFilter(control_sources=("robot",))
+
+
 def test_aloha_files_without_labels_are_used_with_a_camera_map(tmp_path):
     path = tmp_path / "episode_0.hdf5"
     with h5py.File(path, "w") as root:  # ACT's sim layout: one 'top' camera, no metadata

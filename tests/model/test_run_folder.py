@@ -1,6 +1,8 @@
 """The run folder's layout and rules (model/run_folder.py), which the trainer writes and the window
-and `run.py eval` read: complete checkpoints, the latest and the best, resolving a path to a
-checkpoint, whole-line appends from two writers, the job record. Torch-free, like the module."""
+and `run.py eval` read: complete checkpoints, the latest and the best, the names of what an
+interrupted save leaves, events and files always valid JSON, whole-line appends from two writers,
+the job record. Torch-free, like the module. (Which checkpoint loads is model/resume.py:
+tests/reliability/test_checkpoints_and_sizes.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.errors import CheckpointError
 from model.run_folder import (
     BEST_DIR,
     CONFIG_FILE,
@@ -22,17 +23,22 @@ from model.run_folder import (
     MODEL_FILE,
     TRAINER_FILE,
     VALIDATION_FILE,
+    RUN_FILE,
     Event,
     JobRecord,
+    RunEvents,
     accepts_start,
+    append_event,
     best_checkpoint,
     checkpoint_dir,
     checkpoint_step,
     complete_checkpoints,
     event_record,
+    is_partial_file,
     latest_checkpoint,
     prune_checkpoints,
-    resolve_checkpoint,
+    step_folders,
+    write_json,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +64,7 @@ def test_the_latest_complete_checkpoint_is_what_resume_continues_from(tmp_path):
     (run / LATEST_FILE).write_text(json.dumps({"step": 30, "path": "checkpoints/step_00000030"}))
     assert checkpoint_dir(run, 20) == second and second.name == "step_00000020"
     assert checkpoint_step(second) == 20 and checkpoint_step(killed) is None
+    assert step_folders(run) == {10: first, 20: second, 30: killed}
     assert complete_checkpoints(run) == {10: first, 20: second}
     assert latest_checkpoint(run) == second
     (second / TRAINER_FILE).write_text("{damaged")
@@ -69,20 +76,24 @@ def test_the_latest_complete_checkpoint_is_what_resume_continues_from(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000030"]
 
 
-def test_a_path_resolves_to_a_checkpoint_the_best_then_the_latest(tmp_path):
+def test_the_best_checkpoint_and_its_step(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a run folder"):
-        resolve_checkpoint(run)
-    latest = _checkpoint(run, 10)
-    assert resolve_checkpoint(run) == latest and resolve_checkpoint(latest) == latest
+    assert best_checkpoint(run) is None
     best = run / BEST_DIR
     best.mkdir()
     (best / MODEL_FILE).write_bytes(b"weights")
     (best / CONFIG_FILE).write_text("{}")
     assert best_checkpoint(run) == (best, None)  # no validation.json: its step is unknown
     (best / VALIDATION_FILE).write_text(json.dumps({"step": 10}))
-    assert best_checkpoint(run) == (best, 10) and resolve_checkpoint(run) == best
+    assert best_checkpoint(run) == (best, 10)
+
+
+def test_what_an_interrupted_save_leaves_is_told_by_its_name():
+    for name in (".model.safetensors.a1B2c3D4.tmp", ".trainer.json.x_y1z2w3", ".training_state.pt.tmp", ".tmpAb12Cd"):
+        assert is_partial_file(name), name
+    for name in ("model.safetensors", "trainer.json", ".gitignore", "train.jsonl"):
+        assert not is_partial_file(name), name
 
 
 def test_events_are_plain_json_and_unknown_names_are_told_apart():
@@ -92,6 +103,36 @@ def test_events_are_plain_json_and_unknown_names_are_told_apart():
     assert Event.known("summary") is Event.SUMMARY and Event.known("from_the_future") is None
     with pytest.raises(ValueError):
         event_record("progres", {})
+
+
+def test_a_loss_that_is_not_a_number_is_written_as_null_everywhere(tmp_path):
+    """A resumed run with nothing left to train has no loss (NaN): every line and file stays
+    valid JSON for the panel, `jq` and browsers."""
+    seen = []
+    events = RunEvents(seen.append)
+    events.run_dir = tmp_path
+    events(Event.SUMMARY, final_loss={"total": float("nan"), "video": np.float32("inf"), "action": 0.5})
+    append_event(tmp_path, {"event": "note", "value": float("-inf")})
+    write_json(tmp_path / RUN_FILE, {"loss": np.float64("nan")})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    lines = [json.loads(line, parse_constant=refuse) for line in (tmp_path / EVENTS_FILE).read_text().splitlines()]
+    assert lines[0]["final_loss"] == {"total": None, "video": None, "action": 0.5} and lines[1]["value"] is None
+    assert seen == lines[:1]
+    assert json.loads((tmp_path / RUN_FILE).read_text(), parse_constant=refuse) == {"loss": None}
+
+
+def test_an_event_the_folder_cannot_take_still_reaches_the_caller(tmp_path, caplog):
+    """A full disk or a folder gone read-only: the caller (the terminal, the window's pipe) is
+    how the user learns what happened."""
+    seen = []
+    events = RunEvents(seen.append)
+    events.run_dir = tmp_path / "gone"  # appending fails (no such folder), as a write to a full disk does
+    events(Event.ERROR, kind="internal", message="m", what_to_do="w")
+    assert seen == [{"event": "error", "kind": "internal", "message": "m", "what_to_do": "w"}]
+    assert "Cannot append" in caplog.text
 
 
 def test_two_writers_append_whole_lines(tmp_path):

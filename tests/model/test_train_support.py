@@ -41,10 +41,12 @@ def action_of(t: int) -> np.ndarray:
 
 
 def write_episode(store: Path, length: int, label: str = "success", task: str = "fold the towel",
-                  shape: tuple[int, int] = (48, 64), cameras=CAMERAS, offset: int = 0, repeat: int = 1) -> Path:
+                  shape: tuple[int, int] = (48, 64), cameras=CAMERAS, offset: int = 0, repeat: int = 1,
+                  sources=None) -> Path:
     """One episode through the real EpisodeWriter (raw frames). `offset` shifts frame values so
     episodes differ in content; `repeat` > 1 shows each frame that many steps (a camera slower
-    than the control rate, as the sim's 25 fps at 50 Hz)."""
+    than the control rate, as the sim's 25 fps at 50 Hz); `sources`: each step's ControlSource
+    (default: scripted)."""
     from recordings.metadata import EpisodeMetadata
     from recordings.writer import EpisodeWriter
     from robot.types import ControlSource, Mode, Observation, TickRecord, TickTimings
@@ -57,7 +59,8 @@ def write_episode(store: Path, length: int, label: str = "success", task: str = 
         obs = Observation(qpos=qpos_of(t), qvel=np.zeros(14, np.float32), effort=np.zeros(14, np.float32),
                           images=images, image_times_s={c: 10.0 + 0.02 * t for c in cameras}, time_s=10.0 + 0.02 * t,
                           task=task)
-        writer.on_tick(TickRecord(index=t, observation=obs, action=action_of(t), source=ControlSource.SCRIPTED,
+        source = ControlSource.SCRIPTED if sources is None else sources[t]
+        writer.on_tick(TickRecord(index=t, observation=obs, action=action_of(t), source=source,
                                   mode=Mode.TELEOP, timings=TickTimings(0.02, 0, 0, 0, 0, 0, 0)))
         while writer.status().queue_depth > 50:
             time.sleep(0.001)

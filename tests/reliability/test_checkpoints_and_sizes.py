@@ -25,14 +25,15 @@ from model.config import PRESETS, FastWAMConfig, VideoExpertConfig, check_fits_i
 from model.errors import CheckpointError, ModelTooLarge
 from model.fastwam import FastWAM
 from model.resume import (
-    TRAINER_FILE,
-    TRAINING_STATE_FILE,
     checkpoint_problem,
-    complete_checkpoints,
     load_training_state,
+    loadable_checkpoints,
+    read_resume_state,
     remove_partial_files,
+    resolve_checkpoint,
     resume_from_newest_loadable,
 )
+from model.run_folder import BEST_DIR, TRAINER_FILE, TRAINING_STATE_FILE, VALIDATION_FILE
 
 
 def _save_step(run: Path, model: FastWAM, optimizer, step: int) -> Path:
@@ -40,7 +41,8 @@ def _save_step(run: Path, model: FastWAM, optimizer, step: int) -> Path:
     folder = run / "checkpoints" / f"step_{step:08d}"
     save_checkpoint(folder, model, model.config, NormStats.identity(), step)
     torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, folder / TRAINING_STATE_FILE)
-    (folder / TRAINER_FILE).write_text(json.dumps({"format": 1, "step": step}))
+    (folder / TRAINER_FILE).write_text(json.dumps({"format": 1, "step": step, "best": {"val_action_loss": None, "step": None},
+                                                   "rng": {"numpy": [], "python": []}}))
     return folder
 
 
@@ -110,12 +112,47 @@ def test_a_truncated_or_half_saved_checkpoint_is_skipped_with_the_reason(run):
     with pytest.raises(CheckpointError, match="model.safetensors: the file is truncated or corrupt"):
         read_tensors(weights)
     skipped = []
-    assert list(complete_checkpoints(run_dir, lambda f, why: skipped.append(f))) == [folders[0]]
+    assert list(loadable_checkpoints(run_dir, lambda f, why: skipped.append(f))) == [folders[0]]
     assert skipped == [folders[2], folders[1]]
     state = folders[0] / TRAINING_STATE_FILE
     state.write_bytes(state.read_bytes()[:-100])
     assert "training_state.pt is truncated" in checkpoint_problem(folders[0])
     assert resume_from_newest_loadable(run_dir, _load) is None
+
+
+def test_the_resume_state_is_read_whole_and_a_trainer_record_without_rng_falls_back(run):
+    run_dir, folders = run
+    state = read_resume_state(folders[-1])
+    assert state.folder == folders[-1] and state.step == 300 and "optimizer" in state.training_state
+    assert set(state.tensors) == set(read_tensors(folders[-1] / "model.safetensors"))
+    (folders[-1] / TRAINER_FILE).write_text(json.dumps({"format": 1, "step": 300}))  # an older or foreign record
+    with pytest.raises(CheckpointError, match=r"trainer.json: it lacks the best-so-far record or the RNG states"):
+        read_resume_state(folders[-1])
+    skipped = []
+    folder, state = resume_from_newest_loadable(run_dir, read_resume_state, lambda f, why: skipped.append(f))
+    assert folder == folders[1] and state.step == 200 and skipped == [folders[-1]]
+
+
+def test_eval_resolves_a_run_folder_to_a_loadable_checkpoint_and_names_what_it_passed_over(run, tiny_model, tmp_path):
+    run_dir, folders = run
+    assert resolve_checkpoint(folders[0]) == folders[0]  # a checkpoint folder is taken as it is
+    assert resolve_checkpoint(run_dir) == folders[-1]  # no best/ yet: the newest complete one
+    best = run_dir / BEST_DIR
+    save_checkpoint(best, tiny_model, tiny_model.config, NormStats.identity(), 200)
+    (best / VALIDATION_FILE).write_text(json.dumps({"step": 200}))
+    assert resolve_checkpoint(run_dir) == best
+    weights = best / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    skipped = []
+    assert resolve_checkpoint(run_dir, lambda f, why: skipped.append((f, why))) == folders[-1]
+    assert skipped[0][0] == best and "model.safetensors is truncated or corrupt" in skipped[0][1]
+    for folder in folders:
+        (folder / "config.json").write_text("{damaged")
+    with pytest.raises(CheckpointError, match="none of its checkpoints is complete"):
+        resolve_checkpoint(run_dir)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a run folder"):
+        resolve_checkpoint(tmp_path / "empty")
 
 
 def test_a_killed_save_leaves_temporary_files_that_are_removed(tmp_path, fork_child, tiny_model):

@@ -64,6 +64,10 @@ def test_run_py_record_on_a_full_disk_exits_with_the_message_not_a_segfault(smal
     done = run_py("record", "--rig", "configs/sim.toml", "--seconds", "4", "--store", str(disk / "store"))
     assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("record failed: Recording stopped: could not write episode_0.hdf5.partial")
-    assert "No space left on device" in last and "episodes recover" in last
+    # Whichever write meets the full disk first (under load the sim may not have flushed a frame
+    # yet), the user reads that the disk is full and, once frames were written, how to get them.
+    assert last.startswith("record failed: ") and "No space left on device" in last, last
+    # Either frames were on disk (and the message says how to get them back) or nothing had
+    # been written yet (and it says so); never neither.
+    assert "episodes recover" in last or "Nothing had been written yet" in last, last
     assert "Traceback" not in done.stderr.split("record failed:")[-1]

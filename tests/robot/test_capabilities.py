@@ -13,12 +13,12 @@ from robot.real_rig import AlohaRig
 from robot.sim.sim_rig import SimRig
 from robot.sim_leaders import SimLeadersRig
 
-CAPABILITIES = (cap.Startable, cap.Resettable, cap.HasLeaders, cap.Calibratable, cap.ReportsHealth,
+CAPABILITIES = (cap.Startable, cap.Resettable, cap.HasLeaders, cap.LeadersFollow, cap.Calibratable, cap.ReportsHealth,
                 cap.EvaluatesTask, cap.Simulation)
 DECLARED = {
     SimRig: {cap.Resettable, cap.EvaluatesTask, cap.Simulation},
     SimLeadersRig: {cap.Resettable, cap.EvaluatesTask, cap.Simulation, cap.Startable, cap.HasLeaders, cap.ReportsHealth},
-    AlohaRig: {cap.Startable, cap.HasLeaders, cap.ReportsHealth, cap.Calibratable},
+    AlohaRig: {cap.Startable, cap.HasLeaders, cap.LeadersFollow, cap.ReportsHealth, cap.Calibratable},
 }
 
 

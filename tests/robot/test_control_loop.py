@@ -24,6 +24,8 @@ from robot.types import (
     JointLimits,
     Mode,
     Observation,
+    Severity,
+    SourceFault,
     zero_state,
 )
 
@@ -408,6 +410,21 @@ def test_source_exception_holds_with_an_event_naming_the_source():
     assert event.what_to_do
     run(loop, 3)  # keeps holding; the failed source is not called again
     assert loop.snapshot().mode is Mode.HOLD
+
+
+def test_a_source_fault_holds_and_shows_its_own_what_to_do():
+    rig = FirstOrderRig()
+    loop = ControlLoop(rig, LoopConfig(blend_s=0.0))
+    source = PoseSource("policy", start_pose())
+    loop.set_source(source)
+    loop.request_mode(Mode.TELEOP)
+    run(loop, 2)
+    source.fail_with = SourceFault("Camera cam_high's newest image is 0.8 s old.", "Check the camera's cable.")
+    record = loop.tick_once()
+    assert record.source is ControlSource.HOLD and loop.snapshot().mode is Mode.HOLD
+    event = next(e for e in loop.snapshot().events if e.code == "source_fault")
+    assert "'policy' stopped: Camera cam_high's newest image is 0.8 s old." in event.message
+    assert event.what_to_do == "Check the camera's cable." and event.severity is Severity.ERROR
 
 
 def test_finished_source_holds_with_an_info_event():

@@ -19,19 +19,18 @@ Thread ownership: one reporter per process, used from the thread that runs the j
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, Mapping, Protocol, Sequence
 
-import numpy as np
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
+
+from model.json_lines import json_line
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -107,15 +106,6 @@ def open_reporter(json_lines: bool | None = None, view: View | None = None, stre
     return LiveReporter(view, stream)
 
 
-def _plain(value: Any) -> Any:
-    """`json.dumps(default=...)`: numpy scalars and paths."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
 class _ReporterBase:
     def __enter__(self):
         return self
@@ -128,13 +118,14 @@ class _ReporterBase:
 
 
 class JsonLinesReporter(_ReporterBase):
-    """One JSON object a line, "event" first, flushed per line."""
+    """One JSON object a line, "event" first, flushed per line; always valid JSON
+    (`model.json_lines`: NaN and infinities are written as null)."""
 
     def __init__(self, stream: IO[str]):
         self.stream = stream
 
     def event(self, name: str, /, **fields: Any) -> None:
-        self.stream.write(json.dumps({"event": name, **fields}, default=_plain) + "\n")
+        self.stream.write(json_line({"event": name, **fields}) + "\n")
         self.stream.flush()
 
     def log_handler(self) -> logging.Handler:

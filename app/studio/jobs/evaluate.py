@@ -1,6 +1,7 @@
 """`python run.py eval`: run a trained policy on the simulated towel fold and report how it does.
 
-    python run.py eval --checkpoint DIR --episodes N --seed S [--execute K] [--no-ensemble]
+    python run.py eval --checkpoint DIR --episodes N --seed S [--strategy plain|ensemble|rtc]
+                       [--execute K] [--delay-ms D|auto | --real-time] [--threads N]
                        [--max-seconds T] [--save-dir DIR] [--rig configs/sim.toml] [--allow-mismatch]
 
 Before anything runs, the checkpoint's inputs (the cameras it read, with any --camera-map it was
@@ -8,23 +9,33 @@ trained through, their image sizes, the action/state widths and tasks: `model.co
 compared with the rig's; a mismatch is refused with both sides named (exit code 4), unless
 `--allow-mismatch` (experts) runs it anyway with a warning.
 
-For each seed S, S+1, ...: the towel is reset to that seed's pose, the policy drives the arms
+For each seed S, S+1, ...: the towel is reset to that seed's pose and the policy drives the arms
 through the real `ControlLoop` (safety filter, blend-in, the same path as the studio) on the real
-`SimRig`, with single-pass chunked execution: the policy predicts a chunk of H actions every K
-ticks from the newest observation, and each tick's action is the weighted mean of the chunks that
-cover it (ACT's temporal ensembling; K = 4 by default). `--no-ensemble` executes the first K
-actions of each chunk as they are (K = H/2 by default). Measured on the tiny policies (50 seeds):
-ensembling took the fold from 32% to 96% without video co-training and from 26% to 30% with it.
-The loop is stepped tick by tick with
-`ControlLoop.tick_once()`, without real-time pacing: simulated time (and so the rollout) is what
-it would be in real time, and evaluation runs as fast as the CPU allows. The policy runs
-synchronously, so its latency cannot change the rollout; it is measured and reported.
+`SimRig`, through `model.runner.PolicyRunner` with an execution strategy (`model.execution`):
+
+- `ensemble` (default): ACT's temporal ensembling, a chunk every K = 4 ticks, each action the
+  weighted mean of the chunks covering it;
+- `plain`: execute K of the chunk (default half of it), then re-plan;
+- `rtc`: real-time chunking, a chunk every K ticks (default a quarter of it) in-painted to
+  continue the plan it replaces.
+
+Timing: by default (`--delay-ms 0`) the loop is stepped tick by tick without pacing and each chunk
+acts at once: the policy's own speed cannot change the rollout. `--delay-ms D` makes every chunk act
+D ms of *simulated* time after its observation (the previous plan keeps executing meanwhile; its
+actions for the ticks that passed are skipped), so success under inference delay is measured the
+same way on any machine; `--delay-ms auto` delays each chunk by its own measured latency.
+`--real-time` instead paces the sim at the control rate with the policy on its own thread and the
+cameras on theirs: exactly the studio's path, on this machine's clock.
+
+`--threads` (default: 1 on machines of up to 4 cores) sets torch's CPU threads: torch's own default
+spins a thread per core, and beside another process that turned a 105 ms median into 3-5 s stalls.
 
 An episode succeeds as soon as the sim's towel-fold measure says so (both near corners on their
 far corners, towel settled, checked every `--check-every-s`), and fails when `--max-seconds`
 pass first. Reported (JSON lines on stdout): per episode success, fold error and timing; at the
-end the success rate with its 95% Wilson interval, mean fold error and policy latency p50/p95.
-`--save-dir` records every rollout as an episode (labelled success/failure) for review.
+end the success rate with its 95% Wilson interval, mean fold error, and per chunk the inference
+latency and the observation-to-command latency (p50/p95/p99/max). `--save-dir` records every
+rollout as an episode (labelled success/failure, with the policy's latency tables) for review.
 
 No Qt here: this runs headless (the app may start it through QProcess).
 """
@@ -32,30 +43,30 @@ No Qt here: this runs headless (the app may start it through QProcess).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from app.studio.autonomy import policy_attributes, record_policy
+from app.studio.checkpoints import checkpoint_hash, describe_checkpoint
 from app.studio.evaluation import EvalTally, RolloutSettings, rollout
+from app.studio.paths import DEFAULT_RIG_FILE
 from app.studio.session import SessionError, open_session
-from model.chunking import ChunkedPolicySource, set_cpu_threads
 from model.compatibility import RigInputs, compare, read_policy_inputs
 from model.errors import ModelError, PolicyRigMismatch
+from model.json_lines import json_line
 from robot.capabilities import EvaluatesTask, Resettable, Simulation
 from robot.rig import RigError
 from robot.rig_config import RigFileError
-
-from app.studio.paths import DEFAULT_RIG_FILE
 
 log = logging.getLogger(__name__)
 
 
 
 def emit(event: str, **fields) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
+    print(json_line({"event": event, **fields}), flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,62 +76,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=50, help="rollouts, one towel seed each")
     p.add_argument("--seed", type=int, default=1000,
                    help="towel seed of the first rollout (then +1); demos use 0.., so 1000.. is unseen")
+    p.add_argument("--strategy", choices=("plain", "ensemble", "rtc"), default="ensemble",
+                   help="how chunks become actions: plain chunks, ACT's temporal ensembling, real-time chunking")
     p.add_argument("--execute", type=int, default=None,
-                   help="ticks between predicted chunks (default: 4 with ensembling, else half the horizon: 16 of 32)")
-    p.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=True,
-                   help="temporal ensembling (ACT): each action is the weighted mean of the chunks covering it; "
-                        "--no-ensemble executes each chunk's first --execute actions as they are")
-    p.add_argument("--ensemble-decay", type=float, default=0.01, help="with ensembling: weight exp(-decay * i), "
+                   help="ticks between chunks (default: plain half the horizon, ensemble 4, rtc a quarter)")
+    p.add_argument("--ensemble-decay", type=float, default=0.01, help="ensemble: weight exp(-decay * i), "
                    "i = 0 for the oldest chunk")
+    p.add_argument("--rtc-max-guidance", type=float, default=5.0, help="rtc: ceiling of the guidance weight (beta)")
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--delay-ms", default="0",
+                        help="simulated inference delay: each chunk acts this many ms after its observation "
+                             "(a number, or 'auto' for each chunk's measured latency)")
+    timing.add_argument("--real-time", action="store_true",
+                        help="pace the sim at the control rate with the policy on its own thread (the studio's path)")
     p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds before a rollout counts as failed")
     p.add_argument("--check-every-s", type=float, default=0.5, help="how often the fold is measured (simulated s)")
     p.add_argument("--save-dir", default=None, help="record each rollout as an episode into this store")
     p.add_argument("--rig", default=str(DEFAULT_RIG_FILE), help="the simulated rig's file")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     p.add_argument("--policy-seed", type=int, default=0, help="seed of the policy's sampling noise")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 on machines of up to 4 cores, else half the cores)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="experts: run a checkpoint whose cameras, image sizes, widths or task differ from the rig's "
                         "(refused otherwise); each view reads its trained camera if the rig has it, else its own name")
     return p
 
 
-#: Ticks between chunks when ensembling: 4x the policy calls of plain chunking at H/2, within a
-#: tick's budget for tiny on a CPU (a chunk takes about 20 ms).
-ENSEMBLE_EVERY = 4
-
-
 def _resolve_checkpoint(path: str) -> Path:
-    from model.run_folder import resolve_checkpoint
+    """The checkpoint --checkpoint names: a run folder's best/, else its newest complete
+    checkpoint; each damaged one passed over is a warning naming it."""
+    from model.resume import resolve_checkpoint
 
-    return resolve_checkpoint(path)
+    def skipped(folder: Path, reason: str) -> None:
+        emit("warning", kind="damaged_checkpoint", path=str(folder),
+             message=f"checkpoint {folder} cannot be loaded ({reason}); using an earlier one")
+
+    return resolve_checkpoint(path, on_skip=skipped)
+
+
+def _delay(text: str) -> float | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--delay-ms takes a number of ms or 'auto', got {text!r}") from None
+    if not 0 <= value < 60_000:
+        raise ValueError(f"--delay-ms must be within 0 and 60000 ms, got {value:g}")
+    return value
 
 
 def run_eval(args: argparse.Namespace) -> dict:
     """The evaluation; returns the summary dict (also printed)."""
+    from model.execution import make_strategy
     from model.policy import FastWAMPolicy
+    from model.runner import PolicyRunner, RunnerConfig, default_threads, set_torch_threads
 
     if args.episodes < 1:
         raise ValueError("--episodes must be at least 1")
     if args.max_seconds <= 0 or args.check_every_s <= 0:
         raise ValueError("--max-seconds and --check-every-s must be positive")
-    if args.threads > 0:
-        set_cpu_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    delay = None if args.real_time else _delay(args.delay_ms)
+    threads = args.threads or default_threads()
+    set_torch_threads(threads)  # the stepped modes run the policy on this thread
     checkpoint = _resolve_checkpoint(args.checkpoint)
     policy = FastWAMPolicy.from_checkpoint(checkpoint, device=args.device, seed=args.policy_seed)
     horizon = policy.config.action_horizon
-    if args.execute is None:
-        args.execute = min(ENSEMBLE_EVERY, horizon) if args.ensemble else max(1, horizon // 2)
-    if not 1 <= args.execute <= horizon:
-        raise ValueError(f"--execute must be within 1 and the policy's horizon {horizon}, got {args.execute}")
-    if not (args.ensemble_decay >= 0 and args.ensemble_decay < float("inf")):
-        raise ValueError(f"--ensemble-decay must be a finite number >= 0 (e.g. 0.01), got {args.ensemble_decay}")
+    strategy = make_strategy(args.strategy, horizon, args.execute, decay=args.ensemble_decay,
+                             max_guidance=args.rtc_max_guidance)
 
-    # Render inside read(), in step with the simulation: rollouts are stepped as fast as the CPU
-    # goes, which would outrun a camera thread and show the policy stale frames (run.py demos
-    # records its training data the same way).
-    session = open_session(args.rig, args.save_dir, record=bool(args.save_dir), render_thread=False)
+    # Stepped rollouts render inside read(), in step with the simulation: they go as fast as the CPU
+    # does, which would outrun a camera thread and show the policy stale frames (run.py demos
+    # records its training data the same way). Real time keeps the rig file's camera thread.
+    session = open_session(args.rig, args.save_dir, record=bool(args.save_dir),
+                           render_thread=None if args.real_time else False)
     rig = session.rig
+    runner = None
     try:
         if not (isinstance(rig, Simulation) and isinstance(rig, Resettable) and isinstance(rig, EvaluatesTask)):
             raise RigError(f"eval needs the simulated rig with its towel task; {args.rig} opens {rig.name}")
@@ -131,25 +165,39 @@ def run_eval(args: argparse.Namespace) -> dict:
                  f"fit the rig {rig.name}: " + "; ".join(m.message for m in fit.mismatches))
         policy.camera_map = dict(fit.camera_feeds)
         rate = rig.control_rate_hz
+        runner = PolicyRunner(policy, strategy, rig.joint_limits(), RunnerConfig(rate_hz=rate, delay_ms=delay, threads=threads))
+        chunks = []
+        runner.add_chunk_listener(chunks.append)  # control thread: a list append
+        if session.writer is not None:
+            session.writer.set_policy_attrs(policy_attributes(
+                describe_checkpoint(checkpoint), checkpoint_hash(checkpoint), strategy.settings(),
+                policy.device.type, delay))
+            record_policy(runner, session.writer)
         settings = RolloutSettings(max_ticks=int(round(args.max_seconds * rate)),
-                                   check_ticks=max(1, int(round(args.check_every_s * rate))), checkpoint=checkpoint)
+                                   check_ticks=max(1, int(round(args.check_every_s * rate))), checkpoint=checkpoint,
+                                   real_time=args.real_time)
         tally = EvalTally()
         started = time.monotonic()
+        timing = "real time" if args.real_time else f"{delay} ms simulated delay"
         emit("eval_start", checkpoint=str(checkpoint), variant=policy.config.variant, preset=policy.config.name,
-             episodes=args.episodes, seeds=[args.seed, args.seed + args.episodes - 1], execute=args.execute,
-             ensemble=args.ensemble, horizon=horizon, max_seconds=args.max_seconds)
+             episodes=args.episodes, seeds=[args.seed, args.seed + args.episodes - 1], **strategy.settings(),
+             timing=timing, threads=threads, max_seconds=args.max_seconds)
         for seed in range(args.seed, args.seed + args.episodes):
-            source = ChunkedPolicySource(policy, args.execute, ensemble=args.ensemble, ensemble_decay=args.ensemble_decay)
-            line = rollout(session, source, seed, settings)
-            line["chunks"] = source.chunks
-            tally.add(line["success"], line["fold_error_m"], source.latencies_s)
+            chunks.clear()
+            line = rollout(session, runner, seed, settings)
+            applied = [c for c in chunks if c.apply_tick >= 0]
+            line.update(chunks=len(chunks), skipped_actions=sum(c.skipped for c in chunks),
+                        dropped_chunks=len(chunks) - len(applied))
+            tally.add(line["success"], line["fold_error_m"], [c.inference_s for c in chunks],
+                      [c.obs_to_command_s for c in applied])
             emit("episode", **line)
     finally:
+        if runner is not None:
+            runner.close()
         session.close()
     summary = {**tally.summary(), "checkpoint": str(checkpoint), "variant": policy.config.variant,
-               "seeds": [args.seed, args.seed + args.episodes - 1], "execute": args.execute,
-               "ensemble": args.ensemble, "horizon": horizon,
-               "wall_s": round(time.monotonic() - started, 1)}
+               "seeds": [args.seed, args.seed + args.episodes - 1], **strategy.settings(), "timing": timing,
+               "threads": threads, "wall_s": round(time.monotonic() - started, 1)}
     emit("summary", **summary)
     return summary
 

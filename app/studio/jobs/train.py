@@ -35,8 +35,11 @@ from model.errors import (
     CorruptEpisode,
     DataError,
     ModelError,
+    ModelTooLarge,
     NoEpisodesMatch,
+    OutputFolderError,
     RunFolderError,
+    UnreadableEpisode,
     UsageError,
 )
 from model.run_folder import Event, RunEvents, accepts_start
@@ -89,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--task", action="append", default=[], help="only episodes of this task (repeatable)")
     data.add_argument("--include", nargs="+", default=[], help="only these episodes (names or paths)")
     data.add_argument("--exclude", nargs="+", default=[], help="leave these episodes out (names or paths)")
+    data.add_argument("--control-sources", default=None,
+                      help="train only on steps from these comma-separated control sources, e.g. teleop,intervention "
+                           "for the corrections made in policy episodes (DAgger); default: every step")
+    data.add_argument("--skip-unreadable", action="store_true",
+                      help="leave out episodes that cannot be read (damaged, unfinished, a frame that does not "
+                           "decode), with a warning naming each; without it such files stop the run before any work")
+    data.add_argument("--deep-check", action=argparse.BooleanOptionalAction, default=True,
+                      help="read every selected episode whole and decode every frame before any work (remembered "
+                           "in --cache-dir for files that did not change); --no-deep-check opens each file only")
     data.add_argument("--default-task", default=None,
                       help="task of files that name none (ALOHA/ACT); default: the preset's first task (with a warning)")
     data.add_argument("--camera-map", nargs="+", default=[], metavar="VIEW=CAMERA",
@@ -176,7 +188,9 @@ def options_from_args(args: argparse.Namespace, argv: Sequence[str]) -> TrainOpt
         hyper=hyper, store=tuple(args.store), cache_dir=args.cache_dir, out=out, preset=args.preset,
         labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else None,
         tasks=tuple(args.task), include=tuple(args.include), exclude=tuple(args.exclude),
-        default_task=args.default_task, camera_map=parse_camera_map(args.camera_map), cache_max_gb=args.cache_max_gb,
+        control_sources=tuple(x.strip() for x in (args.control_sources or "").split(",") if x.strip()),
+        deep_check=args.deep_check, skip_unreadable=args.skip_unreadable, default_task=args.default_task,
+        camera_map=parse_camera_map(args.camera_map), cache_max_gb=args.cache_max_gb,
         workers=args.workers, std_floor=args.std_floor, model_overrides=parse_overrides(args.overrides),
         variant="no_video_cotraining" if args.no_video_cotraining else args.variant,
         init_from_fastwam=args.init_from_fastwam, init_from_wan=args.init_from_wan, wan_vae_dir=args.wan_vae_dir,
@@ -205,13 +219,21 @@ class ErrorRow:
 ERRORS: tuple[ErrorRow, ...] = (
     ErrorRow((UsageError,), "invalid_argument", 2,
              "Fix the flag named above; `python run.py train --help` lists them all."),
+    ErrorRow((OutputFolderError,), "invalid_argument", 2,
+             "Pass a folder you can write to with --out (a read-only disk or another user's folder cannot hold a run)."),
+    ErrorRow((ModelTooLarge,), "invalid_argument", 2,
+             "Choose a smaller --preset, or lower num_layers or the hidden and ffn widths with --set."),
     ErrorRow((RunFolderError,), "run_folder", 2,
              "Add --resume to continue the run, or pass a new --out folder to start another."),
     ErrorRow((NoEpisodesMatch,), "no_episodes", 3,
              "Record or label demonstrations, or widen the selection (--labels, --task, --store)."),
     ErrorRow((CameraMismatch,), "camera_mismatch", 3, lambda error: error.what_to_do),
     ErrorRow((CorruptEpisode,), "corrupt_episode", 3,
-             "Check the store with `python run.py episodes check`, recover or remove the file, or --exclude it."),
+             "Check the store with `python run.py episodes check --deep`, recover or remove the file, --exclude it, "
+             "or train on the others with --skip-unreadable."),
+    ErrorRow((UnreadableEpisode,), "corrupt_episode", 3,
+             "Check the store with `python run.py episodes check --deep`, then --exclude the file or start again "
+             "with --skip-unreadable; --resume continues from the last checkpoint."),
     ErrorRow((EpisodeFormatError,), "corrupt_episode", 3,
              lambda error: f"{error.path.name} could not be read while training; check it with `python run.py "
                            f"episodes check {error.path}` and --exclude it or recover it."),
@@ -258,6 +280,12 @@ def report_of(error: BaseException, batch_size: int | str) -> tuple[int, Event, 
 # ------------------------------------------------------------------------------------------------
 
 
+def _figure(value: float | None) -> str:
+    """A loss for people: 4 significant digits, "—" when not known (null in the JSON lines: a
+    resumed run that had nothing left to train)."""
+    return "—" if value is None else f"{value:.4g}"
+
+
 class TrainingView:
     """`run.py train` on a terminal: the run state the window's panel shows (`RunState`), as a bar
     per stage with its time left and key figures, the notable events as lines, and a summary."""
@@ -289,10 +317,11 @@ class TrainingView:
     def _update_figures(self, event: Event | None, fields: Mapping[str, Any]) -> None:
         if event is Event.PROGRESS:
             loss = fields["loss"]
-            self.figures = (f"loss {loss['total']:.4g} · action {loss['action']:.4g} · video {loss['video']:.4g}"
-                            f" · lr {fields.get('lr', 0):.2g} · {fields.get('samples_per_s', 0):.3g} samples/s")
+            self.figures = (f"loss {_figure(loss['total'])} · action {_figure(loss['action'])} · "
+                            f"video {_figure(loss['video'])} · lr {fields.get('lr', 0):.2g} · "
+                            f"{fields.get('samples_per_s', 0):.3g} samples/s")
         elif event is Event.AUTOENCODER:
-            self.figures = f"loss {fields['loss']:.4g} · {fields.get('samples_per_s', 0):.3g} samples/s"
+            self.figures = f"loss {_figure(fields['loss'])} · {fields.get('samples_per_s', 0):.3g} samples/s"
         elif event is Event.CACHE:
             self.figures = str(fields.get("episode", ""))
         elif event is Event.STAGE:
@@ -309,8 +338,8 @@ class TrainingView:
     def _summary(s: Mapping[str, Any]) -> Summary:
         final = s.get("final_loss") or {}
         rows = [("steps", str(s.get("steps"))),
-                ("final loss", f"{final.get('total', float('nan')):.4g} (action {final.get('action', float('nan')):.4g}, "
-                               f"video {final.get('video', float('nan')):.4g})")]
+                ("final loss", f"{_figure(final.get('total'))} (action {_figure(final.get('action'))}, "
+                               f"video {_figure(final.get('video'))})")]
         if s.get("best_val_action_loss") is not None:
             rows.append(("best validation", f"action loss {s['best_val_action_loss']:.4g} at step {s.get('best_step')}"))
         rows.append(("policy to run", str(s.get("best_checkpoint") or s.get("checkpoint"))))
@@ -364,9 +393,10 @@ def _train(argv: list[str], reporter: Reporter) -> int:
         code, event, fields = report_of(error, trainer.hyper.batch_size if trainer else "?")
         if fields.get("kind") == "internal":
             log.exception("training failed")
-        if events.run_dir is None and launch_rank() == 0:
+        if events.run_dir is None and launch_rank() == 0 and not isinstance(error, OutputFolderError):
             # Failed before the trainer took its folder: a folder free for this start (e.g. the
-            # one the window made and follows) still learns why; another run's folder does not.
+            # one the window made and follows) still learns why; another run's folder, or one
+            # that cannot be written, does not.
             out = out_arg(argv)
             if out and accepts_start(Path(out), resume="--resume" in argv):
                 events.run_dir = Path(out)

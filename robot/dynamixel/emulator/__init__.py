@@ -1,6 +1,7 @@
 """Dynamixel Protocol 2.0 servos emulated on pseudo-terminals, for the real dynamixel-sdk to talk to.
 
-- `motions`: scripted hands that move a leader joint while its torque is off.
+- `motions`: scripted hands that move a leader joint while its torque is off, and `Push`, a hand
+  grabbing a joint whose torque is on.
 - `servo`: one servo's control table, the rules the real device enforces, and its physics.
 - `bus`: the half-duplex bus on a pty (packets, instructions, wire timing, the thread).
 - `faults`: reply faults injected on request (dropped, corrupted, delayed; planned or random).
@@ -10,13 +11,14 @@
 
 from robot.dynamixel.emulator.aloha import aloha_buses, arm_servos, leader_motions
 from robot.dynamixel.emulator.bus import EmulatorStats, ServoBusEmulator
-from robot.dynamixel.emulator.motions import JointMotion, Sinusoid, Squeeze, Trajectory
+from robot.dynamixel.emulator.motions import JointMotion, Push, Sinusoid, Squeeze, Trajectory
 from robot.dynamixel.emulator.servo import EmulatedServo
 
 __all__ = [
     "EmulatedServo",
     "EmulatorStats",
     "JointMotion",
+    "Push",
     "ServoBusEmulator",
     "Sinusoid",
     "Squeeze",

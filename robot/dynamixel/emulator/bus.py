@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Mapping
 from robot.dynamixel import control_table as ct
 from robot.dynamixel.control_table import HardwareError
 from robot.dynamixel.emulator.faults import ReplyFaults
-from robot.dynamixel.emulator.motions import JointMotion
+from robot.dynamixel.emulator.motions import JointMotion, Push
 from robot.dynamixel.emulator.servo import EmulatedServo
 from robot.dynamixel.protocol import (
     BROADCAST_ID,
@@ -204,6 +204,12 @@ class ServoBusEmulator:
         with self._lock:
             self._advance_all(time.monotonic())
             self.servo(servo_id).attach_motion(motion)
+
+    def attach_push(self, servo_id: int, push: Push | None) -> None:
+        """A hand grabbing this servo's joint even while its torque is on (None: it lets go)."""
+        with self._lock:
+            self._advance_all(time.monotonic())
+            self.servo(servo_id).attach_push(push)
 
     def drop_replies(self, count: int = 1, servo_id: int | None = None) -> None:
         """The next `count` replies (from `servo_id`, or any) never reach the host."""

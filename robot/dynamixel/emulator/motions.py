@@ -1,4 +1,5 @@
-"""Scripted hands on the leader arms: where a hand holds a joint while the servo's torque is off.
+"""Scripted hands on the leader arms: where a hand holds a joint while the servo's torque is off,
+and a hand that grabs a joint whose torque is on (`Push`).
 
 An `EmulatedServo` with torque off asks its `JointMotion` for the joint angle (rad) at each physics
 step; `t_s` counts from the moment the hand took the joint over at `start_rad`, so every motion
@@ -82,3 +83,23 @@ class Trajectory:
             return (1.0 - a) * start_rad + a * target
         return target
 
+
+
+@dataclass(frozen=True)
+class Push:
+    """A hand that takes hold of a joint after `delay_s` and pushes it `offset_rad` away over
+    `ramp_s`, then holds it there for `hold_s` (None: until the push is detached); `position_rad`
+    is None while the hand does not touch the joint. It acts whether or not the servo's torque is
+    on: a servo with a low Position_P_Gain yields to it, a stiff one holds (see
+    `EmulatedServo.attach_push`). An operator grabbing a leader arm that follows the followers."""
+
+    offset_rad: float
+    delay_s: float = 0.0
+    ramp_s: float = 0.3
+    hold_s: float | None = None
+
+    def position_rad(self, t_s: float, start_rad: float) -> float | None:
+        t = t_s - self.delay_s
+        if t < 0 or (self.hold_s is not None and t > self.ramp_s + self.hold_s):
+            return None
+        return start_rad + self.offset_rad * min(1.0, t / self.ramp_s) if self.ramp_s > 0 else start_rad + self.offset_rad

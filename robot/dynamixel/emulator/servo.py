@@ -25,13 +25,16 @@ import time
 
 from robot.dynamixel import control_table as ct
 from robot.dynamixel.control_table import HardwareError, OperatingMode, Register, ServoModel
-from robot.dynamixel.emulator.motions import JointMotion
+from robot.dynamixel.emulator.motions import JointMotion, Push
 from robot.dynamixel.protocol import ALERT_BIT, ErrorNumber, from_le
 
 log = logging.getLogger(__name__)
 
 AMBIENT_C = 28.0
 NOMINAL_SUPPLY_V = 12.0
+#: A hand overpowers a position-controlled servo whose Position_P_Gain is at most this (the
+#: XL430's default is 640): a leader arm following the followers on soft gains yields to it.
+HAND_BEATS_P_GAIN = 400
 _PRESENT_BLOCK_ADDRESS = 120  # Realtime_Tick, the first register the physics keeps current
 _GOAL_REGISTERS = ("Goal_PWM", "Goal_Current", "Goal_Velocity", "Goal_Position")
 _PRESENT = frozenset({"Present_Position", "Present_Velocity", "Present_Current", "Present_Load", "Present_Input_Voltage",
@@ -69,6 +72,9 @@ class EmulatedServo:
         self.supply_v = NOMINAL_SUPPLY_V
         self.silent = False
         self.motion: JointMotion | None = None
+        self.push: Push | None = None
+        self._push_t0: float | None = None
+        self._push_start_rad = 0.0
         self._motion_t0: float | None = None
         self._motion_start_rad = 0.0
         self._registered: tuple[int, bytes] | None = None
@@ -267,6 +273,12 @@ class EmulatedServo:
         self.motion = motion
         self._motion_t0 = None
 
+    def attach_push(self, push: Push | None) -> None:
+        """A hand grabbing this joint whatever its torque (None: it lets go); it starts from where the
+        joint is at the next physics step."""
+        self.push = push
+        self._push_t0 = None
+
     def set_temperature(self, temperature_c: float) -> None:
         self.temperature_c = temperature_c
         self._thermal(0.0)  # an overheated servo trips now, as the real one would within a tick
@@ -300,6 +312,8 @@ class EmulatedServo:
                 log.warning("emulated servo %d: bus watchdog expired, servo stopped", self.servo_id)
                 dt = now - max(expiry, self._t_phys)
             self._drive(dt)
+            if self.push is not None:
+                self._pushed(now)
         else:
             self._hand(now)
         self._thermal(dt)
@@ -377,6 +391,22 @@ class EmulatedServo:
         before = self.motion.position_rad(max(0.0, t - 0.001), self._motion_start_rad)
         self.vel_pulses_s = (here - before) / 0.001 / ct.RAD_PER_PULSE
         self.pos_pulses = float(ct.rad_to_pulses(here))
+
+    def _pushed(self, now: float) -> None:
+        """Torque on and a hand on the joint: a soft servo goes where the hand puts it, its current
+        rising with the distance from its goal; a stiff one holds its own position."""
+        if self._push_t0 is None:
+            self._push_t0 = now
+            self._push_start_rad = self.position_rad
+        where = self.push.position_rad(now - self._push_t0, self._push_start_rad)
+        if where is None:
+            return
+        if self.get("Position_P_Gain") <= HAND_BEATS_P_GAIN:
+            self.pos_pulses = float(ct.rad_to_pulses(where))
+            self.vel_pulses_s = 0.0
+        error = abs(self.get("Goal_Position") - self.pos_pulses)
+        stall = self.model.stall_current_ma or 1500.0
+        self.current_ma = min(stall, self._holding_current_ma() + 4.0 * error)
 
     def _thermal(self, dt: float) -> None:
         # First-order model, solved exactly over dt: ~0.6 degC/s of heating at stall current,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.studio.evaluation import EvalTally, latency_summary, wilson_interval
+from recordings.check import check_episode
 
 
 def test_wilson_interval():
@@ -46,6 +47,44 @@ def test_eval_command_on_the_sim_rig(tiny_checkpoint, tmp_path, capsys):
         assert "eval seed=3" in saved.metadata.notes
         sources = {s.value for s in saved.control_sources}
         assert "policy" in sources
+        policy = saved.policy  # the runner's latency tables and what drove the arm
+        assert policy.attrs["strategy"] == "ensemble" and policy.attrs["every"] == 4
+        assert len(policy.attrs["checkpoint_hash"]) == 64 and policy.attrs["delay_ms"] == "0.0"
+        assert policy.chunks["obs_tick"].tolist() == [0, 4, 8, 12] and (policy.chunks["skipped"] == 0).all()
+        assert len(policy.steps["staleness_s"]) == 15
+        assert set(policy.steps["obs_time_s"]) <= set(saved.timestamps.tolist())
+    verdict = check_episode(episode["saved"])  # `episodes check` takes the policy tables in its stride
+    assert verdict.ok and not verdict.warnings, verdict
     code = main(["--checkpoint", str(tmp_path / "nothing"), "--episodes", "1"])
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert code == 4 and error["kind"] == "model"
+
+
+def test_eval_under_a_simulated_delay_and_in_real_time(tiny_checkpoint, tiny_checkpoint_h32, tmp_path, capsys):
+    from app.studio.jobs.evaluate import main
+    from recordings.reader import Episode
+
+    # 40 ms of simulated delay = 2 ticks: every chunk skips its first 2 actions, reproducibly.
+    code = main(["--checkpoint", str(tiny_checkpoint), "--episodes", "1", "--seed", "3", "--max-seconds", "0.3",
+                 "--strategy", "plain", "--execute", "4", "--delay-ms", "40", "--device", "cpu",
+                 "--save-dir", str(tmp_path / "delayed")])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert code == 0, lines
+    episode, summary = lines[-2], lines[-1]
+    assert episode["skipped_actions"] == 2 * episode["chunks"] and episode["dropped_chunks"] == 0
+    assert summary["timing"] == "40.0 ms simulated delay" and summary["obs_to_command"]["p50_ms"] == 40.0
+    with Episode.open(episode["saved"]) as saved:
+        sources = [s.value for s in saved.control_sources]
+        assert sources[:2] == ["hold", "hold"] and sources[2] == "policy"  # the first chunk acts at tick 2
+        assert saved.policy.chunks["apply_tick"].tolist()[:2] == [2, 6]
+
+    # Real time: the loop's thread paces the sim, the policy plans on its own thread.
+    code = main(["--checkpoint", str(tiny_checkpoint_h32), "--episodes", "1", "--seed", "4", "--max-seconds", "1.0",
+                 "--strategy", "rtc", "--real-time", "--device", "cpu"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert code == 0, lines
+    episode, summary = lines[-2], lines[-1]
+    assert summary["timing"] == "real time" and episode["chunks"] >= 3 and episode["ticks"] == 50
+    assert summary["latency"]["p99_ms"] >= summary["latency"]["p50_ms"] > 0
+    assert summary["obs_to_command"]["p50_ms"] >= summary["latency"]["p50_ms"]
+    assert main(["--checkpoint", str(tiny_checkpoint), "--delay-ms", "soon"]) == 2

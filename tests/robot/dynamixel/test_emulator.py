@@ -7,7 +7,7 @@ import pytest
 
 from robot.dynamixel import control_table as ct
 from robot.dynamixel.control_table import HardwareError
-from robot.dynamixel.emulator import EmulatedServo, ServoBusEmulator, Squeeze, Sinusoid, Trajectory, arm_servos
+from robot.dynamixel.emulator import EmulatedServo, Push, ServoBusEmulator, Squeeze, Sinusoid, Trajectory, arm_servos
 from robot.dynamixel.layout import VIPERX_300_FOLLOWER
 from robot.dynamixel.protocol import (
     ALERT_BIT,
@@ -217,6 +217,25 @@ def test_leader_hands_move_only_a_servo_without_torque():
     assert Sinusoid(0.2, 2.0).position_rad(0.0, 1.0) == 1.0  # starts where the hand took the joint
     traj = Trajectory((0.0, 1.0), (0.0, 1.0), blend_s=0.0, loop=False)
     assert traj.position_rad(0.5, 0.0) == pytest.approx(0.5) and traj.position_rad(2.0, 0.0) == 1.0
+
+
+def test_a_hand_pushes_a_torqued_servo_only_when_its_gains_are_soft():
+    soft, stiff = EmulatedServo(ct.XL430_W250, 1, position_rad=0.0), EmulatedServo(ct.XL430_W250, 2, position_rad=0.0)
+    with ServoBusEmulator([soft, stiff]) as em:
+        em.write_register(1, "Position_P_Gain", 200)  # a leader following on soft gains
+        for sid in (1, 2):
+            em.write_register(sid, "Torque_Enable", 1)
+            em.attach_push(sid, Push(offset_rad=0.4, ramp_s=0.05))
+        time.sleep(0.2)
+        assert em.position_rad(1) == pytest.approx(0.4, abs=0.01)  # the hand wins, the goal stays
+        assert em.read_register(1, "Goal_Position") == ct.rad_to_pulses(0.0)
+        assert em.position_rad(2) == pytest.approx(0.0, abs=0.01)  # the default gain holds the joint
+        em.attach_push(1, None)  # let go: the servo returns to its goal
+        time.sleep(0.3)
+        assert em.position_rad(1) == pytest.approx(0.0, abs=0.01)
+    push = Push(0.3, delay_s=0.1, ramp_s=0.1, hold_s=0.5)
+    assert push.position_rad(0.05, 1.0) is None and push.position_rad(0.15, 1.0) == pytest.approx(1.15)
+    assert push.position_rad(1.0, 1.0) is None  # held for 0.5 s, then let go
 
 
 def _sync_read_wire_time(baud: int, raw_port) -> float:
