@@ -31,16 +31,19 @@ Crash safety: killed writer process: the file keeps what was flushed (<= flush_i
 writer process sees its socket end, writes every tick already in the ring, lets the last flush
 happen and exits, leaving the partial file for `episodes recover` (nothing lost).
 
-Extra per-episode tables (a policy's per-chunk latencies, rows of a few numbers): they travel as
-("row", table, {column: number}) messages on the same socket (`_send`, under the send lock, a few
-tens of microseconds: from the runner's thread, or from the control thread through a deque a
-sender thread empties, never a socket call on the control thread), and `serve` hands each to the
-file writer of the process (`EpisodeWriter.on_policy_row`), which writes the tables when it
-finishes the file, exactly as in one process.
+Policy tables (`recordings.policy_tables`: rows of a few numbers per chunk and per step):
+`on_policy_row` (control thread) only appends the row to the episode's deque; the link thread
+sends what gathered as one ("rows", [(table, row), ...]) message every ROWS_INTERVAL_S, and
+`request_stop` sends the rest just before the stop, on the same socket, so every row reaches the
+process before its episode ends. `serve` hands each row to the process's file writer
+(`EpisodeWriter.on_policy_row`), which writes the tables when it finishes the file, as in one
+process (`set_policy_attrs` travels the same way). As with the thread writer, a recording cut
+short by a crash keeps its frames but not these tables.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -54,7 +57,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recvfds, sendfds
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, NoReturn, Sequence
 
 import numpy as np
 
@@ -78,6 +81,8 @@ log = logging.getLogger(__name__)
 #: How often the writer process looks at the ring, and reports its status when it changed.
 POLL_INTERVAL_S = 0.005
 STATUS_INTERVAL_S = 0.1
+#: How often the link thread sends the policy rows gathered by the control thread.
+ROWS_INTERVAL_S = 0.1
 #: How long the owner waits for the process to start (imports h5py, OpenCV) or answer.
 START_TIMEOUT_S = 30.0
 ANSWER_TIMEOUT_S = 30.0
@@ -125,6 +130,9 @@ class _Front:
 
     def __post_init__(self) -> None:
         self.done = threading.Event()
+        # Policy rows: the control thread appends (table, row), the link thread (or the owner
+        # at stop) takes them out and sends them to the process.
+        self.rows: collections.deque[tuple[str, Mapping[str, Any]]] = collections.deque()
 
 
 class ProcessEpisodeWriter:
@@ -161,6 +169,7 @@ class ProcessEpisodeWriter:
         self._answers: queue.SimpleQueue = queue.SimpleQueue()
         self._receiver: threading.Thread | None = None
         self._ring_sent = False
+        self._policy_attrs: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ control thread
     def on_tick(self, record: TickRecord) -> None:
@@ -181,6 +190,15 @@ class ProcessEpisodeWriter:
         front.last_time_s = time_s
         if depth >= front.high_water:
             front.high_water = depth + 1
+
+    def on_policy_row(self, table: str, row: Mapping[str, Any]) -> None:
+        """A row of a policy table ("chunks" or "steps") for the episode being recorded; any
+        thread (the control thread): a deque append, never a socket call. Ignored when not
+        recording."""
+        front = self._front
+        if front is None or not front.accepting:
+            return
+        front.rows.append((table, row))
 
     def _note_frame_sizes(self, record: TickRecord) -> None:
         images = record.observation.images or {}
@@ -209,6 +227,13 @@ class ProcessEpisodeWriter:
         log.info("Recording %s in the writer process (%s, %s)", path, self.config.image_format.value, ", ".join(self.camera_names))
         return self._front.path
 
+    def set_policy_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """The /policy attributes of this and later episodes (see EpisodeWriter.set_policy_attrs);
+        owner thread. Sent to the process now if it runs, else when it starts."""
+        self._policy_attrs = dict(attrs)
+        if self._conn is not None:
+            self._send(("policy_attrs", self._policy_attrs))
+
     def request_stop(self, label: Label | str = Label.UNKNOWN, notes: str | None = None, reason: str | None = None) -> None:
         """Stop taking ticks and let the process finish the file; returns at once."""
         parsed = Label.parse(label)
@@ -221,6 +246,7 @@ class ProcessEpisodeWriter:
         if front.state is WriterState.RECORDING:
             front.state = WriterState.FINISHING
         if front.error is None or not isinstance(front.error, WriterProcessDied):
+            self._send_rows(front)  # before the stop: the process must have them when it finishes the file
             self._send(("stop", self._ring.produced, front.dropped, parsed, notes, reason))
 
     def stop(self, label: Label | str = Label.UNKNOWN, notes: str | None = None, timeout_s: float = 60.0,
@@ -351,6 +377,8 @@ class ProcessEpisodeWriter:
         config = self.config
         self._send(("config", str(self.store_dir), self.camera_names, self.metadata, config.image_format.value,
                     config.jpeg_quality, config.queue_size, config.flush_interval_s))
+        if self._policy_attrs:
+            self._send(("policy_attrs", self._policy_attrs))
 
     def _ensure_ring(self) -> None:
         sizes = tuple(max(self._frame_bytes.get(c, 0), DEFAULT_FRAME_BYTES) for c in self.camera_names)
@@ -379,6 +407,24 @@ class ProcessEpisodeWriter:
         except OSError as error:
             raise RecordingError(f"The recorder process does not answer ({error}); stop and start the recording again.") from error
 
+    def _send_rows(self, front: _Front) -> None:
+        """Send the policy rows the control thread gathered (link thread, or owner at stop)."""
+        if not front.rows:
+            return
+        conn = self._conn
+        if conn is None:
+            return
+        with self._send_lock:  # taken and sent as one step: rows keep their order across senders
+            rows = []
+            while front.rows:
+                rows.append(front.rows.popleft())
+            try:
+                conn.send(("rows", rows))
+            except OSError:
+                pass  # the process is gone; the link thread reports it
+            except Exception:  # a row that does not pickle is a bug of its sender: keep recording
+                log.exception("%d policy table rows were left out", len(rows))
+
     def _ask(self, message: tuple) -> Any:
         self._send(message)
         try:
@@ -387,18 +433,23 @@ class ProcessEpisodeWriter:
             raise RecordingError("The recorder process did not answer in time (the computer is very busy?); try again.") from None
 
     def _receive(self) -> None:
-        """Receiver thread: status and answers from the process; its end when the socket ends."""
+        """Link thread: status and answers from the process, its end when the socket ends (seen
+        at once: poll returns and recv raises EOFError); policy rows to it every ROWS_INTERVAL_S."""
         conn, process = self._conn, self._process
         try:
             while True:
-                kind, *payload = conn.recv()
+                if conn.poll(ROWS_INTERVAL_S):
+                    kind, *payload = conn.recv()
+                    front = self._front
+                    if kind == "answer":
+                        self._answers.put(payload[0])
+                    elif kind == "status" and front is not None:
+                        self._take_status(front, payload[0])
+                    elif kind == "done" and front is not None:
+                        self._take_done(front, *payload)
                 front = self._front
-                if kind == "answer":
-                    self._answers.put(payload[0])
-                elif kind == "status" and front is not None:
-                    self._take_status(front, payload[0])
-                elif kind == "done" and front is not None:
-                    self._take_done(front, *payload)
+                if front is not None and front.rows:
+                    self._send_rows(front)
         except (EOFError, OSError):
             pass
         except Exception:  # a bug of ours must not leave the recording silently stuck
@@ -490,6 +541,11 @@ def serve(conn: Connection, sock: socket.socket) -> None:
                     answer("answer", error if isinstance(error, RecordingError) else RecordingError(str(error)))
             elif kind == "stop":
                 stopping = message[1:]
+            elif kind == "rows":
+                for table, row in message[1]:
+                    writer.on_policy_row(table, row)
+            elif kind == "policy_attrs":
+                writer.set_policy_attrs(message[1])
             elif kind == "discard":
                 stopping, carry = None, None
                 while ring is not None and ring.take() is not None:
@@ -554,7 +610,7 @@ def _finish_orphaned(writer: EpisodeWriter | None, ring: TickRing | None, carry)
     os._exit(0)  # like a killed process: the partial file and its lock are left to recovery
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> NoReturn:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="writer process %(levelname)s %(name)s: %(message)s")
     # A file size limit (a quota) must reach the writer as an error it reports and recovers
     # from, like a full disk, not as the signal that kills it.
@@ -562,8 +618,17 @@ def main(argv: list[str]) -> int:
     fd = int(argv[0])
     sock = socket.socket(fileno=fd)
     conn = Connection(os.dup(fd))
-    serve(conn, sock)
-    return 0
+    code = 0
+    try:
+        serve(conn, sock)
+    except BaseException:  # a bug of ours: say it; the partial file is left for `episodes recover`
+        log.exception("the writer process failed")
+        code = 1
+    # Never through the interpreter's shutdown: an episode writer thread frozen there may hold
+    # h5py's global lock, and the shutdown's clean-up would wait for it for ever (seen once
+    # under load after the studio process was killed). A file is always left consistent (SWMR).
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _package_root() -> str:
@@ -571,4 +636,4 @@ def _package_root() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from recordings.errors import InvalidTick, RecordingError
+from recordings.policy_tables import CHUNKS, STEPS
 from recordings.reader import Episode
 from recordings.recovery import recover_partial
 from recordings.schema import ATTR_CREATED, TICK_INDEX, Label
@@ -103,6 +104,65 @@ def test_the_process_writes_the_same_file_as_the_thread_for_the_same_ticks(tmp_p
     assert [name for name in thread_data if process_data[name] != thread_data[name]] == []
     with Episode.open(paths[1]) as episode:  # and it reads as an ALOHA episode
         assert len(episode) == 80 and episode.label is Label.SUCCESS
+
+
+def policy_rows(count: int, seed: int = 1) -> list[tuple[str, dict]]:
+    """Chunk and step rows as the policy runner hands them over (numpy and Python scalars, some
+    columns left out), interleaved as they come on the control thread."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(count):
+        rows.append((CHUNKS, {"index": index, "obs_tick": np.int64(index * 8), "obs_time_s": 100.0 + index * 0.16,
+                              "inference_s": float(rng.uniform(0.01, 0.05)), "queue_depth": 1,
+                              "apply_tick": -1 if index == 3 else index * 8 + 2, "guided": bool(index % 2)}))
+        for step in range(8):
+            rows.append((STEPS, {"obs_time_s": np.float64(100.0 + index * 0.16 + step * 0.02), "chunk_index": index,
+                                 "staleness_s": step * 0.02}))
+    return rows
+
+
+def test_the_process_writes_the_same_policy_tables_as_the_thread(tmp_path, process_writer):
+    """A policy episode: the rows the control thread hands over cross to the writer process and
+    land as the same /policy group, byte for byte, as the thread writer's."""
+    ticks, rows = camera_ticks(60), policy_rows(12)
+    attrs = {"checkpoint": "/runs/tiny/step_00000002", "checkpoint_hash": "ab12", "preset": "tiny", "strategy": "rtc",
+             "every": 8, "max_guidance": 5.0}
+    paths = []
+    for writer in (EpisodeWriter(tmp_path / "thread", CAMERAS), process_writer(tmp_path / "process")):
+        writer.set_policy_attrs(attrs)  # before the process runs: it gets them when it starts
+        writer.start()
+        for k, record in enumerate(ticks):
+            writer.on_tick(record)
+            for table, row in rows[2 * k: 2 * k + 2]:
+                writer.on_policy_row(table, row)
+            time.sleep(0.002)
+        paths.append(writer.stop(Label.SUCCESS))
+        writer.on_policy_row(CHUNKS, {"index": 99})  # after the episode: belongs to none
+    thread_data, thread_attrs, thread_layout = file_content(paths[0])
+    process_data, process_attrs, process_layout = file_content(paths[1])
+    assert (process_layout, process_attrs) == (thread_layout, thread_attrs)
+    assert [name for name in thread_data if process_data.get(name) != thread_data[name]] == []
+    with Episode.open(paths[1]) as episode:
+        policy = episode.policy
+        assert policy.attrs["strategy"] == "rtc" and policy.attrs["every"] == 8
+        assert len(policy.chunks["index"]) == 12 and len(policy.steps["obs_time_s"]) == 96
+        np.testing.assert_array_equal(policy.chunks["apply_tick"][:5], [2, 10, 18, -1, 34])
+        assert np.isnan(policy.chunks["encode_s"]).all()  # a column the rows left out
+
+
+def test_policy_attrs_set_while_the_process_runs_reach_the_next_episode(tmp_path, process_writer):
+    writer = process_writer(tmp_path)
+    writer.start()
+    feed(writer, camera_ticks(5))
+    writer.stop()
+    writer.set_policy_attrs({"strategy": "ensemble"})
+    writer.start()
+    feed(writer, camera_ticks(10))
+    for table, row in policy_rows(2):
+        writer.on_policy_row(table, row)
+    path = writer.stop()
+    with Episode.open(path) as episode:
+        assert episode.policy.attrs["strategy"] == "ensemble" and len(episode.policy.steps["chunk_index"]) == 16
 
 
 def test_one_process_records_episode_after_episode_and_ends_with_close(tmp_path, process_writer):
