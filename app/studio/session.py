@@ -25,7 +25,6 @@ event listeners run on the control thread and must only copy or enqueue.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +205,7 @@ def open_session(
 def _writer_kind(writer_process: bool) -> type[ProcessEpisodeWriter] | type[EpisodeWriter]:
     """The writer in its own process (no HDF5 or JPEG work beside the control loop), unless the
     rig file asks for a thread or the OS has no memfd to share frames through."""
-    if writer_process and not hasattr(os, "memfd_create"):
-        log.info("this OS has no memfd_create: episodes are written from a thread of this process")
+    if writer_process and not sys.platform.startswith("linux"):  # the tick ring is a Linux memfd
+        log.info("the writer process needs Linux (memfd): episodes are written from a thread of this process")
         return EpisodeWriter
     return ProcessEpisodeWriter if writer_process else EpisodeWriter

@@ -359,6 +359,9 @@ def test_a_killed_recorder_process_holds_the_arm_shows_it_and_stop_keeps_the_fra
     qtbot.waitUntil(lambda: writer.status().state is WriterState.ERROR, timeout=5_000)
     assert time.monotonic() - killed_at < 1.0  # seen the moment its socket ends
     qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.HOLD, timeout=WAIT_MS)
+    # The loop itself says when the arm began to hold: within a second of the kill.
+    held = [e for e in studio.loop.events_since(0) if e.code == "mode" and "-> hold" in e.message and e.time_s >= killed_at]
+    assert held and held[0].time_s - killed_at < 1.0, [(e.message, e.time_s - killed_at) for e in held]
     qtbot.waitUntil(lambda: any("recorder process was killed" in e.message for e in studio.snapshot().events), timeout=WAIT_MS)
     event = next(e for e in studio.snapshot().events if "recorder process was killed" in e.message)
     assert event.what_to_do and studio.snapshot().recording.failed
