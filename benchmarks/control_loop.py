@@ -524,7 +524,8 @@ def run_variants(argv: list[str], spec: str) -> int:
             "achieved_rate_hz": r["achieved_rate_hz"], "image_age_ms": r["image_age_ms"], "frames_dropped": r["frames_dropped"],
             "save_s": r["save_s"], "load_average_1min": r["load_average_1min"],
             "late_wakes": None if r["late_wakes"] is None else {k: r["late_wakes"][k] for k in (
-                "late_wakes", "late_ms_total", "starvation_ms_total", "in_process_ms_total", "causes_in_process_ms")},
+                "late_wakes", "wake_late_ms", "late_ms_total", "starvation_ms_total", "in_process_ms_total", "late_wakes_in_process_over_threshold",
+                "in_process_wakes_holder_starved", "in_process_ms_holder_starved", "causes_in_process_ms")},
         } for name, r in results.items()
     })
     return 0 if len(results) == len([p for p in spec.split(";") if p.strip()]) else 1

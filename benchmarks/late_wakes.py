@@ -16,8 +16,8 @@ process is (`sys._current_frames()`) and how much CPU each used since the previo
 schedstat run time), and attributes the in-process milliseconds to causes (h5py writes, JPEG
 encoding, Qt painting, MuJoCo rendering, camera threads, logging, the policy's Python work, ...)
 in proportion to that CPU time (Python threads only: a native thread cannot hold the lock). A thread running GIL-free C code (OpenCV's encoder, MuJoCo's
-renderer) also uses CPU without holding the lock, so the table is an upper bound per cause; the
-py-spy cross-check (`py-spy record --gil`) in benchmarks/README.md measures the GIL share alone.
+renderer) also uses CPU without holding the lock, so the table is an upper bound per cause
+(`py-spy record --gil`, where it installs, measures the lock holders alone).
 
 Cost: two `pread`s per tick on the control thread; with `sample_threads` one per thread of the
 process per tick (~5 us each), so the probe is for diagnosis runs, not for the headline numbers.
@@ -81,6 +81,10 @@ class LateWake:
     in_process_ms: float
     causes_ms: dict[str, float] = field(default_factory=dict)
     process_cpu_ms: float = 0.0  # CPU our other threads used over the tick's window
+    # The longest any other Python thread of ours sat runnable without a CPU over the tick's
+    # window: a lock holder the kernel took off the CPU keeps the lock until it runs again, so an
+    # in-process wait up to this long is CPU starvation passed on through the lock.
+    holder_queued_ms: float = 0.0
 
 
 @dataclass
@@ -111,6 +115,7 @@ class LateWakeProbe:
         self.threshold_ms = threshold_ms
         self.wakes: list[LateWake] = []
         self.work: list[TickWork] = []
+        self.lateness_ms: list[float] = []  # every tick's wake lateness (ms), overruns left out
         self.ticks = 0
         self._own_fd: int | None = None
         self._own_tid = 0
@@ -121,6 +126,8 @@ class LateWakeProbe:
         self._prev_busy_s = 0.0
         self._thread_fds: dict[int, int] = {}
         self._thread_cpu_ns: dict[int, int] = {}
+        self._thread_wait_ns: dict[int, int] = {}
+        self._queued_ns: dict[int, int] = {}  # run-queue ns of each other thread since the previous call
         self._names: dict[int, str] = {}
         self._names_age = 0
 
@@ -161,11 +168,15 @@ class LateWakeProbe:
             work_starved = min(work_ms - work_cpu, max(0.0, waited_ms - starvation))
             self.work.append(TickWork(work_ms, work_cpu, work_starved, max(0.0, work_ms - work_cpu - work_starved)))
         del cycle_ms
+        if not overran and timings.period_s > 0:
+            self.lateness_ms.append(late_ms)
         if overran or late_ms < self.threshold_ms or timings.period_s <= 0:
             return
         wake = LateWake(record.index, late_ms, starvation, late_ms - starvation)
         if self.sample_threads:
             wake.process_cpu_ms = sum(cpu.values()) / 1e6
+            wake.holder_queued_ms = max((ns for tid, ns in self._queued_ns.items()
+                                         if not self._names.get(tid, "native:").startswith("native:")), default=0) / 1e6
             if wake.in_process_ms > 0.5 * self.threshold_ms:
                 wake.causes_ms = self._attribute(wake.in_process_ms, cpu)
         self.wakes.append(wake)
@@ -190,12 +201,15 @@ class LateWakeProbe:
         used = {}
         for tid, fd in list(self._thread_fds.items()):
             try:
-                run_ns = _read_schedstat(fd)[0]
+                run_ns, wait_ns = _read_schedstat(fd)
             except OSError:  # the thread ended
                 os.close(self._thread_fds.pop(tid))
                 continue
             previous = self._thread_cpu_ns.get(tid, run_ns)
             self._thread_cpu_ns[tid] = run_ns
+            queued = wait_ns - self._thread_wait_ns.get(tid, wait_ns)
+            self._thread_wait_ns[tid] = wait_ns
+            self._queued_ns[tid] = queued
             if run_ns > previous:
                 used[tid] = run_ns - previous
         return used
@@ -237,11 +251,17 @@ class LateWakeProbe:
         return {
             "ticks": self.ticks,
             "late_wakes": len(wakes),
+            "wake_late_ms": {"p50": _percentile(self.lateness_ms, 50), "p99": _percentile(self.lateness_ms, 99),
+                             "max": round(max(self.lateness_ms, default=0.0), 2)},
             "late_ms_total": round(sum(w.late_ms for w in wakes), 1),
             "starvation_ms_total": round(sum(w.starvation_ms for w in wakes), 1),
             "in_process_ms_total": round(sum(w.in_process_ms for w in wakes), 1),
             "late_wakes_mostly_starvation": mostly_starved,
             "late_wakes_in_process_over_threshold": len(in_process_wakes),
+            # In-process waits no longer than another Python thread's time without a CPU: the
+            # lock's holder was starved (priority inversion), not busy.
+            "in_process_wakes_holder_starved": sum(1 for w in in_process_wakes if w.holder_queued_ms >= w.in_process_ms),
+            "in_process_ms_holder_starved": round(sum(min(w.in_process_ms, w.holder_queued_ms) for w in in_process_wakes), 1),
             "in_process_ms_p99_of_late": _percentile([w.in_process_ms for w in wakes], 99),
             "starvation_ms_p99_of_late": _percentile([w.starvation_ms for w in wakes], 99),
             "causes_in_process_ms": {k: round(v, 1) for k, v in sorted(causes.items(), key=lambda kv: -kv[1])},
