@@ -232,7 +232,10 @@ class ProcessEpisodeWriter:
         owner thread. Sent to the process now if it runs, else when it starts."""
         self._policy_attrs = dict(attrs)
         if self._conn is not None:
-            self._send(("policy_attrs", self._policy_attrs))
+            try:
+                self._send(("policy_attrs", self._policy_attrs))
+            except RecordingError:  # the process died: its successor gets them when it starts
+                log.info("the writer process is gone; the policy attributes go to the next one")
 
     def request_stop(self, label: Label | str = Label.UNKNOWN, notes: str | None = None, reason: str | None = None) -> None:
         """Stop taking ticks and let the process finish the file; returns at once."""
