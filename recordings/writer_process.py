@@ -138,8 +138,9 @@ class _Front:
 class ProcessEpisodeWriter:
     """`recordings.writer.EpisodeWriter`'s API with the file written by a process of its own.
 
-    Arguments as EpisodeWriter's. The process starts with the first `start()` and serves every
-    later episode; a dead one is replaced at the next `start()`.
+    Arguments as EpisodeWriter's. The process starts with `start_process()` (the session calls it
+    when it opens) or the first `start()`, and serves every later episode; a dead one is replaced
+    at the next `start()`.
     """
 
     def __init__(
@@ -236,6 +237,11 @@ class ProcessEpisodeWriter:
                 self._send(("policy_attrs", self._policy_attrs))
             except RecordingError:  # the process died: its successor gets them when it starts
                 log.info("the writer process is gone; the policy attributes go to the next one")
+
+    def start_process(self) -> None:
+        """Start the writer process ahead of the first `start()` (owner thread; idempotent), so
+        that its imports do not compete with the control loop when recording begins."""
+        self._ensure_process()
 
     def request_stop(self, label: Label | str = Label.UNKNOWN, notes: str | None = None, reason: str | None = None) -> None:
         """Stop taking ticks and let the process finish the file; returns at once."""
@@ -513,13 +519,21 @@ def serve(conn: Connection, sock: socket.socket) -> None:
     stopping: tuple | None = None  # (produced, dropped, label, notes, reason) of a requested stop
     last_report: tuple[float, WriterStatus | None] = (0.0, None)
 
+    studio_gone = False
+
     def answer(kind: str, *payload) -> None:
-        conn.send((kind, *payload))
+        nonlocal studio_gone
+        try:
+            conn.send((kind, *payload))
+        except OSError:  # the studio process ended (killed) between two of its messages
+            studio_gone = True
 
     while True:
         try:
-            message = conn.recv() if conn.poll(POLL_INTERVAL_S) else None
+            message = None if studio_gone else conn.recv() if conn.poll(POLL_INTERVAL_S) else None
         except (EOFError, OSError):
+            studio_gone = True
+        if studio_gone:
             _finish_orphaned(writer, ring, carry)
             return
         if message is not None:
@@ -628,8 +642,8 @@ def main(argv: list[str]) -> NoReturn:
         log.exception("the writer process failed")
         code = 1
     # Never through the interpreter's shutdown: an episode writer thread frozen there may hold
-    # h5py's global lock, and the shutdown's clean-up would wait for it for ever (seen once
-    # under load after the studio process was killed). A file is always left consistent (SWMR).
+    # h5py's global lock, and the shutdown's clean-up would wait for it for ever (seen when a
+    # status report to a killed studio raised). A file is always left consistent (SWMR).
     sys.stderr.flush()
     os._exit(code)
 

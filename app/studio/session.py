@@ -11,7 +11,7 @@ The window's studio, every `run.py` job (demos, record, eval) and the benchmarks
 this way, so what is recorded, plotted and listened to is the same whoever drives it.
 
 Processes: the episode writer runs in a process of its own (`recordings.writer_process`, started
-with the first recording, ended by `close`); its subscriber only copies each tick into shared
+here, ended by `close`); its subscriber only copies each tick into shared
 memory, so no HDF5 write or JPEG encoding holds this process's interpreter lock against the
 control thread. `[recording] writer_process = false` keeps it on a thread of this process.
 `open_session` also sets this process's interpreter switch interval (`[control]
@@ -34,6 +34,7 @@ from app.studio.history import TickHistory
 from recordings.metadata import EpisodeMetadata
 from recordings.store import EpisodeStore, StorePathError, require_store_dir
 from recordings.writer import EpisodeWriter
+from recordings.errors import RecordingError
 from recordings.writer_process import ProcessEpisodeWriter
 from robot.capabilities import Capabilities, Simulation
 from robot.control_loop import ControlLoop, LoopEvent
@@ -199,6 +200,13 @@ def open_session(
     session.subscribe(session.history.on_tick)
     if writer is not None:
         session.subscribe(writer.on_tick)
+    if isinstance(writer, ProcessEpisodeWriter):
+        # Now, not at the first Record: its start (imports of h5py and OpenCV, ~1 s of CPU) must
+        # not compete with the control loop in the first seconds of an episode.
+        try:
+            writer.start_process()
+        except RecordingError as exc:  # the first start() tries again and reports it
+            log.warning("%s", exc)
     return session
 
 
