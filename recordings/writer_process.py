@@ -78,6 +78,8 @@ from robot.types import TickRecord
 
 log = logging.getLogger(__name__)
 
+#: States in which the writer process has nothing to do until the next message.
+DONE_STATES = (WriterState.FINISHED, WriterState.DISCARDED)
 #: How often the writer process looks at the ring, and reports its status when it changed.
 POLL_INTERVAL_S = 0.005
 STATUS_INTERVAL_S = 0.1
@@ -530,7 +532,13 @@ def serve(conn: Connection, sock: socket.socket) -> None:
 
     while True:
         try:
-            message = None if studio_gone else conn.recv() if conn.poll(POLL_INTERVAL_S) else None
+            # Between episodes nothing comes through the ring: sleep until a message (or the
+            # socket's end) instead of waking 200 times a second beside the control loop.
+            status = writer.status() if writer is not None and ring is not None else None
+            busy = stopping is not None or carry is not None or (
+                status is not None and (status.state is not WriterState.IDLE and status.state not in DONE_STATES
+                                        or status != last_report[1]))
+            message = None if studio_gone else conn.recv() if conn.poll(POLL_INTERVAL_S if busy else None) else None
         except (EOFError, OSError):
             studio_gone = True
         if studio_gone:
