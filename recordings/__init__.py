@@ -4,6 +4,8 @@ the lazy reader, the store with its checks and crash recovery (`python run.py ep
 
     schema       every path, attribute, dtype and file name of the format
     writer       EpisodeWriter: a control-loop subscriber recording to episode_{idx}.hdf5
+    writer_process  ProcessEpisodeWriter: the same, with the file written by a process of its own
+    tick_ring    the shared-memory ring the control thread copies ticks into for that process
     reader       Episode: lazy, picklable reading of ours and ALOHA/ACT files
     check        check_episode: is a file a valid episode, and if not, why (deep: every frame)
     check_memo   which episodes passed the deep check (training does not repeat it)
@@ -27,6 +29,8 @@ from typing import Any
 
 _EXPORTS = {
     "EpisodeWriter": "recordings.writer",
+    "ProcessEpisodeWriter": "recordings.writer_process",
+    "WriterProcessDied": "recordings.writer_process",
     "WriterConfig": "recordings.writer",
     "WriterState": "recordings.writer",
     "WriterStatus": "recordings.writer",

@@ -35,6 +35,9 @@ class RecordingWriteError(RecordingError):
             kept = f"Nothing had been written yet, so nothing was lost but this take. {hint}Then record again."
         super().__init__(f"Recording stopped: could not write {self.partial_path.name} ({reason}). {kept}")
 
+    def __reduce__(self):  # the writer process sends its errors to the studio pickled
+        return (type(self), (self.partial_path, self.frames_kept, self.reason))
+
 
 class FramesDropped(RecordingError):
     """The writer's queue was full, so ticks were not recorded (the control loop never waits)."""
@@ -49,6 +52,9 @@ class FramesDropped(RecordingError):
             f"or lower the JPEG quality."
         )
 
+    def __reduce__(self):
+        return (type(self), (self.count, self.queue_capacity))
+
 
 class InvalidTick(RecordingError):
     """A tick record could not be recorded (missing camera, wrong image shape or dtype)."""
@@ -61,6 +67,9 @@ class InvalidTick(RecordingError):
             f"Check the rig's camera settings (names and resolution must not change during an episode)."
         )
 
+    def __reduce__(self):
+        return (type(self), (self.tick_index, self.problem))
+
 
 class EpisodeFormatError(RecordingError):
     """A file is not a readable episode; `reasons` lists what is wrong with it."""
@@ -69,6 +78,9 @@ class EpisodeFormatError(RecordingError):
         self.path = Path(path)
         self.reasons = tuple(reasons)
         super().__init__(f"{self.path.name} is not a valid episode: " + "; ".join(self.reasons))
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.__dict__.copy(), self.args))
 
 
 class UnfinishedEpisode(EpisodeFormatError):
@@ -109,3 +121,15 @@ class RecoveryError(RecordingError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"Could not recover {self.path.name}: {reason}. The file is kept as it was.")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+def _rebuild(cls: type, state: dict, args: tuple) -> Exception:
+    """An error with its attributes as they were, without running its __init__ again (for the
+    errors whose __init__ takes other arguments than what it keeps)."""
+    error = Exception.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -10,6 +10,11 @@ Threads:
 - any thread may call `status()`; `start()`, `stop()`, `request_stop()` and `discard()` come from
   the owner (GUI or job), one at a time.
 
+The studio records through `recordings.writer_process.ProcessEpisodeWriter`, which runs this
+writer in a process of its own (HDF5 writes and encoding then never hold the control process's
+interpreter lock) and feeds it checked `TickStep`s from shared memory (`enqueue_step`); this
+class alone is the in-process variant (`[recording] writer_process = false`, unpaced jobs' tests).
+
 Crash safety: the file is written under `episode_{idx}.hdf5.partial` in HDF5's SWMR mode, which
 keeps the file consistent on disk at every moment. Every `flush_interval_s` the writer writes the
 pending steps, flushes, then writes their `/timestamp` and flushes again: a step counts as
@@ -141,6 +146,67 @@ class _Pending:
     sim_time_s: float
 
 
+@dataclass(frozen=True)
+class TickStep:
+    """One tick as the file stores it, checked: state arrays (14,) in the file's dtype, one
+    (H, W, 3) uint8 frame per camera (in `camera_names` order), the control source as the file's
+    bytes. What `tick_step` makes of a `TickRecord`, and what the writer process rebuilds from
+    its shared-memory ring (`recordings.writer_process`)."""
+
+    tick_index: int
+    qpos: np.ndarray
+    qvel: np.ndarray
+    effort: np.ndarray
+    action: np.ndarray
+    images: tuple[np.ndarray, ...]
+    time_s: float
+    image_times_s: tuple[float, ...]
+    source: bytes
+    sim_time_s: float
+
+
+@dataclass(frozen=True)
+class BadTick:
+    """A tick that cannot be recorded: the recording stops there with `InvalidTick`."""
+
+    tick_index: int
+    problem: str
+
+
+def tick_step(record: TickRecord, camera_names: Sequence[str]) -> TickStep | BadTick:
+    """Check a tick record and turn it into what the file stores (any thread; ~20 us)."""
+    obs = record.observation
+    state = {}
+    for name, value in (("qpos", obs.qpos), ("qvel", obs.qvel), ("effort", obs.effort), ("action", record.action)):
+        try:
+            array = np.asarray(value, dtype=schema.STATE_DTYPE)
+        except (TypeError, ValueError) as error:
+            return BadTick(record.index, f"{name} is not numeric: {error}")
+        if array.shape != (STATE_DIM,):
+            return BadTick(record.index, f"{name} has shape {array.shape}, expected ({STATE_DIM},)")
+        state[name] = array
+    frames = []
+    for camera in camera_names:
+        image = obs.images.get(camera) if obs.images is not None else None
+        if image is None:
+            return BadTick(record.index, f"camera {camera!r} sent no frame (cameras in the tick: {sorted(obs.images or {})})")
+        problem = image_problem(image)
+        if problem:
+            return BadTick(record.index, f"camera {camera!r}: {problem}")
+        frames.append(image)
+    image_times = obs.image_times_s or {}
+    source = record.source.value if hasattr(record.source, "value") else str(record.source)
+    return TickStep(
+        tick_index=int(record.index),
+        images=tuple(frames),
+        time_s=float(obs.time_s),
+        image_times_s=tuple(float(image_times.get(camera, np.nan)) for camera in camera_names),
+        source=source.encode("ascii", "replace")[: schema.CONTROL_SOURCE_DTYPE.itemsize],
+        sim_time_s=np.nan if record.sim_time_s is None else float(record.sim_time_s),
+        **state,
+    )
+
+
 class _Session:
     """One episode's state. Fields are written by the thread named beside them; reads from other
     threads see a recent value (plain attribute reads are atomic under the GIL)."""
@@ -153,7 +219,7 @@ class _Session:
         # A deque, not a queue.Queue: append is ~0.1 us and wakes nobody (putting into a Queue
         # with a waiting reader costs the control thread ~20-50 us of futex wake-up); the writer
         # thread polls it instead. Only the control thread appends, only the writer pops.
-        self.buffer: collections.deque[TickRecord] = collections.deque()
+        self.buffer: collections.deque[TickRecord | TickStep | BadTick] = collections.deque()
         self.capacity = capacity
         self.accepting = True  # owner thread clears it
         self.stop_requested = threading.Event()
@@ -190,6 +256,20 @@ class _Session:
                 self.state = state
 
 
+def check_camera_names(camera_names: Sequence[str]) -> tuple[str, ...]:
+    """The camera names as a tuple; ValueError (with the fix) when an episode cannot use them."""
+    names = tuple(camera_names)
+    if not names:
+        raise ValueError(
+            "EpisodeWriter: the rig has no cameras, but every episode records at least one camera "
+            "(the episode format and the policy need images); give the rig a camera, e.g. "
+            'camera_names = ["cam_high"] in the rig file'
+        )
+    if len(set(names)) != len(names) or any(not name or "/" in name for name in names):
+        raise ValueError(f"EpisodeWriter: camera names must be distinct, non-empty and without '/': {list(camera_names)}")
+    return names
+
+
 class EpisodeWriter:
     """Records the tick records of the control loop into `episode_{idx}.hdf5` files of a store.
 
@@ -211,17 +291,7 @@ class EpisodeWriter:
         flush_interval_s: float = 0.5,
     ):
         self.store_dir = Path(store_dir)
-        self.camera_names = tuple(camera_names)
-        if not self.camera_names:
-            raise ValueError(
-                "EpisodeWriter: the rig has no cameras, but every episode records at least one camera "
-                "(the episode format and the policy need images); give the rig a camera, e.g. "
-                'camera_names = ["cam_high"] in the rig file'
-            )
-        if len(set(self.camera_names)) != len(self.camera_names) or any(
-            not name or "/" in name for name in self.camera_names
-        ):
-            raise ValueError(f"EpisodeWriter: camera names must be distinct, non-empty and without '/': {list(camera_names)}")
+        self.camera_names = check_camera_names(camera_names)
         self.metadata = metadata or EpisodeMetadata()
         self.config = WriterConfig(
             image_format=image_format, jpeg_quality=jpeg_quality, queue_size=queue_size, flush_interval_s=flush_interval_s
@@ -270,6 +340,26 @@ class EpisodeWriter:
         session.last_time_s = time_s
         if depth >= session.high_water:
             session.high_water = depth + 1
+
+    def enqueue_step(self, step: TickStep | BadTick) -> bool:
+        """Hand over a checked step (the writer process's ring reader; like `on_tick`, never
+        waits). Returns False, counting nothing, when the queue is full: that caller keeps the
+        step and offers it again, so ticks are dropped in one place only (its ring)."""
+        session = self._session
+        if session is None or not session.accepting:
+            return True
+        if len(session.buffer) >= session.capacity:
+            return False
+        session.buffer.append(step)
+        session.received += 1
+        return True
+
+    def note_dropped(self, count: int) -> None:
+        """Ticks of the current episode lost before they reached this writer (the writer
+        process's ring was full); they count in `frames_dropped` and the file's attribute."""
+        session = self._session
+        if session is not None:
+            session.dropped = max(session.dropped, int(count))
 
     def on_policy_row(self, table: str, row: Mapping[str, Any]) -> None:
         """A row of a policy table (`recordings.policy_tables`: "chunks" or "steps") for the episode
@@ -340,7 +430,7 @@ class EpisodeWriter:
             raise RecordingError(f"The recorder did not stop within {timeout_s:.0f} s; {session.partial_path.name} may remain.")
         if session.state is WriterState.ERROR:
             # The writer thread gave up on the file; remove what it left.
-            _remove_quietly(session.partial_path)
+            remove_quietly(session.partial_path)
             session.set_state(WriterState.DISCARDED)
 
     def status(self) -> WriterStatus:
@@ -398,7 +488,7 @@ class EpisodeWriter:
             except FileExistsError:
                 continue
             except OSError as error:
-                _remove_quietly(partial)
+                remove_quietly(partial)
                 raise RecordingError(
                     f"Cannot create {partial}: {error}. Check that the episode folder is writable and the disk is not full."
                 ) from error
@@ -406,26 +496,13 @@ class EpisodeWriter:
 
     def _save_after_error(self, session: _Session) -> Path:
         """The writer stopped on an error: turn what reached the disk into an episode if we can."""
-        from recordings.recovery import recover_partial  # recovery reads what this module writes
-        from recordings.store import set_label
-
         error = session.error
         assert error is not None
-        if not session.partial_path.exists():
-            raise error
-        try:
-            result = recover_partial(session.partial_path)
-        except RecordingError as recovery_error:
-            log.error("Could not save the frames after the recording error: %s", recovery_error)
-            raise error from recovery_error
-        if result.path is None:
-            raise error
-        set_label(result.path, session.label, session.notes, session.reason)
-        session.path = result.path
-        session.committed = result.frames
+        path, frames = save_partial_after_error(session.partial_path, error, session.label, session.notes, session.reason)
+        session.path = path
+        session.committed = frames
         session.set_state(WriterState.FINISHED)  # last_error still tells what happened
-        log.warning("Saved %d frames of the interrupted recording as %s", result.frames, result.path)
-        return result.path
+        return path
 
     # ---- writer thread ----
     def _run(self, session: _Session) -> None:
@@ -435,12 +512,12 @@ class EpisodeWriter:
             sink.close()
             if session.discard:
                 _unlock(session)
-                _remove_quietly(session.partial_path)
+                remove_quietly(session.partial_path)
                 session.set_state(WriterState.DISCARDED)
                 log.info("Discarded recording %s", session.partial_path.name)
             elif session.committed == 0:
                 _unlock(session)
-                _remove_quietly(session.partial_path)
+                remove_quietly(session.partial_path)
                 session.error = RecordingError(
                     "Nothing was recorded: no control ticks arrived between start and stop "
                     "(is the recorder subscribed to the control loop?). No file was kept."
@@ -469,7 +546,7 @@ class EpisodeWriter:
             session.buffer.clear()
             _unlock(session)
             if session.state is WriterState.ERROR and session.discard:
-                _remove_quietly(session.partial_path)
+                remove_quietly(session.partial_path)
                 session.set_state(WriterState.DISCARDED)
             session.done.set()
 
@@ -574,63 +651,50 @@ class _EpisodeSink:
             _abandon_handle(root, images)
 
     # ---- one record ----
-    def _append(self, record: TickRecord) -> None:
+    def _append(self, item: TickRecord | TickStep | BadTick) -> None:
         session = self.session
-        obs = record.observation
-        state = {}
-        for name, value in (("qpos", obs.qpos), ("qvel", obs.qvel), ("effort", obs.effort), ("action", record.action)):
-            array = np.asarray(value, dtype=schema.STATE_DTYPE)
-            if array.shape != (STATE_DIM,):
-                raise InvalidTick(record.index, f"{name} has shape {array.shape}, expected ({STATE_DIM},)")
-            state[name] = array
-        frames = []
-        for camera in self.camera_names:
-            image = obs.images.get(camera) if obs.images is not None else None
-            if image is None:
-                raise InvalidTick(record.index, f"camera {camera!r} sent no frame (cameras in the tick: {sorted(obs.images or {})})")
-            problem = image_problem(image)
-            if problem:
-                raise InvalidTick(record.index, f"camera {camera!r}: {problem}")
+        step = item if isinstance(item, (TickStep, BadTick)) else tick_step(item, self.camera_names)
+        if isinstance(step, BadTick):
+            raise InvalidTick(step.tick_index, step.problem)
+        frames = list(step.images)
+        for camera, image in zip(self.camera_names, frames):
             expected = self.shapes.get(camera)
             if expected is not None and image.shape != expected:
-                raise InvalidTick(record.index, f"camera {camera!r} changed its frame size from {expected} to {image.shape}")
-            frames.append(image)
+                raise InvalidTick(step.tick_index, f"camera {camera!r} changed its frame size from {expected} to {image.shape}")
         if self.root is None:
-            self._open(record, frames)
-        step = session.committed + len(self.pending)
+            self._open(frames)
+        index = session.committed + len(self.pending)
         lengths = []
         for camera, image in zip(self.camera_names, frames):
             dataset = self.images[camera]
             if self.config.image_format is ImageFormat.RAW:
-                dataset.resize(step + 1, axis=0)
-                dataset[step] = image
+                dataset.resize(index + 1, axis=0)
+                dataset[index] = image
                 lengths.append(0)
             else:
                 encoded = encode_jpeg(np.ascontiguousarray(image), self.config.jpeg_quality)
                 if encoded.size > dataset.shape[1]:
                     # Grow by a quarter more than needed so a slowly growing size does not resize every frame.
                     dataset.resize(int(encoded.size * 1.25), axis=1)
-                dataset.resize(step + 1, axis=0)
-                dataset[step, : encoded.size] = encoded
+                dataset.resize(index + 1, axis=0)
+                dataset[index, : encoded.size] = encoded
                 lengths.append(int(encoded.size))
-        image_times = obs.image_times_s or {}
-        source = record.source.value if hasattr(record.source, "value") else str(record.source)
         self.pending.append(
             _Pending(
-                qpos=state["qpos"],
-                qvel=state["qvel"],
-                effort=state["effort"],
-                action=state["action"],
-                time_s=float(obs.time_s),
-                image_times_s=[float(image_times.get(camera, np.nan)) for camera in self.camera_names],
+                qpos=step.qpos,
+                qvel=step.qvel,
+                effort=step.effort,
+                action=step.action,
+                time_s=step.time_s,
+                image_times_s=list(step.image_times_s),
                 jpeg_lengths=lengths,
-                source=source.encode("ascii", "replace")[: schema.CONTROL_SOURCE_DTYPE.itemsize],
-                tick_index=int(record.index),
-                sim_time_s=np.nan if record.sim_time_s is None else float(record.sim_time_s),
+                source=step.source,
+                tick_index=step.tick_index,
+                sim_time_s=step.sim_time_s,
             )
         )
 
-    def _open(self, record: TickRecord, frames: list[np.ndarray]) -> None:
+    def _open(self, frames: list[np.ndarray]) -> None:
         """First frame: now the image shapes are known, create the datasets and enter SWMR."""
         session = self.session
         self.shapes = {camera: tuple(image.shape) for camera, image in zip(self.camera_names, frames)}
@@ -698,6 +762,29 @@ class _EpisodeSink:
             log.error("%s", FramesDropped(session.dropped, session.capacity))
 
 
+def save_partial_after_error(
+    partial_path: Path, error: RecordingError, label: Label, notes: str | None, reason: str | None
+) -> tuple[Path, int]:
+    """A recording stopped by `error`: turn what reached the disk in `partial_path` into an
+    episode labelled as asked; returns (its path, its steps). Raises `error` when nothing can
+    be saved (no file, nothing recoverable)."""
+    from recordings.recovery import recover_partial  # recovery reads what this module writes
+    from recordings.store import set_label
+
+    if not partial_path.exists():
+        raise error
+    try:
+        result = recover_partial(partial_path)
+    except RecordingError as recovery_error:
+        log.error("Could not save the frames after the recording error: %s", recovery_error)
+        raise error from recovery_error
+    if result.path is None:
+        raise error
+    set_label(result.path, label, notes, reason)
+    log.warning("Saved %d frames of the interrupted recording as %s", result.frames, result.path)
+    return result.path, result.frames
+
+
 def _write_start_attrs(root: h5py.File, camera_names: tuple[str, ...], config: WriterConfig, metadata: EpisodeMetadata) -> None:
     """The attributes a reserved file has before its first frame (image shapes come later)."""
     shapes = {camera: (0, 0, 3) for camera in camera_names}
@@ -745,7 +832,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _remove_quietly(path: Path) -> None:
+def remove_quietly(path: Path) -> None:
     try:
         path.unlink()
     except FileNotFoundError:

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -119,6 +120,16 @@ class LoopConfig:
     stats_window_s: the rolling window of the rate and period statistics (10 s shows a trend
     without hiding a recent stall for long).
     max_events: events kept for the GUI; older ones fall off.
+    realtime_priority: 0 (default) runs the control thread at normal priority; 1..99 asks for
+    SCHED_FIFO at that priority, so the thread gets a CPU the moment its deadline comes even on a
+    busy computer (other programs and the studio's own threads then only run in its sleep).
+    Needs root or CAP_SYS_NICE (or an rtprio limit); refused, the loop runs at normal priority
+    and says so with a warning event.
+    switch_interval_ms: how long another Python thread of the control loop's process may keep the
+    interpreter lock once the control thread wants it (`sys.setswitchinterval`, set by
+    `app.studio.session.open_session` for the whole process). Python's default, 5 ms, is a
+    quarter of a period; 0.5 ms halved the control thread's lock waits with the window and a
+    policy thread beside it (benchmarks/control_loop.py, issue 15).
     """
 
     rate_hz: float = 50.0
@@ -127,6 +138,8 @@ class LoopConfig:
     max_gripper_speed_per_s: float = 2.0
     stats_window_s: float = 10.0
     max_events: int = 200
+    realtime_priority: int = 0
+    switch_interval_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if not (isinstance(self.rate_hz, (int, float)) and 1.0 <= self.rate_hz <= 1000.0):
@@ -137,6 +150,15 @@ class LoopConfig:
             raise ValueError(f"stats_window_s must be positive, got {self.stats_window_s!r}; e.g. 10")
         if not (isinstance(self.max_events, int) and self.max_events >= 10):
             raise ValueError(f"max_events must be an integer of at least 10, got {self.max_events!r}")
+        if not (isinstance(self.realtime_priority, int) and 0 <= self.realtime_priority <= 99):
+            raise ValueError(
+                f"realtime_priority must be an integer 0..99 (0: normal priority; e.g. 50 for SCHED_FIFO), "
+                f"got {self.realtime_priority!r}"
+            )
+        if not (isinstance(self.switch_interval_ms, (int, float)) and 0.05 <= self.switch_interval_ms <= 10.0):
+            raise ValueError(
+                f"switch_interval_ms must be between 0.05 and 10 ms, got {self.switch_interval_ms!r}; e.g. 0.5"
+            )
         # The speed limits are checked by SafetyConfig, whose message names the field.
         self.safety_config()
 
@@ -158,7 +180,7 @@ class LoopEvent:
     seq: increasing number (for `events_since`); time_s: host monotonic time; code: a short
     stable identifier for tests and the GUI ("estop", "source_error", "source_dry",
     "source_fault", "source_finished", "unsafe_action", "position_limit", "subscriber_error", "rig_read",
-    "rig_command", "mode", "request_refused"); what_to_do: empty only for plain information.
+    "rig_command", "mode", "request_refused", "realtime"); what_to_do: empty only for plain information.
     """
 
     seq: int
@@ -473,7 +495,27 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ the control thread
 
+    def _enter_realtime(self) -> None:
+        """Ask for SCHED_FIFO for this (the control) thread when the config says so."""
+        priority = self.config.realtime_priority
+        if priority <= 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: the calling thread
+        except (OSError, AttributeError) as exc:
+            self._emit(
+                Severity.WARNING,
+                "realtime",
+                f"The control thread could not get real-time priority (SCHED_FIFO {priority}): {exc}. "
+                "It runs at normal priority, so a busy computer can delay its ticks.",
+                "Allow it (run the studio as a user with CAP_SYS_NICE, or an rtprio limit in "
+                "/etc/security/limits.conf), or set [control] realtime_priority = 0 to silence this.",
+            )
+        else:
+            log.info("control thread runs with SCHED_FIFO priority %d", priority)
+
     def _run(self) -> None:
+        self._enter_realtime()
         period = self.config.period_s
         deadline = time.monotonic()
         while not self._stop_flag.is_set():

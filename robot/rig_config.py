@@ -74,6 +74,10 @@ class RecordingConfig:
     image_format: "jpeg" (compact, the ALOHA "compress" layout) or "raw" (exact pixels, ~10x larger).
     jpeg_quality: 1..100; 90 keeps the towel's fine texture (ALOHA uses 50).
     task / operator: written into every episode's metadata.
+    writer_process: true (default) writes episodes from a process of their own, so HDF5 writes
+    and JPEG encoding never hold the control process's interpreter lock
+    (`recordings.writer_process`); false writes them from a thread of the studio's process (the
+    only way where the OS has no memfd, e.g. macOS).
     """
 
     store_dir: Path = Path("../recordings/episodes")
@@ -81,6 +85,7 @@ class RecordingConfig:
     jpeg_quality: int = 90
     task: str = "fold the towel"
     operator: str = ""
+    writer_process: bool = True
 
     def __post_init__(self) -> None:
         if self.image_format not in ("jpeg", "raw"):
@@ -89,6 +94,8 @@ class RecordingConfig:
             raise ValueError(f"jpeg_quality must be within 1..100 (90 keeps fine texture), got {self.jpeg_quality}")
         if not self.task.strip():
             raise ValueError('task must describe the task, e.g. task = "fold the towel"')
+        if not isinstance(self.writer_process, bool):
+            raise ValueError(f"writer_process must be true or false, got {self.writer_process!r}")
 
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

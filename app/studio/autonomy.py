@@ -39,6 +39,7 @@ from model.compatibility import RigInputs, compare, read_policy_inputs
 from model.errors import PolicyRigMismatch
 from recordings.policy_tables import CHUNKS, STEPS
 from recordings.writer import EpisodeWriter
+from recordings.writer_process import ProcessEpisodeWriter
 from robot.autonomy import Supervision, SupervisedSource
 from robot.capabilities import EvaluatesTask, HasLeaders, LeadersFollow, Startable
 from robot.control_loop import LoopState
@@ -84,7 +85,7 @@ def policy_attributes(info: CheckpointInfo, digest: str, settings: dict, device:
     return attrs
 
 
-def record_policy(runner: "PolicyRunner", writer: EpisodeWriter) -> Callable[[], None]:
+def record_policy(runner: "PolicyRunner", writer: ProcessEpisodeWriter | EpisodeWriter) -> Callable[[], None]:
     """Send the runner's chunk and step records to the writer's policy tables (on the control
     thread: one dict and a deque append each). Returns a function that stops it."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Callable
 
 from app.studio.events import EventLog, Severity
 from app.studio.snapshot import RecordingStatus
@@ -20,6 +21,7 @@ from recordings.metadata import EpisodeMetadata
 from recordings.schema import Label
 from recordings.store import EpisodeStore
 from recordings.writer import EpisodeWriter, WriterState, WriterStatus
+from recordings.writer_process import ProcessEpisodeWriter, WriterProcessDied
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,15 @@ OPEN_STATES = (WriterState.RECORDING, WriterState.FINISHING, WriterState.ERROR)
 
 
 class RecordingControl:
-    """Start/stop/discard of one writer, with what happened in `events`."""
+    """Start/stop/discard of one writer, with what happened in `events`. `on_writer_died` is
+    called (monitor thread) once when the writer's process dies while recording: the studio holds
+    the arm there, so a demonstration does not go on unrecorded."""
 
-    def __init__(self, writer: EpisodeWriter, events: EventLog) -> None:
+    def __init__(self, writer: ProcessEpisodeWriter | EpisodeWriter, events: EventLog,
+                 on_writer_died: Callable[[], None] = lambda: None) -> None:
         self.writer = writer
         self.events = events
+        self._on_writer_died = on_writer_died
         self._lock = threading.Lock()
         self._last_saved = ""
         self._error_seen: object = None  # monitor thread
@@ -138,6 +144,8 @@ class RecordingControl:
             return
         if error is not self._error_seen:
             self._error_seen = error
+            if isinstance(error, WriterProcessDied):
+                self._on_writer_died()
             self.events.add(Severity.ERROR, "recorder", str(error), "Press Stop to keep the frames written so far, or Discard.")
 
 

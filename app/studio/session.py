@@ -10,6 +10,13 @@
 The window's studio, every `run.py` job (demos, record, eval) and the benchmarks open their rig
 this way, so what is recorded, plotted and listened to is the same whoever drives it.
 
+Processes: the episode writer runs in a process of its own (`recordings.writer_process`, started
+here, ended by `close`); its subscriber only copies each tick into shared
+memory, so no HDF5 write or JPEG encoding holds this process's interpreter lock against the
+control thread. `[recording] writer_process = false` keeps it on a thread of this process.
+`open_session` also sets this process's interpreter switch interval (`[control]
+switch_interval_ms`), so that no other thread keeps the lock long from the control thread.
+
 Threads: `open_session`, `new_loop` and `close` belong to the owner (the studio's worker thread,
 a job's main thread). The loop's subscribers (writer, history, any added with `subscribe`) and
 event listeners run on the control thread and must only copy or enqueue.
@@ -18,6 +25,7 @@ event listeners run on the control thread and must only copy or enqueue.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +34,8 @@ from app.studio.history import TickHistory
 from recordings.metadata import EpisodeMetadata
 from recordings.store import EpisodeStore, StorePathError, require_store_dir
 from recordings.writer import EpisodeWriter
+from recordings.errors import RecordingError
+from recordings.writer_process import ProcessEpisodeWriter
 from robot.capabilities import Capabilities, Simulation
 from robot.control_loop import ControlLoop, LoopEvent
 from robot.rig import Rig, RigError
@@ -59,7 +69,7 @@ class Session:
     rig_file: RigFile
     loop: ControlLoop
     history: TickHistory
-    writer: EpisodeWriter | None = None
+    writer: ProcessEpisodeWriter | EpisodeWriter | None = None
     store: EpisodeStore | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
     _subscribers: list[Callable[[TickRecord], None]] = field(default_factory=list)
@@ -109,12 +119,16 @@ class Session:
         )
 
     def close(self) -> None:
-        """Stop the loop and disconnect the rig (which leaves it safe: torque off on hardware).
-        A recording still open is the caller's to stop or discard first."""
+        """Stop the loop, end the writer process and disconnect the rig (which leaves it safe:
+        torque off on hardware). A recording still open is the caller's to stop or discard first."""
         try:
             self.stop_loop()
         finally:
-            self.rig.disconnect()
+            try:
+                if isinstance(self.writer, ProcessEpisodeWriter):
+                    self.writer.close()
+            finally:
+                self.rig.disconnect()
 
 
 def open_session(
@@ -161,13 +175,17 @@ def open_session(
             log.exception("rig.disconnect after a failed connect")
         raise SessionError(f"Connecting the rig {rig.name!r} failed: {exc}",
                            "Check power and cables (hardware) or the graphics set-up (sim: MUJOCO_GL), then try again.") from exc
+    # The control thread must not wait long for the interpreter lock when it wakes: another
+    # thread of this process (the window, a policy) gives it up after this long (issue 15).
+    sys.setswitchinterval(rig_file_.control.switch_interval_ms / 1e3)
     try:
         loop = ControlLoop(rig, rig_file_.control)
         writer = None
         if record:
             try:
-                writer = EpisodeWriter(store_dir, rig.camera_names, image_format=rig_file_.recording.image_format,
-                                       jpeg_quality=rig_file_.recording.jpeg_quality)
+                writer = _writer_kind(rig_file_.recording.writer_process)(
+                    store_dir, rig.camera_names, image_format=rig_file_.recording.image_format,
+                    jpeg_quality=rig_file_.recording.jpeg_quality)
             except ValueError as exc:  # e.g. a rig without cameras: nothing to record from
                 rig.disconnect()
                 raise SessionError(f"{path} cannot record: {exc}", "Give the rig file at least one camera.") from exc
@@ -182,4 +200,20 @@ def open_session(
     session.subscribe(session.history.on_tick)
     if writer is not None:
         session.subscribe(writer.on_tick)
+    if isinstance(writer, ProcessEpisodeWriter):
+        # Now, not at the first Record: its start (imports of h5py and OpenCV, ~1 s of CPU) must
+        # not compete with the control loop in the first seconds of an episode.
+        try:
+            writer.start_process()
+        except RecordingError as exc:  # the first start() tries again and reports it
+            log.warning("%s", exc)
     return session
+
+
+def _writer_kind(writer_process: bool) -> type[ProcessEpisodeWriter] | type[EpisodeWriter]:
+    """The writer in its own process (no HDF5 or JPEG work beside the control loop), unless the
+    rig file asks for a thread or the OS has no memfd to share frames through."""
+    if writer_process and not sys.platform.startswith("linux"):  # the tick ring is a Linux memfd
+        log.info("the writer process needs Linux (memfd): episodes are written from a thread of this process")
+        return EpisodeWriter
+    return ProcessEpisodeWriter if writer_process else EpisodeWriter

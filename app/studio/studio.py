@@ -505,7 +505,7 @@ class Studio:
         session.add_event_listener(self._on_loop_event)
         rig = session.rig
         self._sources = sources
-        self._recording = RecordingControl(session.writer, self.events)
+        self._recording = RecordingControl(session.writer, self.events, self._hold_after_writer_death)
         self._autonomy = AutonomyControl(session, sources.jog, self.events)
         if isinstance(rig, Calibratable):
             self._calibration = CalibrationControl(rig, self.events, self._worker)
@@ -548,6 +548,14 @@ class Studio:
     def _loop_expected(self) -> bool:
         with self._lock:
             return self._phase is Phase.RUNNING and not self._busy
+
+    def _hold_after_writer_death(self) -> None:  # monitor thread
+        """The recorder's process died while recording: hold the arm (the event says why)."""
+        session = self._session
+        if session is not None and session.loop.state().mode in (Mode.TELEOP, Mode.POLICY):
+            self.select_source("hold")
+            self.events.add(Severity.WARNING, "studio", "The arm holds: the recorder stopped, so this motion would not be recorded.",
+                            "Stop (or discard) the recording, then choose a source and record again.")
 
     def _on_arms_started(self) -> None:  # monitor thread
         self.events.add(Severity.INFO, "rig", "The arms are started.", "Choose Leaders (F3) to teleoperate, or Jog.")

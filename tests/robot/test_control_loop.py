@@ -530,3 +530,59 @@ def test_tick_once_is_refused_while_the_thread_runs():
     with loop:
         with pytest.raises(RuntimeError, match="stopped loop"):
             loop.tick_once()
+
+
+def test_realtime_priority_gives_the_control_thread_sched_fifo_or_says_why_not():
+    """Where the process may (root, CAP_SYS_NICE) the control thread runs with SCHED_FIFO; where
+    it may not, the loop runs all the same and a warning event says what to do."""
+    import os
+
+    rig = FirstOrderRig()
+    loop = ControlLoop(rig, LoopConfig(realtime_priority=10))
+    policies = []
+    loop.subscribe(lambda record: policies.append(os.sched_getscheduler(0)) if not policies else None)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not policies and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        loop.stop()
+    refused = [e for e in loop.snapshot(max_events=50).events if e.code == "realtime"]
+    if refused:
+        assert policies == [os.SCHED_OTHER]
+        assert "could not get real-time priority" in refused[0].message and "CAP_SYS_NICE" in refused[0].what_to_do
+    else:
+        assert policies == [os.SCHED_FIFO]
+    with pytest.raises(ValueError, match="realtime_priority must be an integer 0..99"):
+        LoopConfig(realtime_priority=100)
+
+
+def test_refused_realtime_priority_is_a_warning_and_the_loop_runs(tmp_path):
+    """Without the capability (setpriv drops CAP_SYS_NICE, as for a lab user) the refusal is a
+    warning event with what to do, and the loop ticks at normal priority."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    script = (
+        "import os, sys, time; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])\n"
+        # A real-time policy inherited from the test process would let the loop keep one without
+        # the capability (the kernel allows an RT thread to change its RT priority downwards).
+        "os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))\n"
+        "from test_control_loop import FirstOrderRig\n"
+        "from robot.control_loop import ControlLoop, LoopConfig\n"
+        "loop = ControlLoop(FirstOrderRig(), LoopConfig(realtime_priority=10)); loop.start(); time.sleep(0.5); loop.stop()\n"
+        "snap = loop.snapshot(max_events=200)\n"
+        "print(snap.stats.ticks, [(e.severity.value, e.code) for e in snap.events if e.code == 'realtime'])\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(["setpriv", "--bounding-set", "-sys_nice", sys.executable, "-c", script, str(root), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    ticks, events = done.stdout.split(" ", 1)
+    assert int(ticks) >= 10
+    assert events.strip() == "[('warning', 'realtime')]"

@@ -275,25 +275,24 @@ def test_new_episode_resets_the_towel_with_the_seed_chosen(studio, qtbot):
 
 
 def test_a_full_disk_is_shown_with_what_to_do_and_the_frames_are_kept(studio, qtbot):
-    """A real write failure: once the first frames are on disk, the process may grow no file
-    beyond its current size plus 50 kB (RLIMIT_FSIZE); the writer meets EFBIG ("File too
-    large"), which is what a full disk looks like to it."""
+    """A real write failure: once the first frames are on disk, the writer process may grow no
+    file beyond its current size plus 50 kB (RLIMIT_FSIZE, set on that process); the writer
+    meets EFBIG ("File too large"), which is what a full disk looks like to it."""
     import resource
-    import signal
 
     window, studio, store = studio
     panel = window.control_panel
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: studio.session.writer.status().frames_written >= 1, timeout=WAIT_MS)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills us
+    writer = studio.session.writer
+    qtbot.waitUntil(lambda: writer.status().frames_written >= 1, timeout=WAIT_MS)
+    pid = writer.process_id
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
     try:
-        size = studio.session.writer.status().partial_path.stat().st_size
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 50_000, hard))
+        size = writer.status().partial_path.stat().st_size
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (size + 50_000, hard))
         qtbot.waitUntil(lambda: studio.snapshot().recording.failed, timeout=WAIT_MS)
     finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous_handler)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
     qtbot.waitUntil(lambda: window.banner.isVisible() and "could not write" in window.banner.label.text(), timeout=WAIT_MS)
     text = window.banner.label.text()
     assert "free some space" in text and "frames written before the error are kept" in text
@@ -339,3 +338,43 @@ def test_the_gui_thread_never_touches_the_rig(studio):
     assert RIG_CALLERS, "the rig was never called"
     assert threading.main_thread().name not in RIG_CALLERS
     assert RIG_CALLERS <= {"control-loop"} | {n for n in RIG_CALLERS if n.startswith("studio-worker")}
+
+
+def test_a_killed_recorder_process_holds_the_arm_shows_it_and_stop_keeps_the_frames(studio, qtbot):
+    import os
+    import signal
+    import time
+
+    from recordings.writer import WriterState
+
+    window, studio, store = studio
+    studio.select_source("demo")
+    qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.TELEOP, timeout=WAIT_MS)
+    assert studio.start_recording("fold the towel").result(WAIT_MS / 1000)
+    writer = studio.session.writer
+    qtbot.waitUntil(lambda: writer.status().frames_written >= 50, timeout=WAIT_MS)
+    written = writer.status().frames_written
+    killed_at = time.monotonic()
+    os.kill(writer.process_id, signal.SIGKILL)
+    qtbot.waitUntil(lambda: writer.status().state is WriterState.ERROR, timeout=5_000)
+    assert time.monotonic() - killed_at < 1.0  # seen the moment its socket ends
+    qtbot.waitUntil(lambda: studio.snapshot().mode is Mode.HOLD, timeout=WAIT_MS)
+    # The loop itself says when the arm began to hold: within a second of the kill.
+    held = [e for e in studio.loop.events_since(0) if e.code == "mode" and "-> hold" in e.message and e.time_s >= killed_at]
+    assert held and held[0].time_s - killed_at < 1.0, [(e.message, e.time_s - killed_at) for e in held]
+    qtbot.waitUntil(lambda: any("recorder process was killed" in e.message for e in studio.snapshot().events), timeout=WAIT_MS)
+    event = next(e for e in studio.snapshot().events if "recorder process was killed" in e.message)
+    assert event.what_to_do and studio.snapshot().recording.failed
+    # The window shows it: the event in its list.
+    qtbot.waitUntil(lambda: any("recorder process was killed" in window.events_list.item(i).text()
+                                for i in range(window.events_list.count())), timeout=WAIT_MS)
+
+    path = studio.stop_recording(False, notes="recorder killed").result(WAIT_MS / 1000)
+    assert path is not None
+    with Episode.open(path) as episode:
+        assert len(episode) >= written
+        assert episode.label is Label.FAILURE
+    # The next recording gets a new recorder process.
+    assert studio.start_recording("fold the towel").result(WAIT_MS / 1000)
+    qtbot.waitUntil(lambda: writer.status().frames_written >= 10, timeout=WAIT_MS)
+    studio.discard_recording().result(WAIT_MS / 1000)
