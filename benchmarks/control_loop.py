@@ -11,7 +11,8 @@ a policy's Python work, before and after a change, in one run.
     MUJOCO_GL=egl xvfb-run -a .venv/bin/python benchmarks/control_loop.py --seconds 600 \
         --camera-size 480x640 --camera-fps 30 --window --policy-busy-ms 15 --attribute \
         --variants "before:--writer thread;after:--writer process"
-    # the emulated rig: add --rig configs/emulated.toml --emulator-process
+    # the emulated rig: add --rig configs/emulated.toml --emulator-process --emulator-priority 60
+    # (the emulated servos at real-time priority answer like hardware on a loaded machine)
 
 It runs the real studio (`app.studio.studio.Studio`, so the rig, loop, writer and history are
 wired by `open_session` as in the app), optionally with its window (`--window`: needs a display,
@@ -135,16 +136,26 @@ def override_cameras(rig, size: str | None, fps: float | None) -> None:
         raise ValueError(f"--camera-size/--camera-fps: {rig.name} has no camera settings this benchmark knows")
 
 
-def start_emulator_process(baud_rate: int) -> tuple[subprocess.Popen, dict[str, str]]:
+def start_emulator_process(baud_rate: int, priority: int = 0) -> tuple[subprocess.Popen, dict[str, str]]:
     """The four ALOHA servo buses served by `python -m robot.dynamixel.emulator` in a process of
     their own (scripted hands on the leaders); returns it and {arm id: pty port}. Closing its
-    stdin ends it."""
+    stdin ends it. `priority` 1..99 runs every thread of it under SCHED_FIFO: real servos answer
+    from their own microcontrollers whatever the computer's load, and an emulator starved of CPU
+    would otherwise be measured as the loop's lateness (its bus reads)."""
     process = subprocess.Popen([sys.executable, "-m", "robot.dynamixel.emulator", "--baud", str(baud_rate)],
                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     if not line:
         process.kill()
         raise SystemExit("the servo emulator process did not start; run `python -m robot.dynamixel.emulator` to see why")
+    if priority:
+        try:
+            for task in os.listdir(f"/proc/{process.pid}/task"):
+                os.sched_setscheduler(int(task), os.SCHED_FIFO, os.sched_param(priority))
+        except (PermissionError, OSError) as exc:
+            process.kill()
+            raise SystemExit(f"--emulator-priority {priority}: SCHED_FIFO is not permitted here ({exc}); "
+                             "run as root or with CAP_SYS_NICE, or leave the option out") from exc
     return process, json.loads(line)
 
 
@@ -233,6 +244,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--emulator-process", action="store_true",
                         help="emulated rigs: serve the servo buses from a separate process (`python -m "
                              "robot.dynamixel.emulator`) instead of threads of this one, as real servos would be")
+    parser.add_argument("--emulator-priority", type=int, default=0,
+                        help="with --emulator-process: SCHED_FIFO priority 1..99 for the emulator's threads, so the "
+                             "emulated servos answer like hardware on a loaded machine (default 0: normal priority)")
     parser.add_argument("--no-record", action="store_true", help="leave the recorder out (to measure the loop alone)")
     parser.add_argument("--window", action="store_true",
                         help="open the studio window and let it paint (needs a display: xvfb-run, or QT_QPA_PLATFORM=offscreen)")
@@ -278,7 +292,7 @@ def main(argv: list[str]) -> int:
             if not (isinstance(rig, AlohaRig) and rig.config.emulate):
                 problems.append("--emulator-process works with the aloha-emulated rig only")
             else:
-                emulator_process, ports = start_emulator_process(rig.config.settings.baud_rate)
+                emulator_process, ports = start_emulator_process(rig.config.settings.baud_rate, args.emulator_priority)
                 rig.config = dataclasses.replace(rig.config, emulate=False, arms=tuple(
                     dataclasses.replace(a, port=ports[a.name]) for a in rig.config.arms))
         if args.render_thread is not None:
@@ -454,6 +468,7 @@ def main(argv: list[str]) -> int:
             bytes_per_s=round(size / wall_s),
             episode=None if path is None else (str(path) if args.keep else path.name),
             emulator_process=emulator_process is not None,
+            emulator_priority=args.emulator_priority if emulator_process is not None else None,
             writer="process" if rig_file.recording.writer_process else "thread",
             realtime_priority=config.realtime_priority,
             switch_interval_ms=round(sys.getswitchinterval() * 1e3, 3),
