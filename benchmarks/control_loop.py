@@ -61,7 +61,8 @@ from app.studio.snapshot import Phase  # noqa: E402
 from app.studio.studio import Studio  # noqa: E402
 from benchmarks.late_wakes import LateWakeProbe  # noqa: E402
 from robot.capabilities import HasLeaders, Simulation, Startable  # noqa: E402
-from robot.real_rig import AlohaRig, AlohaRigConfig  # noqa: E402
+from robot.real_rig import AlohaRig  # noqa: E402
+from robot.real_rig_config import AlohaRigConfig  # noqa: E402
 from robot.rig import RigError  # noqa: E402
 from robot.rigs import open_rig  # noqa: E402
 from robot.sim.config import SimRigConfig  # noqa: E402

@@ -1,5 +1,9 @@
 """The real ALOHA rig (and its emulated twin): four Dynamixel arms on their own buses plus cameras,
-behind the `Rig` interface the control loop drives.
+behind the `Rig` interface the control loop drives. This module holds `AlohaRig` (lifecycle, the
+opening ceremony, reads and commands, E-stop, status, health, calibration) and its builders for
+`robot.rigs`; its configuration and rig-file reading are in `robot.real_rig_config`, opening the
+arms, the bus emulators and the leader-arm action source (shared with the sim-leaders rig) in
+`robot.aloha_arms`.
 
     rig, rig_file = open_rig("configs/aloha.toml")     # or configs/emulated.toml
     rig.connect()                 # opens the four buses, checks servos against the calibrations
@@ -20,245 +24,38 @@ guard; a dead process leaves the followers' own Bus_Watchdog to stop them.
 
 Kinds: "aloha" (ports from the rig file) and "aloha-emulated" (the rig starts a protocol-level
 servo emulator per bus, with scripted hands on the leaders, and uses their pty ports).
-`register()` adds both to `robot.rigs`; importing this module calls it.
+`robot.rigs` lists both, with `build_aloha` and `build_aloha_emulated` below as their builders.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from robot.aloha import CONTROL_RATE_HZ, GripperCalibration, GripperRange
-from robot.cameras.base import Camera, CameraConfig
+from robot.aloha_arms import LeaderArmsSource, open_arm, start_emulated_buses
+from robot.cameras.base import Camera
 from robot.cameras.errors import CameraError
-from robot.cameras.registry import camera_config_from_table, make_camera
-from robot.dynamixel.arm import (
-    GRIPPER,
-    ArmConfig,
-    ArmRole,
-    DynamixelArm,
-    FollowerArm,
-    GripperLinkage,
-    LeaderArm,
-    TeleopMapping,
-)
-from robot.dynamixel.bus import BusConfig
+from robot.cameras.registry import make_camera
+from robot.capabilities import START_PROMPT_KEY, Calibratable, HasLeaders, LeadersFollow, ReportsHealth, Startable
+from robot.dynamixel.arm import GRIPPER, ArmRole, DynamixelArm, FollowerArm, GripperLinkage, LeaderArm, TeleopMapping
 from robot.dynamixel.calibration import ArmCalibration, CalibrationProcedure, CalibrationStore
 from robot.dynamixel.errors import BusWatchdogTripped
 from robot.dynamixel.health import HealthReport, HealthThresholds, bus_error_messages, read_health
-from robot.dynamixel.layout import LAYOUTS
-from robot.dynamixel.leader_follow import LeaderFollowConfig, LeaderFollowing
-from robot.dynamixel.safe_start import (
-    ExitGuard,
-    HandoverFilter,
-    SafeStart,
-    SafeStartConfig,
-    SafeStartState,
-    TorqueWatchdog,
-    cut_torque,
-)
-from robot.capabilities import START_PROMPT_KEY, Calibratable, HasLeaders, LeadersFollow, ReportsHealth, Startable
+from robot.dynamixel.leader_follow import LeaderFollowing
+from robot.dynamixel.safe_start import ExitGuard, HandoverFilter, SafeStart, SafeStartState, TorqueWatchdog, cut_torque
+from robot.real_rig_config import ARM_IDS, AlohaRigConfig, aloha_rig_config_from_rig_file
 from robot.rig import Rig, RigError
-from robot.types import (
-    ARM_NAMES,
-    JOINTS_PER_ARM,
-    STATE_DIM,
-    ControlSource,
-    JointLimits,
-    Observation,
-    RigMessage,
-    RigStatus,
-    Severity,
-)
+from robot.rig_config import RigFile
+from robot.types import ARM_NAMES, JOINTS_PER_ARM, STATE_DIM, JointLimits, Observation, RigMessage, RigStatus, Severity
 
 log = logging.getLogger(__name__)
 
-ARM_IDS: tuple[str, ...] = ("follower_left", "follower_right", "leader_left", "leader_right")
-#: ViperX 300 joint ranges (rad), as in the Interbotix description and gym-aloha's MJCF.
-VX300_LOW_RAD = (-3.14158, -1.85005, -1.76278, -3.14158, -1.8675, -3.14158)
-VX300_HIGH_RAD = (3.14158, 1.25664, 1.6057, 3.14158, 2.23402, 3.14158)
 #: Where the emulated arms rest before the first start: folded down, grippers at 0 rad.
 EMULATED_REST_RAD = (0.0, -1.8, 1.55, 0.0, 0.6, 0.0, 0.0)
-
-
-@dataclass(frozen=True)
-class AlohaSettings:
-    """The `[aloha]` table. Every number that differs between rigs is here (defaults: ALOHA and
-    Trossen's advice, see ALOHA.md); the units are in the names.
-
-    calibration_dir: per-arm calibration JSON (relative to the rig file's folder in the file).
-    require_calibration: refuse to connect an arm with no calibration file (else the factory
-      assumption, 2048 pulses = 0 rad, is used and the status bar says so).
-    """
-
-    calibration_dir: Path = Path("../calibration")
-    require_calibration: bool = False
-    baud_rate: int = 1_000_000
-    latency_timer_ms: float = 1.0
-    retries: int = 2
-    call_budget_ms: float = 12.0
-    fast_sync_read: str = "auto"
-    velocity_limit: int = 131
-    gripper_current_limit: int = 300
-    bus_watchdog_ms: int = 100
-    torque_watchdog_ms: float = 200.0
-    health_period_s: float = 1.0
-    arm_ramp_s: float = 1.5
-    gripper_ramp_s: float = 0.5
-    squeeze_below_rad: float = -0.3
-    handover_max_step_rad: float = 0.02
-    leader_gripper_open_rad: float = 0.3083
-    leader_gripper_close_rad: float = -0.6842
-    follower_gripper_open_rad: float = 1.4910
-    follower_gripper_close_rad: float = -0.6213
-    follower_finger_open_m: float = 0.05800
-    follower_finger_close_m: float = 0.01844
-    gripper_horn_radius_m: float = 0.022
-    gripper_arm_length_m: float = 0.036
-    joint_low_rad: tuple[float, ...] = VX300_LOW_RAD
-    joint_high_rad: tuple[float, ...] = VX300_HIGH_RAD
-    max_joint_speed_rad_s: float = 3.0
-    max_gripper_speed_per_s: float = 5.0
-    max_temperature_c: float = 65.0
-    leader_follow_p_gain: int = 200
-    leader_push_threshold_rad: float = 0.15
-    leader_push_ticks: int = 3
-    leader_follow_grace_s: float = 0.5
-
-    def __post_init__(self) -> None:
-        if len(self.joint_low_rad) != 6 or len(self.joint_high_rad) != 6:
-            raise ValueError("joint_low_rad and joint_high_rad need the 6 arm joints each (waist .. wrist_rotate)")
-        if any(lo >= hi for lo, hi in zip(self.joint_low_rad, self.joint_high_rad)):
-            raise ValueError("joint_low_rad must be below joint_high_rad for every joint")
-        if self.health_period_s <= 0 or self.torque_watchdog_ms <= 0 or self.handover_max_step_rad <= 0:
-            raise ValueError("health_period_s, torque_watchdog_ms and handover_max_step_rad must be > 0")
-        if self.max_joint_speed_rad_s <= 0 or self.max_gripper_speed_per_s <= 0:
-            raise ValueError("max_joint_speed_rad_s and max_gripper_speed_per_s must be > 0 (ALOHA-like: 3.0 and 5.0)")
-        self.grippers()  # GripperRange / SafeStartConfig check the gripper numbers
-        self.safe_start_config()
-        self.leader_follow_config()
-
-    def grippers(self) -> GripperCalibration:
-        defaults = GripperCalibration()
-        return GripperCalibration(
-            leader_finger_m=defaults.leader_finger_m,
-            follower_finger_m=GripperRange(self.follower_finger_open_m, self.follower_finger_close_m),
-            leader_joint_rad=GripperRange(self.leader_gripper_open_rad, self.leader_gripper_close_rad),
-            follower_joint_rad=GripperRange(self.follower_gripper_open_rad, self.follower_gripper_close_rad),
-        )
-
-    def safe_start_config(self) -> SafeStartConfig:
-        return SafeStartConfig(arm_ramp_s=self.arm_ramp_s, gripper_ramp_s=self.gripper_ramp_s,
-                               squeeze_below_rad=self.squeeze_below_rad, grippers=self.grippers())
-
-    def leader_follow_config(self) -> LeaderFollowConfig:
-        """How the leaders follow the followers while a policy drives (robot.dynamixel.leader_follow)."""
-        return LeaderFollowConfig(p_gain=self.leader_follow_p_gain, max_step_rad=self.handover_max_step_rad,
-                                  push_threshold_rad=self.leader_push_threshold_rad,
-                                  push_ticks=self.leader_push_ticks, grace_s=self.leader_follow_grace_s)
-
-    def bus_config(self, port: str) -> BusConfig:
-        return BusConfig(port, baud_rate=self.baud_rate, latency_timer_ms=self.latency_timer_ms, retries=self.retries,
-                         call_budget_ms=self.call_budget_ms, fast_sync_read=self.fast_sync_read)
-
-
-@dataclass(frozen=True)
-class ArmEntry:
-    """One `[[arms]]` table: which arm (follower_left, follower_right, leader_left, leader_right),
-    its serial port (udev symlinks such as /dev/ttyDXL_puppet_left) and optionally its layout."""
-
-    name: str
-    port: str = ""
-    layout: str = ""
-
-    def __post_init__(self) -> None:
-        if self.name not in ARM_IDS:
-            raise ValueError(f"name must be one of {', '.join(ARM_IDS)}, got {self.name!r}")
-        if self.layout and self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-
-    @property
-    def role(self) -> ArmRole:
-        return ArmRole.FOLLOWER if self.name.startswith("follower") else ArmRole.LEADER
-
-
-@dataclass(frozen=True)
-class AlohaRigConfig:
-    name: str
-    settings: AlohaSettings
-    arms: tuple[ArmEntry, ...]
-    cameras: tuple[CameraConfig, ...] = ()
-    control_rate_hz: float = CONTROL_RATE_HZ
-    emulate: bool = False
-
-    def __post_init__(self) -> None:
-        names = [a.name for a in self.arms]
-        missing = [n for n in ARM_IDS if n not in names]
-        if missing or len(names) != len(set(names)):
-            raise ValueError(f"the rig needs exactly one [[arms]] table for each of {', '.join(ARM_IDS)}; "
-                             f"missing: {', '.join(missing) or 'none'}, given: {', '.join(names)}")
-        if not self.emulate:
-            for a in self.arms:
-                if not a.port:
-                    raise ValueError(f"arm {a.name} has no port; add port = \"/dev/ttyDXL_...\" to its [[arms]] table")
-
-    def arm(self, name: str) -> ArmEntry:
-        return next(a for a in self.arms if a.name == name)
-
-
-def open_arm(entry: "ArmEntry", port: str, settings: "AlohaSettings", store: CalibrationStore,
-             note_uncalibrated: Callable[[str, str], None]) -> DynamixelArm:
-    """Build and connect the arm of one `[[arms]]` entry on `port`: a FollowerArm or LeaderArm
-    with its calibration from `store` (shared by AlohaRig and the sim-leaders rig).
-
-    An arm without a calibration file raises RigError when `settings.require_calibration`, else
-    gets the factory zero and `note_uncalibrated(name, message)` is called (for the status bar).
-    Owner thread (connect)."""
-    s = settings
-    arm_config = ArmConfig(
-        entry.name, entry.role, s.bus_config(port),
-        layout=LAYOUTS[entry.layout] if entry.layout else None,
-        velocity_limit=s.velocity_limit, gripper_current_limit=s.gripper_current_limit,
-        bus_watchdog_ms=s.bus_watchdog_ms,
-    )
-    if store.exists(entry.name):
-        calibration = store.load(entry.name)
-    elif s.require_calibration:
-        raise RigError(f"Arm {entry.name} has no calibration in {store.directory}. Calibrate it from the rig panel first.")
-    else:
-        note_uncalibrated(entry.name, f"{entry.name} is not calibrated (factory zero assumed); "
-                                      "calibrate it before recording data to keep.")
-        calibration = ArmCalibration.default(entry.name, arm_config.layout)
-    cls = FollowerArm if entry.role is ArmRole.FOLLOWER else LeaderArm
-    arm = cls(arm_config, calibration)
-    arm.connect()
-    return arm
-
-
-def start_emulated_buses(names: Iterable[str], baud_rate: int, start_pose_rad: Sequence[float]) -> dict:
-    """Start the protocol-level servo emulators (pty ports, scripted hands on the leaders) for
-    the arms in `names` (of ARM_IDS), all joints at `start_pose_rad` (7 values); returns
-    {name: ServoBusEmulator}, started. Stop each with `.stop()`."""
-    from robot.dynamixel.emulator import aloha_buses  # only the emulated kinds need it
-
-    buses = {name: bus for name, bus in aloha_buses(baud_rate=baud_rate, start_pose_rad=start_pose_rad).items()
-             if name in names}
-    started = {}
-    try:
-        for name, bus in buses.items():
-            started[name] = bus.start()
-    except BaseException:
-        for bus in started.values():
-            bus.stop()
-        raise
-    return started
 
 
 class AlohaRig(Rig, Startable, HasLeaders, LeadersFollow, ReportsHealth, Calibratable):
@@ -603,7 +400,7 @@ class AlohaRig(Rig, Startable, HasLeaders, LeadersFollow, ReportsHealth, Calibra
         known = ", ".join(a.arm_id for a in self.arms) or "none (the rig is not connected)"
         raise ValueError(f"{self.name} has no arm {arm_id!r}; its arms: {known}")
 
-    def leader_source(self) -> "LeaderArmsSource":
+    def leader_source(self) -> LeaderArmsSource:
         return LeaderArmsSource(self)
 
     def leader_action(self) -> np.ndarray:
@@ -612,59 +409,11 @@ class AlohaRig(Rig, Startable, HasLeaders, LeadersFollow, ReportsHealth, Calibra
         return np.concatenate(parts).astype(np.float32)
 
 
-class LeaderArmsSource:
-    """The leader arms as an `ActionSource` (robot.types): the operator's hands drive the followers.
-    Control thread only."""
-
-    name = "leader arms"
-    kind = ControlSource.TELEOP
-
-    def __init__(self, rig: AlohaRig) -> None:
-        self._rig = rig
-
-    def start(self, observation: Observation) -> None:
-        if not self._rig.started:
-            raise RigError("The arms are not started. Press Start arms and squeeze both leader grippers first.")
-
-    def next_action(self, observation: Observation) -> np.ndarray | None:
-        if not self._rig.started:
-            return None  # the loop holds and says the source ran dry
-        return self._rig.leader_action()
-
-    def stop(self) -> None:
-        pass  # the leaders stay limp for the operator
-
-    @property
-    def finished(self) -> bool:
-        return False
-
-
 # --- rig files --------------------------------------------------------------------------------
-def build_aloha(rig_file, *, emulate: bool = False) -> AlohaRig:
+def build_aloha(rig_file: RigFile, *, emulate: bool = False) -> AlohaRig:
     """Build the rig from a rig file's [aloha], [[arms]] and [[cameras]] tables."""
-    settings = rig_file.section("aloha", AlohaSettings)
-    if not settings.calibration_dir.is_absolute():
-        settings = dataclasses.replace(settings, calibration_dir=(rig_file.path.parent / settings.calibration_dir).resolve())
-    arms = rig_file.array("arms", ArmEntry)
-    cameras = []
-    for i, table in enumerate(rig_file.data.get("cameras", [])):
-        try:
-            cameras.append(camera_config_from_table(table))
-        except ValueError as exc:
-            raise rig_file.error(str(exc), ("cameras", i)) from None
-    try:
-        config = AlohaRigConfig(
-            name=rig_file.rig.name or ("aloha-emulated" if emulate else "aloha"),
-            settings=settings,
-            arms=tuple(arms),
-            cameras=tuple(cameras),
-            control_rate_hz=rig_file.control.rate_hz,
-            emulate=emulate,
-        )
-    except ValueError as exc:
-        raise rig_file.error(str(exc), ("arms", 0) if rig_file.has("arms") else "aloha") from None
-    return AlohaRig(config)
+    return AlohaRig(aloha_rig_config_from_rig_file(rig_file, emulate=emulate))
 
 
-def build_aloha_emulated(rig_file) -> AlohaRig:
+def build_aloha_emulated(rig_file: RigFile) -> AlohaRig:
     return build_aloha(rig_file, emulate=True)

@@ -4,7 +4,7 @@ The world is the MuJoCo `SimRig` (towel, cameras, sim time; everything from the 
 `[sim]` table); the action source is the two Dynamixel leader arms of an ALOHA (`[[arms]]` with
 leader_left and leader_right only, `[aloha]` for their bus and gripper settings). The leaders are
 read with the same drivers, calibration store and ALOHA gripper mapping as the real rig
-(`robot.real_rig.open_arm`, `TeleopMapping.action_from_leader`), so an episode recorded here has
+(`robot.aloha_arms.open_arm`, `TeleopMapping.action_from_leader`), so an episode recorded here has
 the same action convention as one from the real rig.
 
     rig, rig_file = open_rig("configs/sim_leaders.toml")   # or configs/sim_leaders_emulated.toml
@@ -44,12 +44,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from robot.aloha import START_ARM_POSE_RAD
+from robot.aloha_arms import LeaderArmsSource, open_arm, start_emulated_buses
 from robot.dynamixel.arm import GRIPPER, GripperLinkage, LeaderArm, TeleopMapping
 from robot.dynamixel.calibration import CalibrationStore
 from robot.dynamixel.health import HealthReport, HealthThresholds, bus_error_messages, read_health
 from robot.dynamixel.safe_start import cut_torque
-from robot.real_rig import AlohaSettings, ArmEntry, LeaderArmsSource, open_arm, start_emulated_buses
 from robot.capabilities import START_PROMPT_KEY, HasLeaders, ReportsHealth, Startable
+from robot.real_rig_config import AlohaSettings, ArmEntry, aloha_settings_from_rig_file
 from robot.rig import RigError
 from robot.sim.config import SimRigConfig
 from robot.sim.sim_rig import SimRig
@@ -301,9 +302,7 @@ def build_sim_leaders(rig_file, *, emulate: bool = False) -> SimLeadersRig:
             if key in FOLLOWER_ONLY_SETTINGS:
                 raise rig_file.error("concerns real follower arms; here the followers are simulated (their limits "
                                      "are in [sim] and [control]): remove this line", "aloha", key)
-    settings = rig_file.section("aloha", AlohaSettings)
-    if not settings.calibration_dir.is_absolute():
-        settings = dataclasses.replace(settings, calibration_dir=(rig_file.path.parent / settings.calibration_dir).resolve())
+    settings = aloha_settings_from_rig_file(rig_file)
     arms = rig_file.array("arms", ArmEntry)
     sim = build_sim(rig_file).config
     if not rig_file.rig.name:

@@ -1,6 +1,6 @@
 """The emulated ALOHA rig: arms of emulated servos as they leave the factory set-up, scripted
 operators for the leader arms, and the four buses of a bimanual rig (used by the emulated rig
-files through `robot.real_rig`, by the tests and by `python -m robot.dynamixel.emulator`)."""
+files through `robot.aloha_arms`, by the tests and by `python -m robot.dynamixel.emulator`)."""
 
 from __future__ import annotations
 
