@@ -170,6 +170,20 @@ def sequential_step_ms(path: Path, size, steps: int) -> tuple[float, float]:
         return median, (time.perf_counter() - begin) * 1e3 / 40
 
 
+def run_event_loop(done) -> None:
+    """Run Qt's event loop (as the window does: it sleeps between events) until done() is true,
+    checked every 10 ms. A processEvents() spin would add its own CPU to the GUI thread's."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    check = QTimer()
+    check.setInterval(10)
+    check.timeout.connect(lambda: loop.quit() if done() else None)
+    check.start()
+    loop.exec()
+    check.stop()
+
+
 def bench_stages(app, view, path: Path, steps: int) -> None:
     """Where a frame's time goes, each stage alone on the GUI thread (medians, wall and CPU ms)."""
     from recordings.playback import FrameSet, decode_for_display
@@ -263,9 +277,7 @@ def bench_episode(app, seconds: float, steps: int) -> None:
             gui0, process0 = time.thread_time(), time.process_time()
             view.play()
             started = time.perf_counter()
-            while time.perf_counter() - started < seconds and view.clock.playing:
-                app.processEvents()
-                time.sleep(0.001)
+            run_event_loop(lambda: time.perf_counter() - started >= seconds or not view.clock.playing)
             elapsed = time.perf_counter() - started
             gui_ms, process_ms = (time.thread_time() - gui0) * 1e3, (time.process_time() - process0) * 1e3
             shown = view.frames_shown - shown0
