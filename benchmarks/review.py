@@ -10,15 +10,23 @@ Prints one JSON line per measurement:
   unless --drop-caches works here), warm = with the index (median of 5); *_cpu_s is the CPU time
   the process spent meanwhile (what the open costs, whatever else the machine runs). baseline: the
   cold time (ratio = warm / cold). Aim: warm < 1 s.
+- stages: where a frame's time goes, each stage alone on the GUI thread (wall and CPU ms,
+  medians): reading a step's three JPEG rows, decoding them at full size and at the shown size
+  (a reduced JPEG decode when shown at most half as wide, then bilinear), painting the three
+  cameras, moving the cursor (timeline and joint plots), and showing a step with all its paints.
 - seek: latency of a random seek in the episode view until every camera shows the new step
-  (frames decoded and resized to the shown size, cursor and plots painted), p50/p99 over random
-  steps, and the GUI thread's CPU time for it (cpu_p50_ms: the seek's cost whatever the load).
-  baseline: decoding the three frames one after another on one thread. Aim: < 50 ms.
+  (frames decoded at the shown size, cursor and plots painted), p50/p95 over random steps, and
+  the GUI thread's CPU time for it (cpu_p50_ms: the seek's cost whatever the load). baseline:
+  reading and decoding the three frames at the shown size one after another on one thread, no
+  window. Aim: < 50 ms.
 - playback: distinct steps put on screen per second while playing at 1x (50 Hz due) and 2x
   (100 Hz due), camera paints per second, and the CPU time per frame of the GUI thread and of
-  the decode threads (what a frame costs, whatever else the machine runs). baseline: the
-  prefetcher's decode rate with no window (the most the worker can supply). Aim: >= 50 fps at 1x.
+  the decode threads (what a frame costs, whatever else the machine runs); prefetcher_fps_no_window
+  is what its workers supply with no window. baseline: the sequential read + decode of a step
+  on one thread (steps per second), measured right after. Aim: >= 50 fps at 1x.
 
+Every line carries `code` (the commit measured), so runs of two versions interleaved on the same
+loaded machine can be compared.
 The machine is shared: the load average (uptime) is printed with each line.
 """
 
@@ -112,12 +120,107 @@ def bench_store(app, episodes: int, try_drop: bool) -> None:
         warm = [run[0] for run in runs]
         warm_s = statistics.median(warm)
         warm_cpu_s = statistics.median(run[2] for run in runs)
-        emit(bench="store_open", episodes=episodes, rows=rows, store_mb=round(size_mb, 1), build_s=round(build_s, 1),
+        emit(bench="store_open", code=code_version(), episodes=episodes, rows=rows, store_mb=round(size_mb, 1), build_s=round(build_s, 1),
              page_cache_dropped=dropped, cold_s=round(cold_s, 3), cold_cpu_s=round(cold_cpu_s, 3), warm_s=round(warm_s, 3),
              warm_cpu_s=round(warm_cpu_s, 3), warm_all_s=[round(x, 3) for x in warm],
              baseline="cold_s", ratio=round(warm_s / cold_s, 4), aim_warm_s=1.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def code_version() -> str:
+    """The commit measured (+ "-dirty" with uncommitted changes), so runs of two versions can be told apart."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def median_span(fn, runs: int) -> tuple[float, float]:
+    """(wall ms, CPU ms of this thread), medians of `runs` calls fn(k)."""
+    walls, cpus = [], []
+    for k in range(runs):
+        begin, cpu = time.perf_counter(), time.thread_time()
+        fn(k)
+        walls.append((time.perf_counter() - begin) * 1e3)
+        cpus.append((time.thread_time() - cpu) * 1e3)
+    return round(statistics.median(walls), 2), round(statistics.median(cpus), 2)
+
+
+def sequential_step_ms(path: Path, size, steps: int) -> tuple[float, float]:
+    """The plain path, no threads, no window: read a step's three JPEG rows and decode them at the
+    shown size one after another on this thread. (median, mean) wall ms per step over 40 steps:
+    the median for a seek, the mean (preemptions included) for a sustained rate."""
+    from recordings.playback import decode_for_display
+    from recordings.reader import Episode
+
+    with Episode.open(path) as episode:
+        widths = {camera: episode.frame(camera, 0).shape[1] for camera in episode.camera_names}
+
+        def step(k: int) -> None:
+            for camera in episode.camera_names:
+                decode_for_display(episode.encoded_frame(camera, (k * 7) % steps), size, widths[camera])
+
+        begin = time.perf_counter()
+        median = median_span(step, 40)[0]
+        return median, (time.perf_counter() - begin) * 1e3 / 40
+
+
+def run_event_loop(done) -> None:
+    """Run Qt's event loop (as the window does: it sleeps between events) until done() is true,
+    checked every 10 ms. A processEvents() spin would add its own CPU to the GUI thread's."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    check = QTimer()
+    check.setInterval(10)
+    check.timeout.connect(lambda: loop.quit() if done() else None)
+    check.start()
+    loop.exec()
+    check.stop()
+
+
+def bench_stages(app, view, path: Path, steps: int) -> None:
+    """Where a frame's time goes, each stage alone on the GUI thread (medians, wall and CPU ms)."""
+    from recordings.playback import FrameSet, decode_for_display
+    from recordings.reader import Episode
+
+    size = view.prefetcher.size
+    with Episode.open(path) as episode:
+        cameras = episode.camera_names
+        rows = {camera: episode.encoded_frame(camera, 0) for camera in cameras}
+        widths = {camera: episode.frame(camera, 0).shape[1] for camera in cameras}
+        read = median_span(lambda k: [episode.encoded_frame(camera, (k * 7) % steps) for camera in cameras], 40)
+    decode_full = median_span(lambda k: [decode_for_display(rows[camera], None) for camera in cameras], 40)
+    decode_shown = median_span(lambda k: [decode_for_display(rows[camera], size, widths[camera]) for camera in cameras], 40)
+    frame_sets = [view.prefetcher.frames(k) for k in range(4)]
+
+    def paint_cameras(k: int) -> None:
+        for camera, image in frame_sets[k % 4].frames.items():
+            view.cameras[camera].set_frame(image, float(k), None)
+        app.processEvents()
+
+    def paint_cursor(k: int) -> None:
+        step = (k * 7) % steps
+        view.timeline_widget.set_cursor(step)
+        view.plots.set_cursor(step)
+        app.processEvents()
+
+    def show(k: int) -> None:
+        frames = frame_sets[k % 4]
+        view._show(FrameSet((k * 7) % steps, frames.frames, frames.size))
+        app.processEvents()
+
+    fields = {"read_3_rows": read, "decode_3_full_size": decode_full, "decode_3_at_shown_size": decode_shown,
+              "paint_3_cameras": median_span(paint_cameras, 40), "paint_cursor_timeline_plots": median_span(paint_cursor, 40),
+              "show_step_all_paints": median_span(show, 40)}
+    emit(bench="stages", code=code_version(), decode_size=list(size) if size else "recorded",
+         **{f"{name}_ms": wall for name, (wall, cpu) in fields.items()}, **{f"{name}_cpu_ms": cpu for name, (wall, cpu) in fields.items()},
+         note="each stage alone on the GUI thread, medians of 40; the rest of a seek or frame is waiting for a CPU")
 
 
 def bench_episode(app, seconds: float, steps: int) -> None:
@@ -130,11 +233,6 @@ def bench_episode(app, seconds: float, steps: int) -> None:
         path = write_jpeg_store_episode(work, steps, shape=(480, 640), quality=90)
         with Episode.open(path) as episode:
             cameras = episode.camera_names
-            started = time.perf_counter()
-            for t in range(0, steps, max(steps // 50, 1)):
-                for camera in cameras:
-                    episode.frame(camera, t)
-            serial_ms = (time.perf_counter() - started) / len(range(0, steps, max(steps // 50, 1))) * 1e3
 
         view = EpisodeViewWidget()
         view.resize(1500, 900)
@@ -142,7 +240,14 @@ def bench_episode(app, seconds: float, steps: int) -> None:
         app.processEvents()
         view.open_episode(path)
         app.processEvents()
+        for step in (1, 0):  # the cameras are laid out now: the next shown step sets the decode size
+            view.seek(step)
+            app.processEvents()
         shown_size = next(iter(view.cameras.values())).size()
+        size = view.prefetcher.size
+        bench_stages(app, view, path, steps)
+
+        serial_ms = sequential_step_ms(path, size, steps)[0]
         rng = random.Random(0)
         latencies, cpu_ms = [], []
         for _ in range(60):
@@ -155,10 +260,13 @@ def bench_episode(app, seconds: float, steps: int) -> None:
             assert view.cursor == step
         latencies.sort()
         cpu_ms.sort()
-        emit(bench="seek", cameras=len(cameras), frame="480x640 JPEG q90", shown=f"{shown_size.width()}x{shown_size.height()}",
-             seeks=len(latencies), p50_ms=round(latencies[len(latencies) // 2], 1), p99_ms=round(latencies[int(len(latencies) * 0.99) - 1], 1),
-             max_ms=round(latencies[-1], 1), cpu_p50_ms=round(cpu_ms[len(cpu_ms) // 2], 1), baseline="serial_decode_3_frames_ms", baseline_ms=round(serial_ms, 1),
-             ratio=round(latencies[len(latencies) // 2] / serial_ms, 3), aim_ms=50)
+        p50 = latencies[len(latencies) // 2]
+        emit(bench="seek", code=code_version(), cameras=len(cameras), frame="480x640 JPEG q90",
+             shown=f"{shown_size.width()}x{shown_size.height()}", decode_size=list(size) if size else "recorded",
+             seeks=len(latencies), p50_ms=round(p50, 1), p95_ms=round(latencies[int(len(latencies) * 0.95) - 1], 1),
+             max_ms=round(latencies[-1], 1), cpu_p50_ms=round(cpu_ms[len(cpu_ms) // 2], 1),
+             baseline="sequential_read_decode_3_frames_at_shown_size_ms", baseline_ms=round(serial_ms, 1),
+             ratio=round(p50 / serial_ms, 3), aim_ms=50)
 
         for speed_index, speed in ((1, 1.0), (2, 2.0)):
             view.pause()
@@ -169,26 +277,26 @@ def bench_episode(app, seconds: float, steps: int) -> None:
             gui0, process0 = time.thread_time(), time.process_time()
             view.play()
             started = time.perf_counter()
-            while time.perf_counter() - started < seconds and view.clock.playing:
-                app.processEvents()
-                time.sleep(0.001)
+            run_event_loop(lambda: time.perf_counter() - started >= seconds or not view.clock.playing)
             elapsed = time.perf_counter() - started
             gui_ms, process_ms = (time.thread_time() - gui0) * 1e3, (time.process_time() - process0) * 1e3
             shown = view.frames_shown - shown0
             paints = sum(c.frames_shown for c in view.cameras.values()) - paints0
             due = 50.0 * speed
-            size = view.prefetcher._size
             with FramePrefetcher(path, ahead=steps, size=size) as alone:
                 begin = time.perf_counter()
                 deadline = begin + 300
                 while alone.decoded < steps and alone.error is None and time.perf_counter() < deadline:
                     time.sleep(0.01)
                 decode_fps = alone.decoded / (time.perf_counter() - begin)
-            emit(bench="playback", speed=speed, due_fps=due, seconds=round(elapsed, 2), shown_fps=round(shown / elapsed, 1),
-                 camera_paints_per_s=round(paints / elapsed / len(cameras), 1), decode_size=list(size) if size else "recorded",
+            sequential_fps = 1e3 / sequential_step_ms(path, size, steps)[1]  # measured now: the load moves
+            emit(bench="playback", code=code_version(), speed=speed, due_fps=due, seconds=round(elapsed, 2),
+                 shown_fps=round(shown / elapsed, 1), camera_paints_per_s=round(paints / elapsed / len(cameras), 1),
+                 decode_size=list(size) if size else "recorded",
                  gui_cpu_ms_per_frame=round(gui_ms / max(shown, 1), 2), worker_cpu_ms_per_frame=round((process_ms - gui_ms) / max(shown, 1), 2),
-                 baseline="prefetcher_decode_fps_no_window", baseline_fps=round(decode_fps, 1),
-                 ratio=round(shown / elapsed / decode_fps, 3), aim_fps=50)
+                 prefetcher_fps_no_window=round(decode_fps, 1),
+                 baseline="sequential_read_decode_fps_one_thread", baseline_fps=round(sequential_fps, 1),
+                 ratio=round(shown / elapsed / sequential_fps, 3), aim_fps=50)
         view.close_episode()
         view.close()
     finally:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import av
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from recordings.export.lerobot import export_lerobot
 from recordings.export.mp4 import export_mp4
-from recordings.playback import FramePrefetcher, PlaybackClock
+from recordings.playback import FramePrefetcher, PlaybackClock, decode_for_display
 from recordings.reader import Episode
 from recordings.timeline import MarkerKind, episode_timeline
 from review_fixtures import write_jpeg_store_episode
@@ -146,3 +147,46 @@ def test_playing_shows_the_newest_decoded_step_not_a_future_one(tmp_path, wait_u
         assert frames is not None and frames.step == 12
         np.testing.assert_array_equal(frames.frames["cam_high"], episode.frame("cam_high", 12))
         assert prefetcher.latest(due=12, after=12) is None  # nothing newer than what is shown
+
+
+def test_frames_decoded_at_the_shown_size_are_the_frames_at_their_step(tmp_path, wait_until):
+    """Several workers, a display size that takes the reduced JPEG decode (shown < 1/2 as wide),
+    seeks forward and back: every frame set holds its own step's frames, at the shown size."""
+    path = write_jpeg_store_episode(tmp_path, 60, shape=(192, 256))
+    size = (100, 75)  # 256 -> 100: decoded at 1/2 (128 wide), then bilinear
+    with Episode.open(path) as episode, FramePrefetcher(path, ahead=10, behind=2, size=size, decode_threads=3) as prefetcher:
+        rows = {(c, t): episode.encoded_frame(c, t) for c in episode.camera_names for t in range(60)}
+
+        def check(frames) -> None:
+            for camera, image in frames.frames.items():
+                assert image.shape == (75, 100, 3)
+                np.testing.assert_array_equal(image, decode_for_display(rows[camera, frames.step], size, 256))
+
+        for step in (0, 30, 31, 5, 59):  # a seek, the next step, back, the last
+            frames = prefetcher.frames(step)
+            assert frames.step == step
+            check(frames)
+        prefetcher.frames(20)
+        wait_until(lambda: all(s in prefetcher._cache for s in range(20, 30)), what="the workers to fill the window")
+        assert set(prefetcher._cache) <= set(range(18, 30))  # nothing of the old windows is kept
+        played = {step: prefetcher.latest(due=step, after=step - 1) for step in range(20, 30)}
+        for step, frames in played.items():
+            assert frames.step == step
+            check(frames)
+        # The reduced decode is a faithful picture of the frame: close to the full decode shrunk.
+        full = cv2.resize(episode.frame("cam_high", 25), size, interpolation=cv2.INTER_AREA)
+        shown = played[25].frames["cam_high"]
+        other = cv2.resize(episode.frame("cam_high", 26), size, interpolation=cv2.INTER_AREA)
+        assert np.abs(shown.astype(int) - full).mean() < 4 < np.abs(shown.astype(int) - other).mean()
+        assert prefetcher.error is None
+
+
+def test_a_seek_decodes_its_step_on_the_caller_and_then_decodes_ahead(tmp_path, wait_until):
+    path = write_jpeg_store_episode(tmp_path, 40, shape=(48, 64))
+    with FramePrefetcher(path, ahead=6, decode_threads=2) as prefetcher:
+        wait_until(lambda: prefetcher.decoded >= 6, what="the first window")
+        decoded = prefetcher.decoded
+        frames = prefetcher.frames(25)  # not decoded ahead: the caller decodes it
+        assert frames.step == 25 and prefetcher.decoded == decoded  # the workers did not do it
+        wait_until(lambda: all(s in prefetcher._cache for s in range(25, 31)), what="the window after the seek")
+        assert prefetcher.frames(26).step == 26

@@ -4,13 +4,23 @@ playing; trash and restore from the window."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
 from app.ui.workbench.workbench_widget import WorkbenchWidget
+from recordings.playback import decode_for_display
 from recordings.reader import Episode
 from review_fixtures import write_jpeg_store_episode
+
+
+_open: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _close_episodes():
+    yield
+    while _open:
+        _open.popitem()[1].close()
 
 
 @pytest.fixture
@@ -33,15 +43,18 @@ def bench(qtbot, store):
 
 
 def shown_matches_file(view, path) -> bool:
-    """Every camera shows the file's frame at the view's cursor (at the size it is shown)."""
-    with Episode.open(path) as episode:
-        for camera, widget in view.cameras.items():
-            shown = widget._frame
-            expected = episode.frame(camera, view.cursor)
-            if shown.shape != expected.shape:
-                expected = cv2.resize(expected, (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_AREA)
-            if not np.array_equal(shown, expected):
-                return False
+    """Every camera shows the file's frame at the view's cursor (decoded at the size it is shown)."""
+    if path not in _open:  # opened once: a check per frame while playing must be quick under load
+        _open[path] = Episode.open(path)
+    episode = _open[path]
+    for camera, widget in view.cameras.items():
+        shown = widget._frame
+        expected = episode.frame(camera, view.cursor)
+        if shown.shape != expected.shape:
+            size = (shown.shape[1], shown.shape[0])
+            expected = decode_for_display(episode.encoded_frame(camera, view.cursor), size, expected.shape[1])
+        if not np.array_equal(shown, expected):
+            return False
     return True
 
 
@@ -94,6 +107,37 @@ def test_the_frame_on_screen_is_the_frame_at_the_cursor(bench, store, qtbot):
         if len(checked) > 200:
             break
     assert view.cursor == 59 and len(checked) > 5
+
+
+def test_frames_shown_small_are_the_frames_at_the_cursor(qtbot, tmp_path):
+    """480x640 frames in a small window: decoded at 1/2 size then shrunk, by the workers while
+    playing and on this thread for seeks; the picture still follows the cursor step for step."""
+    from app.ui.workbench.episode_view import EpisodeViewWidget
+
+    path = write_jpeg_store_episode(tmp_path, 40, shape=(480, 640))
+    view = EpisodeViewWidget()
+    qtbot.addWidget(view)
+    view.resize(900, 700)
+    view.show()
+    assert view.open_episode(path)
+    view.seek(3)
+    qtbot.wait(20)
+    view.seek(4)
+    width = next(iter(view.cameras.values()))._frame.shape[1]
+    assert width * 2 <= 640 and view.prefetcher.size[0] == width  # the reduced decode is in use
+    assert view.cursor == 4 and shown_matches_file(view, path)
+    view.seek(30)
+    view.step_by(-7)
+    assert view.cursor == 23 and shown_matches_file(view, path)
+    view.seek(0)
+    view.play()
+    checked = set()
+    while view.clock.playing:
+        qtbot.wait(15)
+        assert shown_matches_file(view, path), f"step {view.cursor}"
+        checked.add(view.cursor)
+    assert view.cursor == 39 and len(checked) > 5
+    view.close_episode()
 
 
 def test_label_trash_and_restore_from_the_window(bench, store, qtbot):
