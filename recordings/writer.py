@@ -46,11 +46,12 @@ from recordings.errors import FramesDropped, InvalidTick, RecordingError, Record
 from recordings.images import encode_jpeg, image_problem
 from recordings.locks import LockHeld, lock_exclusive, release
 from recordings.labels import LabelState, reset_label_record
+from recordings.loop_record import clipped_mask, event_rows, mode_code
 from recordings.layout import MIN_JPEG_WIDTH, SWMR_LIBVER, ImageLayout, create_episode, set_text_attr, write_attrs
 from recordings.metadata import EpisodeMetadata
 from recordings.policy_tables import PolicyTables
 from recordings.schema import ImageFormat, Label
-from robot.types import STATE_DIM, TickRecord
+from robot.types import STATE_DIM, LoopEvent, TickRecord
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +145,17 @@ class _Pending:
     source: bytes
     tick_index: int
     sim_time_s: float
+    mode: int
+    clipped: np.ndarray
 
 
 @dataclass(frozen=True)
 class TickStep:
     """One tick as the file stores it, checked: state arrays (14,) in the file's dtype, one
     (H, W, 3) uint8 frame per camera (in `camera_names` order), the control source as the file's
-    bytes. What `tick_step` makes of a `TickRecord`, and what the writer process rebuilds from
-    its shared-memory ring (`recordings.writer_process`)."""
+    bytes, the loop's mode as its /loop_mode code and the clipped joints as a (14,) bool mask.
+    What `tick_step` makes of a `TickRecord`, and what the writer process rebuilds from its
+    shared-memory ring (`recordings.writer_process`)."""
 
     tick_index: int
     qpos: np.ndarray
@@ -163,6 +167,8 @@ class TickStep:
     image_times_s: tuple[float, ...]
     source: bytes
     sim_time_s: float
+    mode: int
+    clipped: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,10 @@ def tick_step(record: TickRecord, camera_names: Sequence[str]) -> TickStep | Bad
         frames.append(image)
     image_times = obs.image_times_s or {}
     source = record.source.value if hasattr(record.source, "value") else str(record.source)
+    try:
+        mode, clipped = mode_code(record.mode), clipped_mask(record.clipped)
+    except (ValueError, KeyError) as error:
+        return BadTick(record.index, f"the loop's mode or clipped joints cannot be recorded: {error}")
     return TickStep(
         tick_index=int(record.index),
         images=tuple(frames),
@@ -203,6 +213,8 @@ def tick_step(record: TickRecord, camera_names: Sequence[str]) -> TickStep | Bad
         image_times_s=tuple(float(image_times.get(camera, np.nan)) for camera in camera_names),
         source=source.encode("ascii", "replace")[: schema.CONTROL_SOURCE_DTYPE.itemsize],
         sim_time_s=np.nan if record.sim_time_s is None else float(record.sim_time_s),
+        mode=mode,
+        clipped=clipped,
         **state,
     )
 
@@ -247,6 +259,8 @@ class _Session:
         # into `policy_tables`, written with the finished file (recordings.policy_tables).
         self.policy_rows: collections.deque[tuple[str, Mapping[str, Any]]] = collections.deque()
         self.policy_tables = PolicyTables()
+        # Loop events: the control thread appends, the writer thread writes them at each commit.
+        self.events: collections.deque[LoopEvent] = collections.deque()
 
 
     def set_state(self, state: WriterState, only_from: WriterState | None = None) -> None:
@@ -368,6 +382,15 @@ class EpisodeWriter:
         if session is None or not session.accepting:
             return
         session.policy_rows.append((table, row))
+
+    def on_loop_event(self, event: LoopEvent) -> None:
+        """A control-loop event (`ControlLoop.add_event_listener`) of the episode being recorded;
+        control thread, a deque append. Written to /loop_events with the next commit. Ignored
+        when not recording."""
+        session = self._session
+        if session is None or not session.accepting:
+            return
+        session.events.append(event)
 
     def set_policy_attrs(self, attrs: Mapping[str, Any]) -> None:
         """What the policy tables of this and later episodes are about (checkpoint, its hash,
@@ -596,6 +619,7 @@ class _EpisodeSink:
         self.shapes: dict[str, tuple[int, int, int]] = {}
         self.images: dict[str, h5py.Dataset] = {}
         self.pending: list[_Pending] = []
+        self.pending_events: list[LoopEvent] = []
 
     def record_until_stopped(self) -> None:
         session = self.session
@@ -611,6 +635,8 @@ class _EpisodeSink:
             if record is not None and not session.discard:
                 self._append(record)
             self._take_policy_rows()
+            while session.events:
+                self.pending_events.append(session.events.popleft())
             now = time.monotonic()
             if self.pending and now >= next_commit:
                 self._commit()
@@ -691,6 +717,8 @@ class _EpisodeSink:
                 source=step.source,
                 tick_index=step.tick_index,
                 sim_time_s=step.sim_time_s,
+                mode=step.mode,
+                clipped=step.clipped,
             )
         )
 
@@ -722,10 +750,20 @@ class _EpisodeSink:
     # ---- commit ----
     def _commit(self) -> None:
         """Write the pending steps, flush, then their timestamps, flush: see the module doc."""
-        if not self.pending or self.root is None:
+        if not (self.pending or self.pending_events) or self.root is None:
             return
         root, pending, session = self.root, self.pending, self.session
         start, end = session.committed, session.committed + len(pending)
+        if self.pending_events:
+            # With the steps, before the flush that makes them count: kept by a crash with them.
+            events = root[schema.LOOP_EVENTS]
+            first = events.shape[0]
+            events.resize(first + len(self.pending_events), axis=0)
+            events[first:] = event_rows(self.pending_events)
+            self.pending_events = []
+        if not pending:
+            root.flush()
+            return
         columns = {
             schema.QPOS: np.stack([p.qpos for p in pending]),
             schema.QVEL: np.stack([p.qvel for p in pending]),
@@ -734,6 +772,8 @@ class _EpisodeSink:
             schema.CONTROL_SOURCE: np.array([p.source for p in pending], dtype=schema.CONTROL_SOURCE_DTYPE),
             schema.TICK_INDEX: np.array([p.tick_index for p in pending], dtype=schema.TICK_INDEX_DTYPE),
             schema.SIM_TIME: np.array([p.sim_time_s for p in pending], dtype=schema.TIME_DTYPE),
+            schema.LOOP_MODE: np.array([p.mode for p in pending], dtype=schema.LOOP_MODE_BASE_DTYPE),
+            schema.SAFETY_CLIPPED: np.stack([p.clipped for p in pending]),
         }
         image_times = np.array([p.image_times_s for p in pending], dtype=schema.TIME_DTYPE)  # (n, n_cams)
         for i, camera in enumerate(self.camera_names):
