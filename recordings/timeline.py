@@ -80,6 +80,10 @@ class Timeline:
     def markers_of(self, kind: MarkerKind) -> tuple[Marker, ...]:
         return tuple(marker for marker in self.markers if marker.kind is kind)
 
+    def markers_at(self, step: int) -> tuple[Marker, ...]:
+        """The markers that say something about `step`: those lasting over it, those at it."""
+        return tuple(m for m in self.markers if (m.step <= step < m.end if m.end is not None else m.step == step))
+
 
 @dataclass(frozen=True)
 class LoopRecord:
@@ -142,13 +146,12 @@ def timeline_markers(sources: list[str], flags: StepFlags, tick_index: np.ndarra
                      loop: LoopRecord | None = None) -> tuple[Marker, ...]:
     markers: list[Marker] = []
     values = np.asarray(sources)
-    for step in _run_starts(values == "intervention"):
-        markers.append(Marker(int(step), MarkerKind.INTERVENTION, f"intervention from step {int(step)}"))
+    for step, end in _runs(values == "intervention"):
+        markers.append(Marker(step, MarkerKind.INTERVENTION, f"intervention from step {step}", end))
     explained: set[int] = set()  # ids of the events a marker already tells
-    for step in _run_starts(values == "hold"):
-        step = int(step)
+    for step, end in _runs(values == "hold"):
         if loop is None:
-            markers.append(Marker(step, MarkerKind.HOLD, f"hold from step {step} (this file does not record why)"))
+            markers.append(Marker(step, MarkerKind.HOLD, f"hold from step {step} (this file does not record why)", end))
             continue
         if loop.modes[step] is Mode.ESTOP:
             continue  # the E-stop marker at this step says it
@@ -156,7 +159,7 @@ def timeline_markers(sources: list[str], flags: StepFlags, tick_index: np.ndarra
         if event is not None:
             explained.add(id(event))
         detail = f" ({event.message.rstrip('.')})" if event is not None and event.message else ""
-        markers.append(Marker(step, MarkerKind.HOLD, f"hold from step {step}: {reason}{detail}"))
+        markers.append(Marker(step, MarkerKind.HOLD, f"hold from step {step}: {reason}{detail}", end))
     if loop is not None:
         markers += _loop_markers(loop, explained)
     for step in np.flatnonzero(flags.lost_before):
