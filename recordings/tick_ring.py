@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recordings import schema
-from recordings.writer import BadTick, TickStep, tick_step
+from recordings.tick_step import BadTick, TickStep, tick_step
 from robot.types import STATE_DIM, TickRecord
 
 HEADER_BYTES = 64

@@ -70,15 +70,8 @@ from recordings.errors import FramesDropped, RecordingError
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import ImageFormat, Label
 from recordings.tick_ring import DEFAULT_FRAME_BYTES, RingLayout, TickRing
-from recordings.writer import (
-    EpisodeWriter,
-    WriterConfig,
-    WriterState,
-    WriterStatus,
-    check_camera_names,
-    remove_quietly,
-    save_partial_after_error,
-)
+from recordings.writer import EpisodeWriter, check_camera_names, remove_quietly, save_partial_after_error
+from recordings.writer_status import WriterConfig, WriterState, WriterStatus
 from robot.types import LoopEvent, TickRecord
 
 log = logging.getLogger(__name__)

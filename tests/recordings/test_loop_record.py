@@ -20,7 +20,8 @@ from recordings.loop_record import clipped_joints
 from recordings.reader import Episode
 from recordings.recovery import recover_partial
 from recordings.timeline import MarkerKind, episode_timeline
-from recordings.writer import EpisodeWriter, WriterState
+from recordings.writer import EpisodeWriter
+from recordings.writer_status import WriterState
 from recordings.writer_process import ProcessEpisodeWriter
 from robot.types import ControlSource, LoopEvent, Mode, Severity
 from writer_ticks import CAMERAS, camera_ticks, feed_with_events, loop_events

@@ -21,7 +21,8 @@ from recordings.reader import Episode
 from recordings.recovery import recover_partial
 from recordings.loop_record import clipped_joints
 from recordings.schema import ATTR_CREATED, EVENT_MESSAGE_BYTES, TICK_INDEX, Label
-from recordings.writer import EpisodeWriter, WriterState
+from recordings.writer import EpisodeWriter
+from recordings.writer_status import WriterState
 from recordings.writer_process import ProcessEpisodeWriter, WriterProcessDied
 from robot.types import Observation, TickRecord
 from writer_ticks import CAMERAS, camera_ticks, feed, feed_with_events, loop_events
