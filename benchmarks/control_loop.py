@@ -66,7 +66,7 @@ from robot.real_rig_config import AlohaRigConfig  # noqa: E402
 from robot.rig import RigError  # noqa: E402
 from robot.rigs import open_rig  # noqa: E402
 from robot.sim.config import SimRigConfig  # noqa: E402
-from recordings.writer import WriterState  # noqa: E402
+from recordings.writer_status import WriterState  # noqa: E402
 from robot.types import Severity, TickRecord  # noqa: E402
 
 

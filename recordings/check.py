@@ -174,6 +174,19 @@ def structure_problems(root: h5py.File) -> tuple[list[str], Structure]:
                 reasons.append(f"{path} is missing")
             elif item.shape != (length,):
                 reasons.append(f"{path} has shape {item.shape}, expected ({length},)")
+        # The loop record is optional (older files have none), but all or nothing, and per step.
+        loop = {path: opened(path) for path in schema.LOOP_DATASETS}
+        present = [path for path, item in loop.items() if item is not None]
+        if present and len(present) < len(loop):
+            reasons.append(f"{', '.join(sorted(set(loop) - set(present)))} missing beside {', '.join(present)}")
+        for path, expected in ((schema.LOOP_MODE, (length,)), (schema.SAFETY_CLIPPED, (length, schema.STATE_WIDTH))):
+            item = loop[path]
+            if isinstance(item, h5py.Dataset) and item.shape != expected:
+                reasons.append(f"{path} has shape {item.shape}, expected {expected}")
+        events = loop[schema.LOOP_EVENTS]
+        if isinstance(events, h5py.Dataset) and (events.ndim != 1 or events.dtype.names is None
+                                                 or not {"tick", "code"} <= set(events.dtype.names)):
+            reasons.append(f"{schema.LOOP_EVENTS} is not a table of events (shape {events.shape}, dtype {events.dtype})")
     structure = Structure(
         length=length,
         camera_names=cameras,
@@ -360,6 +373,14 @@ def _extras_problems(root: h5py.File, structure: Structure) -> tuple[list[str], 
             reasons.append(
                 f"{schema.CONTROL_SOURCE} holds unknown values {sorted(v.decode('ascii', 'replace') for v in unknown)}"
             )
+    if schema.LOOP_MODE in root:
+        modes = _read(root, schema.LOOP_MODE, reasons)
+        _read(root, schema.SAFETY_CLIPPED, reasons)
+        _read(root, schema.LOOP_EVENTS, reasons)
+        if modes is not None:
+            unknown = sorted(set(np.unique(modes).tolist()) - set(schema.LOOP_MODE_CODES.values()))
+            if unknown:
+                warnings.append(f"{schema.LOOP_MODE} holds mode codes {unknown} this studio does not know (shown as unknown)")
     ticks = _read(root, schema.TICK_INDEX, reasons)
     if ticks is not None and n > 1:
         gaps = np.diff(ticks)

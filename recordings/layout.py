@@ -13,6 +13,7 @@ from recordings import schema
 from recordings.attributes import root_attributes
 from recordings.hdf5_faults import attribute, member
 from recordings.labels import LabelState, create_label_record
+from recordings.loop_record import LOOP_MODE_DTYPE
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import ImageFormat, attr_text
 
@@ -67,10 +68,15 @@ def create_episode(
     metadata: EpisodeMetadata,
     length: int = 0,
     jpeg_width: int | None = None,
+    loop_record: bool = True,
+    events: int = 0,
 ) -> None:
     """Create every dataset of an episode with `length` steps (all resizable along T) and write
     the root attributes. Unwritten timestamps read as NaN: the writer writes them last, which
-    is how recovery tells complete steps from a crash's half-written ones."""
+    is how recovery tells complete steps from a crash's half-written ones.
+
+    loop_record: create /loop_mode, /safety_clipped and /loop_events (`events` rows); False only
+    when recovering a leftover written before they existed (its steps have no such record)."""
     write_attrs(root, layout, metadata)
     obs = root.require_group("observations")
     for path in (schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION):
@@ -79,6 +85,12 @@ def create_episode(
     _step_dataset(root, schema.CONTROL_SOURCE, length, None, schema.CONTROL_SOURCE_DTYPE)
     _step_dataset(root, schema.TICK_INDEX, length, None, schema.TICK_INDEX_DTYPE, fill=-1)
     _step_dataset(root, schema.SIM_TIME, length, None, schema.TIME_DTYPE, fill=np.nan)
+    if loop_record:
+        _step_dataset(root, schema.LOOP_MODE, length, None, LOOP_MODE_DTYPE)
+        _step_dataset(root, schema.SAFETY_CLIPPED, length, schema.STATE_WIDTH, schema.CLIPPED_DTYPE)
+        # Events are rare (a few a minute): small chunks, so a flush rewrites little.
+        root.create_dataset(schema.LOOP_EVENTS, shape=(events,), maxshape=(None,), chunks=(16,),
+                            dtype=schema.LOOP_EVENT_DTYPE, fletcher32=True)
     images = obs.require_group("images")
     obs.require_group("image_timestamps")
     for camera in layout.camera_names:

@@ -28,10 +28,11 @@ from recordings.hdf5_faults import READ_ERRORS, describe, member
 from recordings.images import decode_jpeg
 from recordings.labels import LabelState, read_label_state
 from recordings.layout import attr_text
+from recordings.loop_record import RecordedEvent, mode_of, read_loop_events
 from recordings.metadata import EpisodeMetadata
 from recordings.policy_tables import PolicyRecord, read_policy
 from recordings.schema import Label
-from robot.types import ControlSource
+from robot.types import ControlSource, Mode
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,44 @@ class Episode:
                 values.append(known.get(text, ControlSource.NONE))
             self._cache["control_sources"] = tuple(values)
         return self._cache["control_sources"]
+
+    # ---- what the control loop knew (None: the file did not record it) ----
+    def _has_loop_record(self) -> bool:
+        if not self.is_ours:
+            return False
+        try:
+            return schema.LOOP_MODE in self._file()
+        except READ_ERRORS as error:
+            raise EpisodeFormatError(self.path, [f"{schema.LOOP_MODE} cannot be read: {describe(error)}"]) from error
+
+    @property
+    def loop_modes(self) -> tuple[Mode | None, ...] | None:
+        """The control loop's mode at each step (None for a code this studio does not know);
+        None for files that did not record it (older ones, ALOHA's)."""
+        if not self._has_loop_record():
+            return None
+        if "loop_modes" not in self._cache:
+            self._cache["loop_modes"] = tuple(mode_of(code) for code in self._array(schema.LOOP_MODE))
+        return self._cache["loop_modes"]
+
+    @property
+    def safety_clipped(self) -> np.ndarray | None:
+        """(T, 14) bool: the joints the safety filter limited in each step's action (columns as
+        qpos); None for files that did not record it."""
+        if not self._has_loop_record():
+            return None
+        return self._array(schema.SAFETY_CLIPPED, schema.CLIPPED_DTYPE)
+
+    @property
+    def loop_events(self) -> tuple[RecordedEvent, ...] | None:
+        """The control loop's events while recording, oldest first, each on its step; None for
+        files that did not record them."""
+        if not self._has_loop_record():
+            return None
+        if "loop_events" not in self._cache:
+            table = self._array(schema.LOOP_EVENTS)
+            self._cache["loop_events"] = read_loop_events(table, self.tick_indices, self.length)
+        return self._cache["loop_events"]
 
     @property
     def policy(self) -> PolicyRecord | None:

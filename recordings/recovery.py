@@ -150,6 +150,7 @@ def committed_length(root: h5py.File) -> tuple[int, int]:
     cameras = camera_names_of(root)
     paths = [schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION, schema.CONTROL_SOURCE, schema.TICK_INDEX]
     paths += [schema.image_path(c) for c in cameras] + [schema.image_time_path(c) for c in cameras]
+    paths += [path for path in (schema.LOOP_MODE, schema.SAFETY_CLIPPED) if member(root, path) is not None]
     for path in paths:
         item = member(root, path)
         if item is None:
@@ -305,8 +306,12 @@ def _copy(source: h5py.File, target: Path, n: int) -> None:
     layout = ImageLayout(
         cameras, fmt, shapes, int(attribute(attrs, schema.ATTR_JPEG_QUALITY, 90)), max(jpeg_width, 1)
     )
+    # A leftover from before the loop record existed has none: the copy must not invent one.
+    loop_record = schema.LOOP_MODE in source
+    events = _events_of_steps(source, n) if loop_record else None
     with h5py.File(target, "w", libver=SWMR_LIBVER) as out:  # the checksummed format, as the writer's
-        create_episode(out, layout, metadata, length=n, jpeg_width=jpeg_width)
+        create_episode(out, layout, metadata, length=n, jpeg_width=jpeg_width, loop_record=loop_record,
+                       events=0 if events is None else len(events))
         for name, value in attrs.items():  # keep anything the writer knew that metadata does not model
             if name not in out.attrs:
                 out.attrs[name] = value
@@ -316,8 +321,11 @@ def _copy(source: h5py.File, target: Path, n: int) -> None:
         step_paths = [schema.QPOS, schema.QVEL, schema.EFFORT, schema.ACTION, schema.TIMESTAMP, schema.CONTROL_SOURCE, schema.TICK_INDEX]
         step_paths += [schema.image_time_path(c) for c in cameras]
         step_paths += [path for path in (schema.SIM_TIME,) if path in source]
+        step_paths += [schema.LOOP_MODE, schema.SAFETY_CLIPPED] if loop_record else []
         for path in step_paths:
             out[path][:] = source[path][:n]
+        if events is not None and len(events):
+            out[schema.LOOP_EVENTS][:] = events
         if compress_len is not None:
             out[schema.COMPRESS_LEN][:] = compress_len
         for c, camera in enumerate(cameras):
@@ -328,6 +336,14 @@ def _copy(source: h5py.File, target: Path, n: int) -> None:
                     dst[start:end] = src[start:end]
                 else:
                     dst[start:end] = src[start:end, :jpeg_width]
+
+
+def _events_of_steps(source: h5py.File, n: int) -> np.ndarray:
+    """The leftover's loop events up to its n-th step's tick: those written past it belong to
+    steps the crash lost (the writer writes a commit's events before its timestamps)."""
+    events = source[schema.LOOP_EVENTS][()]
+    last_tick = int(source[schema.TICK_INDEX][n - 1])
+    return events[events["tick"] <= last_tick]
 
 
 def _fsync(path: Path) -> None:

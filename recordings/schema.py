@@ -25,6 +25,25 @@ observation taken before action[t]:
   + /label_record                     (2, 4096) uint8, contiguous: the label, failure reason and
                                       notes as edited after recording (`recordings.labels`); it
                                       wins over the attributes
+  + /loop_mode                        (T,) uint8 HDF5 enum (`LOOP_MODE_CODES`: idle 0, teleop 1,
+                                      policy 2, hold 3, estop 4): the control loop's
+                                      `robot.types.Mode` at the tick of action[t]
+  + /safety_clipped                   (T, 14) bool: True where the safety filter changed joint j
+                                      of action[t] (position or speed limit; columns as qpos)
+  + /loop_events                      (N,) compound `LOOP_EVENT_DTYPE`, one row per control-loop
+                                      event (`robot.types.LoopEvent`) while recording, in the
+                                      order emitted: tick (int64, the /tick_index value of the
+                                      step it belongs to; a tick not recorded names the next),
+                                      time_s (float64 host monotonic), severity (S8: info /
+                                      warning / error), code (S24, e.g. "estop", "source_dry",
+                                      "unsafe_action", "position_limit"), message (S400) and
+                                      what_to_do (S240), UTF-8 cut at a character boundary
+
+The three loop datasets are optional extras of format 1 (added for issue 11's timeline, so the
+schema version stays 1): files without them (older ones, ALOHA's) read as "not recorded"
+(None), never as a mode.
+They are written with the other per-step columns at every flush, so a killed recording keeps
+them up to its last complete step (`recordings.recovery` copies the events of the steps kept).
 
 Integrity: files are written with HDF5's 1.10 format (checksummed superblock, object headers
 and chunk indexes) and every chunked dataset carries the Fletcher-32 filter, so a changed byte
@@ -67,6 +86,14 @@ TICK_INDEX = "/tick_index"
 SIM_TIME = "/sim_time"
 #: (2, 4096) uint8 label slots; see `recordings.labels`.
 LABEL_RECORD = "/label_record"
+#: (T,) the loop's mode per step, codes in `LOOP_MODE_CODES` (an HDF5 enum: h5dump names them).
+LOOP_MODE = "/loop_mode"
+#: (T, 14) bool: the joints the safety filter limited in each step's action.
+SAFETY_CLIPPED = "/safety_clipped"
+#: (N,) `LOOP_EVENT_DTYPE`: the control loop's events while recording.
+LOOP_EVENTS = "/loop_events"
+#: Datasets that go together: a file has all three or none.
+LOOP_DATASETS: tuple[str, ...] = (LOOP_MODE, SAFETY_CLIPPED, LOOP_EVENTS)
 
 #: Per-step (T, 14) arrays every episode has (effort is optional in ALOHA files: sim has none).
 STATE_DATASETS: tuple[str, ...] = (QPOS, QVEL, ACTION)
@@ -139,6 +166,23 @@ TIME_DTYPE = np.dtype(np.float64)  # monotonic seconds need the precision
 COMPRESS_LEN_DTYPE = np.dtype(np.int32)  # ALOHA writes float32 here; readers accept both
 CONTROL_SOURCE_DTYPE = np.dtype("S16")  # fixed-length ASCII: readable by every HDF5 tool
 TICK_INDEX_DTYPE = np.dtype(np.int64)
+#: `robot.types.Mode` value -> the code stored in /loop_mode. Codes never change meaning; a new
+#: mode gets a new code.
+LOOP_MODE_CODES: dict[str, int] = {"idle": 0, "teleop": 1, "policy": 2, "hold": 3, "estop": 4}
+LOOP_MODE_BASE_DTYPE = np.dtype(np.uint8)
+CLIPPED_DTYPE = np.dtype(np.bool_)
+EVENT_MESSAGE_BYTES = 400
+EVENT_WHAT_TO_DO_BYTES = 240
+LOOP_EVENT_DTYPE = np.dtype(
+    [
+        ("tick", np.int64),
+        ("time_s", np.float64),
+        ("severity", "S8"),
+        ("code", "S24"),
+        ("message", f"S{EVENT_MESSAGE_BYTES}"),
+        ("what_to_do", f"S{EVENT_WHAT_TO_DO_BYTES}"),
+    ]
+)
 IMAGE_DTYPE = np.dtype(np.uint8)
 STATE_WIDTH = STATE_DIM
 

@@ -7,9 +7,9 @@ computed the same way on both sides from `RingLayout`:
 
     header   64 bytes: int64 produced (ticks put, control thread), int64 consumed (ticks taken,
              writer process); each side only writes its own counter
-    slots    `slots` records of `_slot_dtype(cameras)`: the tick's index, times, control source,
-             state arrays (4, 14) float32, each frame's shape, and a problem text for a tick that
-             cannot be recorded
+    slots    `slots` records of `RingLayout.slot_dtype`: the tick's index, times, control source,
+             loop mode code, clipped joints (14,) bool, state arrays (4, 14) float32, each
+             frame's shape, and a problem text for a tick that cannot be recorded
     frames   per camera, `slots` x `frame_bytes` uint8
 
 A slot is written completely before `produced` moves past it, and read completely before
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recordings import schema
-from recordings.writer import BadTick, TickStep, tick_step
+from recordings.tick_step import BadTick, TickStep, tick_step
 from robot.types import STATE_DIM, TickRecord
 
 HEADER_BYTES = 64
@@ -63,6 +63,8 @@ class RingLayout:
                 ("state", schema.STATE_DTYPE, (4, STATE_DIM)),
                 ("shapes", np.int32, (n, 3)),
                 ("source", schema.CONTROL_SOURCE_DTYPE),
+                ("mode", schema.LOOP_MODE_BASE_DTYPE),
+                ("clipped", schema.CLIPPED_DTYPE, (STATE_DIM,)),
                 ("bad", np.uint8),
                 ("problem", f"S{PROBLEM_BYTES}"),
             ]
@@ -156,6 +158,8 @@ class TickRing:
             state = slot["state"]
             state[0], state[1], state[2], state[3] = step.qpos, step.qvel, step.effort, step.action
             slot["source"] = step.source
+            slot["mode"] = step.mode
+            slot["clipped"] = step.clipped
             for k, image in enumerate(step.images):
                 slot["shapes"][k] = image.shape
                 self._frames[k][index, : image.nbytes].reshape(image.shape)[...] = image
@@ -190,6 +194,8 @@ class TickRing:
                 image_times_s=tuple(float(v) for v in slot["image_times_s"]),
                 source=bytes(slot["source"]),
                 sim_time_s=float(slot["sim_time_s"]),
+                mode=int(slot["mode"]),
+                clipped=slot["clipped"].copy(),
             )
         self._counters[1] = consumed + 1
         return step

@@ -15,6 +15,10 @@ writer in a process of its own (HDF5 writes and encoding then never hold the con
 interpreter lock) and feeds it checked `TickStep`s from shared memory (`enqueue_step`); this
 class alone is the in-process variant (`[recording] writer_process = false`, unpaced jobs' tests).
 
+Modules: this one holds the owner's API and the episode's session; `recordings.tick_step` the
+check of a tick record, `recordings.episode_sink` the writer thread's file work, and
+`recordings.writer_status` the settings and status both writers speak.
+
 Crash safety: the file is written under `episode_{idx}.hdf5.partial` in HDF5's SWMR mode, which
 keeps the file consistent on disk at every moment. Every `flush_interval_s` the writer writes the
 pending steps, flushes, then writes their `/timestamp` and flushes again: a step counts as
@@ -27,184 +31,30 @@ so recovery and readers keep their hands off a live recording.
 
 from __future__ import annotations
 
-import enum
+import collections
 import logging
 import os
-import collections
-import re
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import h5py
-import numpy as np
 
 from recordings import schema
-from recordings.errors import FramesDropped, InvalidTick, RecordingError, RecordingWriteError
-from recordings.images import encode_jpeg, image_problem
-from recordings.locks import LockHeld, lock_exclusive, release
+from recordings.episode_sink import EpisodeSink, describe_write_error
+from recordings.errors import FramesDropped, RecordingError, RecordingWriteError
 from recordings.labels import LabelState, reset_label_record
-from recordings.layout import MIN_JPEG_WIDTH, SWMR_LIBVER, ImageLayout, create_episode, set_text_attr, write_attrs
+from recordings.layout import SWMR_LIBVER, ImageLayout, set_text_attr, write_attrs
+from recordings.locks import LockHeld, lock_exclusive, release
 from recordings.metadata import EpisodeMetadata
 from recordings.policy_tables import PolicyTables
 from recordings.schema import ImageFormat, Label
-from robot.types import STATE_DIM, TickRecord
+from recordings.tick_step import BadTick, TickStep
+from recordings.writer_status import WriterConfig, WriterState, WriterStatus
+from robot.types import LoopEvent, TickRecord
 
 log = logging.getLogger(__name__)
 
-#: How often an idle writer thread looks for new ticks: far below the flush interval, and 200
-#: wake-ups a second cost nothing next to encoding.
-POLL_INTERVAL_S = 0.005
-
-
-@dataclass(frozen=True)
-class WriterConfig:
-    """How the writer stores an episode.
-
-    jpeg_quality: 90 by default (ALOHA uses 50), because towel folds are fine texture the policy
-    needs; a 640x480 frame is then ~50-150 kB. queue_size: ticks the writer may fall behind
-    before it drops them (100 = 2 s at 50 Hz; every queued tick holds its frames in memory).
-    flush_interval_s: the most time between two commits to disk; below 1 s so that a crash loses
-    at most about a second including the time records spend queued and being encoded.
-    """
-
-    image_format: ImageFormat = ImageFormat.JPEG
-    jpeg_quality: int = 90
-    queue_size: int = 100
-    flush_interval_s: float = 0.5
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "image_format", ImageFormat(self.image_format))
-        except ValueError:
-            raise ValueError(
-                f"WriterConfig.image_format must be 'jpeg' or 'raw', got {self.image_format!r}"
-            ) from None
-        if not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"WriterConfig.jpeg_quality must be an integer 1..100 (90 is good), got {self.jpeg_quality!r}")
-        if not isinstance(self.queue_size, int) or self.queue_size < 1:
-            raise ValueError(f"WriterConfig.queue_size must be a positive number of ticks (100 = 2 s at 50 Hz), got {self.queue_size!r}")
-        if not 0 < self.flush_interval_s <= 1.0:
-            raise ValueError(
-                f"WriterConfig.flush_interval_s must be in (0, 1] s so a crash loses at most a second, "
-                f"got {self.flush_interval_s!r}"
-            )
-
-
-class WriterState(str, enum.Enum):
-    IDLE = "idle"  # nothing started yet
-    RECORDING = "recording"
-    FINISHING = "finishing"  # stop requested: draining the queue, closing, renaming
-    FINISHED = "finished"  # the episode is saved at `path`
-    ERROR = "error"  # stopped by an error; `last_error` says what to do
-    DISCARDED = "discarded"
-
-
-@dataclass(frozen=True)
-class WriterStatus:
-    """A snapshot for the GUI (any thread).
-
-    frames_written: steps committed to disk (survive a crash); frames_received: ticks taken from
-    the control loop; frames_dropped: ticks lost because the queue was full; queue_depth /
-    queue_high_water / queue_capacity in ticks; bytes_written: size of the file on disk;
-    duration_s: host time covered by the received ticks.
-    """
-
-    state: WriterState
-    path: Path | None
-    partial_path: Path | None
-    frames_received: int = 0
-    frames_written: int = 0
-    frames_dropped: int = 0
-    queue_depth: int = 0
-    queue_high_water: int = 0
-    queue_capacity: int = 0
-    bytes_written: int = 0
-    duration_s: float = 0.0
-    last_error: RecordingError | None = None
-
-    @property
-    def recording(self) -> bool:
-        return self.state is WriterState.RECORDING
-
-
-@dataclass
-class _Pending:
-    """Per-step values waiting for the next commit (the frames are already in the file)."""
-
-    qpos: np.ndarray
-    qvel: np.ndarray
-    effort: np.ndarray
-    action: np.ndarray
-    time_s: float
-    image_times_s: list[float]
-    jpeg_lengths: list[int]
-    source: bytes
-    tick_index: int
-    sim_time_s: float
-
-
-@dataclass(frozen=True)
-class TickStep:
-    """One tick as the file stores it, checked: state arrays (14,) in the file's dtype, one
-    (H, W, 3) uint8 frame per camera (in `camera_names` order), the control source as the file's
-    bytes. What `tick_step` makes of a `TickRecord`, and what the writer process rebuilds from
-    its shared-memory ring (`recordings.writer_process`)."""
-
-    tick_index: int
-    qpos: np.ndarray
-    qvel: np.ndarray
-    effort: np.ndarray
-    action: np.ndarray
-    images: tuple[np.ndarray, ...]
-    time_s: float
-    image_times_s: tuple[float, ...]
-    source: bytes
-    sim_time_s: float
-
-
-@dataclass(frozen=True)
-class BadTick:
-    """A tick that cannot be recorded: the recording stops there with `InvalidTick`."""
-
-    tick_index: int
-    problem: str
-
-
-def tick_step(record: TickRecord, camera_names: Sequence[str]) -> TickStep | BadTick:
-    """Check a tick record and turn it into what the file stores (any thread; ~20 us)."""
-    obs = record.observation
-    state = {}
-    for name, value in (("qpos", obs.qpos), ("qvel", obs.qvel), ("effort", obs.effort), ("action", record.action)):
-        try:
-            array = np.asarray(value, dtype=schema.STATE_DTYPE)
-        except (TypeError, ValueError) as error:
-            return BadTick(record.index, f"{name} is not numeric: {error}")
-        if array.shape != (STATE_DIM,):
-            return BadTick(record.index, f"{name} has shape {array.shape}, expected ({STATE_DIM},)")
-        state[name] = array
-    frames = []
-    for camera in camera_names:
-        image = obs.images.get(camera) if obs.images is not None else None
-        if image is None:
-            return BadTick(record.index, f"camera {camera!r} sent no frame (cameras in the tick: {sorted(obs.images or {})})")
-        problem = image_problem(image)
-        if problem:
-            return BadTick(record.index, f"camera {camera!r}: {problem}")
-        frames.append(image)
-    image_times = obs.image_times_s or {}
-    source = record.source.value if hasattr(record.source, "value") else str(record.source)
-    return TickStep(
-        tick_index=int(record.index),
-        images=tuple(frames),
-        time_s=float(obs.time_s),
-        image_times_s=tuple(float(image_times.get(camera, np.nan)) for camera in camera_names),
-        source=source.encode("ascii", "replace")[: schema.CONTROL_SOURCE_DTYPE.itemsize],
-        sim_time_s=np.nan if record.sim_time_s is None else float(record.sim_time_s),
-        **state,
-    )
 
 
 class _Session:
@@ -247,6 +97,8 @@ class _Session:
         # into `policy_tables`, written with the finished file (recordings.policy_tables).
         self.policy_rows: collections.deque[tuple[str, Mapping[str, Any]]] = collections.deque()
         self.policy_tables = PolicyTables()
+        # Loop events: the control thread appends, the writer thread writes them at each commit.
+        self.events: collections.deque[LoopEvent] = collections.deque()
 
 
     def set_state(self, state: WriterState, only_from: WriterState | None = None) -> None:
@@ -368,6 +220,15 @@ class EpisodeWriter:
         if session is None or not session.accepting:
             return
         session.policy_rows.append((table, row))
+
+    def on_loop_event(self, event: LoopEvent) -> None:
+        """A control-loop event (`ControlLoop.add_event_listener`) of the episode being recorded;
+        control thread, a deque append. Written to /loop_events with the next commit. Ignored
+        when not recording."""
+        session = self._session
+        if session is None or not session.accepting:
+            return
+        session.events.append(event)
 
     def set_policy_attrs(self, attrs: Mapping[str, Any]) -> None:
         """What the policy tables of this and later episodes are about (checkpoint, its hash,
@@ -506,7 +367,7 @@ class EpisodeWriter:
 
     # ---- writer thread ----
     def _run(self, session: _Session) -> None:
-        sink = _EpisodeSink(session, self.camera_names, self.config)
+        sink = EpisodeSink(session, self.camera_names, self.config)
         try:
             sink.record_until_stopped()
             sink.close()
@@ -533,12 +394,12 @@ class EpisodeWriter:
                 session.error = error
             except Exception as write_error:
                 sink.abandon()
-                session.error = RecordingWriteError(session.partial_path, session.committed, _describe(write_error))
+                session.error = RecordingWriteError(session.partial_path, session.committed, describe_write_error(write_error))
             session.set_state(WriterState.ERROR)
             log.error("%s", session.error)
         except Exception as error:  # OSError and h5py's errors: disk full, file system gone
             sink.abandon()
-            session.error = RecordingWriteError(session.partial_path, session.committed, _describe(error))
+            session.error = RecordingWriteError(session.partial_path, session.committed, describe_write_error(error))
             session.set_state(WriterState.ERROR)
             log.error("%s", session.error, exc_info=True)
         finally:
@@ -585,183 +446,6 @@ class EpisodeWriter:
         session.bytes_written = target.stat().st_size
 
 
-class _EpisodeSink:
-    """The writer thread's side: validates records, encodes frames and appends them to the file."""
-
-    def __init__(self, session: _Session, camera_names: tuple[str, ...], config: WriterConfig):
-        self.session = session
-        self.camera_names = camera_names
-        self.config = config
-        self.root: h5py.File | None = None
-        self.shapes: dict[str, tuple[int, int, int]] = {}
-        self.images: dict[str, h5py.Dataset] = {}
-        self.pending: list[_Pending] = []
-
-    def record_until_stopped(self) -> None:
-        session = self.session
-        next_commit = time.monotonic() + self.config.flush_interval_s
-        while True:
-            stopping = session.stop_requested.is_set()
-            try:
-                record = session.buffer.popleft()
-            except IndexError:
-                record = None
-                if not stopping:
-                    time.sleep(POLL_INTERVAL_S)
-            if record is not None and not session.discard:
-                self._append(record)
-            self._take_policy_rows()
-            now = time.monotonic()
-            if self.pending and now >= next_commit:
-                self._commit()
-                next_commit = now + self.config.flush_interval_s
-                self._report_drops()
-            if stopping and record is None:
-                break
-        if not session.discard:
-            self._commit()
-            self._report_drops()
-
-    def _take_policy_rows(self) -> None:
-        session = self.session
-        while session.policy_rows:
-            try:
-                session.policy_tables.add(*session.policy_rows.popleft())
-            except ValueError as error:  # a bug of the sender: the frames matter more than its row
-                log.error("A policy table row was left out: %s", error)
-
-    def close(self) -> None:
-        if self.root is not None:
-            root, self.root = self.root, None
-            self.images = {}
-            root.close()
-        self.session.bytes_written = _size(self.session.partial_path)
-
-    def commit_and_close(self) -> None:
-        """Keep the steps before a bad tick: commit them and close the file normally."""
-        if not self.session.discard:
-            self._commit()
-        self.close()
-
-    def abandon(self) -> None:
-        """After a failed write: let go of the file; what was committed stays on disk (SWMR)."""
-        root, self.root = self.root, None
-        images, self.images = self.images, {}
-        if root is not None:
-            _abandon_handle(root, images)
-
-    # ---- one record ----
-    def _append(self, item: TickRecord | TickStep | BadTick) -> None:
-        session = self.session
-        step = item if isinstance(item, (TickStep, BadTick)) else tick_step(item, self.camera_names)
-        if isinstance(step, BadTick):
-            raise InvalidTick(step.tick_index, step.problem)
-        frames = list(step.images)
-        for camera, image in zip(self.camera_names, frames):
-            expected = self.shapes.get(camera)
-            if expected is not None and image.shape != expected:
-                raise InvalidTick(step.tick_index, f"camera {camera!r} changed its frame size from {expected} to {image.shape}")
-        if self.root is None:
-            self._open(frames)
-        index = session.committed + len(self.pending)
-        lengths = []
-        for camera, image in zip(self.camera_names, frames):
-            dataset = self.images[camera]
-            if self.config.image_format is ImageFormat.RAW:
-                dataset.resize(index + 1, axis=0)
-                dataset[index] = image
-                lengths.append(0)
-            else:
-                encoded = encode_jpeg(np.ascontiguousarray(image), self.config.jpeg_quality)
-                if encoded.size > dataset.shape[1]:
-                    # Grow by a quarter more than needed so a slowly growing size does not resize every frame.
-                    dataset.resize(int(encoded.size * 1.25), axis=1)
-                dataset.resize(index + 1, axis=0)
-                dataset[index, : encoded.size] = encoded
-                lengths.append(int(encoded.size))
-        self.pending.append(
-            _Pending(
-                qpos=step.qpos,
-                qvel=step.qvel,
-                effort=step.effort,
-                action=step.action,
-                time_s=step.time_s,
-                image_times_s=list(step.image_times_s),
-                jpeg_lengths=lengths,
-                source=step.source,
-                tick_index=step.tick_index,
-                sim_time_s=step.sim_time_s,
-            )
-        )
-
-    def _open(self, frames: list[np.ndarray]) -> None:
-        """First frame: now the image shapes are known, create the datasets and enter SWMR."""
-        session = self.session
-        self.shapes = {camera: tuple(image.shape) for camera, image in zip(self.camera_names, frames)}
-        width = MIN_JPEG_WIDTH
-        if self.config.image_format is ImageFormat.JPEG:
-            # Chunk width from the first frame with headroom: most frames then fit one chunk.
-            longest = max(encode_jpeg(np.ascontiguousarray(f), self.config.jpeg_quality).size for f in frames)
-            width = max(MIN_JPEG_WIDTH, int(longest * 1.5 + 4095) // 4096 * 4096)
-        layout = ImageLayout(self.camera_names, self.config.image_format, self.shapes, self.config.jpeg_quality, width)
-        # rdcc_nbytes=0: no raw-data chunk cache, so every frame reaches the file inside the
-        # write call that may fail, and no dirty chunk is left for a later close to flush (see
-        # `_abandon_handle` for what such a flush does after a full disk).
-        root = h5py.File(session.partial_path, "r+", libver=SWMR_LIBVER, locking=False, rdcc_nbytes=0)
-        try:
-            for name in list(root.keys()):
-                del root[name]  # an earlier attempt may have failed half-way; start clean
-            create_episode(root, layout, session.metadata, length=0)
-            root.swmr_mode = True
-        except Exception:
-            _abandon_handle(root, {})
-            raise
-        self.root = root
-        self.images = {camera: root[schema.image_path(camera)] for camera in self.camera_names}
-
-    # ---- commit ----
-    def _commit(self) -> None:
-        """Write the pending steps, flush, then their timestamps, flush: see the module doc."""
-        if not self.pending or self.root is None:
-            return
-        root, pending, session = self.root, self.pending, self.session
-        start, end = session.committed, session.committed + len(pending)
-        columns = {
-            schema.QPOS: np.stack([p.qpos for p in pending]),
-            schema.QVEL: np.stack([p.qvel for p in pending]),
-            schema.EFFORT: np.stack([p.effort for p in pending]),
-            schema.ACTION: np.stack([p.action for p in pending]),
-            schema.CONTROL_SOURCE: np.array([p.source for p in pending], dtype=schema.CONTROL_SOURCE_DTYPE),
-            schema.TICK_INDEX: np.array([p.tick_index for p in pending], dtype=schema.TICK_INDEX_DTYPE),
-            schema.SIM_TIME: np.array([p.sim_time_s for p in pending], dtype=schema.TIME_DTYPE),
-        }
-        image_times = np.array([p.image_times_s for p in pending], dtype=schema.TIME_DTYPE)  # (n, n_cams)
-        for i, camera in enumerate(self.camera_names):
-            columns[schema.image_time_path(camera)] = image_times[:, i]
-        for path, values in columns.items():
-            dataset = root[path]
-            dataset.resize(end, axis=0)
-            dataset[start:end] = values
-        if self.config.image_format is ImageFormat.JPEG:
-            compress_len = root[schema.COMPRESS_LEN]
-            compress_len.resize(end, axis=1)
-            compress_len[:, start:end] = np.array([p.jpeg_lengths for p in pending], dtype=schema.COMPRESS_LEN_DTYPE).T
-        root.flush()
-        timestamps = root[schema.TIMESTAMP]
-        timestamps.resize(end, axis=0)
-        timestamps[start:end] = np.array([p.time_s for p in pending], dtype=schema.TIME_DTYPE)
-        root.flush()
-        session.committed = end
-        session.bytes_written = _size(session.partial_path)
-        self.pending = []
-
-    def _report_drops(self) -> None:
-        session = self.session
-        if session.dropped > session.dropped_reported:
-            session.dropped_reported = session.dropped
-            log.error("%s", FramesDropped(session.dropped, session.capacity))
-
-
 def save_partial_after_error(
     partial_path: Path, error: RecordingError, label: Label, notes: str | None, reason: str | None
 ) -> tuple[Path, int]:
@@ -791,26 +475,6 @@ def _write_start_attrs(root: h5py.File, camera_names: tuple[str, ...], config: W
     write_attrs(root, ImageLayout(camera_names, config.image_format, shapes, config.jpeg_quality), metadata)
 
 
-def _abandon_handle(root: h5py.File, datasets: dict) -> None:
-    """Close a file whose last write failed (disk full, disk gone).
-
-    Why the file is opened without a raw-data chunk cache (`_EpisodeSink._open`): with one, the
-    chunks written since the last flush sit dirty in the cache; closing a dataset flushes them,
-    the flush fails again, and HDF5 (2.0, via h5py 3.16) frees the dataset but keeps its id
-    registered when the close fails. At exit HDF5's library shutdown closes that id a second
-    time: a use-after-free and a segfault (exit 139) after the recording had already ended with
-    a clear message. Without the cache nothing is left to flush, every close succeeds or fails
-    cleanly, and what the disk holds is the file as of the last successful flush (SWMR keeps
-    it consistent), which `recordings.recovery` turns into an episode.
-    """
-    datasets.clear()
-    name = Path(root.filename).name
-    try:
-        root.close()
-    except Exception as error:  # the metadata flush of the close may fail on the same disk
-        log.warning("Closing %s after the write error failed too: %s", name, _describe(error))
-
-
 def _lock(path: Path) -> int | None:
     """Hold the partial file's lock while recording; a crash releases it."""
     try:
@@ -823,13 +487,6 @@ def _lock(path: Path) -> int | None:
 def _unlock(session: _Session) -> None:
     fd, session.lock_fd = session.lock_fd, None
     release(fd)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def remove_quietly(path: Path) -> None:
@@ -856,17 +513,4 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-_HDF5_OS_ERROR = re.compile(r"errno = (\d+), error message = '([^']*)'")
-
-
-def _describe(error: BaseException) -> str:
-    """A short reason: HDF5's messages bury the operating system's error in a long text."""
-    text = str(error) or type(error).__name__
-    found = _HDF5_OS_ERROR.search(text)
-    if found:
-        return f"{found.group(2)} (errno {found.group(1)})"
-    first = text.splitlines()[0]
-    return first if len(first) < 200 else first[:197] + "..."
-
-
-__all__ = ["EpisodeWriter", "WriterConfig", "WriterState", "WriterStatus"]
+__all__ = ["EpisodeWriter", "check_camera_names", "remove_quietly", "save_partial_after_error"]

@@ -39,6 +39,11 @@ process before its episode ends. `serve` hands each row to the process's file wr
 (`EpisodeWriter.on_policy_row`), which writes the tables when it finishes the file, as in one
 process (`set_policy_attrs` travels the same way). As with the thread writer, a recording cut
 short by a crash keeps its frames but not these tables.
+
+Loop events (`robot.types.LoopEvent`, a few a minute): the same way as the rows, as ("events",
+[event, ...]); the process's writer writes them to /loop_events at its next flush, so a crash
+keeps them like the steps (at most the last ROWS_INTERVAL_S + flush interval is lost). The
+loop's mode and clipped joints of each tick travel in the ring slot with the tick.
 """
 
 from __future__ import annotations
@@ -65,16 +70,9 @@ from recordings.errors import FramesDropped, RecordingError
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import ImageFormat, Label
 from recordings.tick_ring import DEFAULT_FRAME_BYTES, RingLayout, TickRing
-from recordings.writer import (
-    EpisodeWriter,
-    WriterConfig,
-    WriterState,
-    WriterStatus,
-    check_camera_names,
-    remove_quietly,
-    save_partial_after_error,
-)
-from robot.types import TickRecord
+from recordings.writer import EpisodeWriter, check_camera_names, remove_quietly, save_partial_after_error
+from recordings.writer_status import WriterConfig, WriterState, WriterStatus
+from robot.types import LoopEvent, TickRecord
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +130,10 @@ class _Front:
 
     def __post_init__(self) -> None:
         self.done = threading.Event()
-        # Policy rows: the control thread appends (table, row), the link thread (or the owner
-        # at stop) takes them out and sends them to the process.
+        # Policy rows and loop events: the control thread appends (table, row) / the event, the
+        # link thread (or the owner at stop) takes them out and sends them to the process.
         self.rows: collections.deque[tuple[str, Mapping[str, Any]]] = collections.deque()
+        self.events: collections.deque[LoopEvent] = collections.deque()
 
 
 class ProcessEpisodeWriter:
@@ -202,6 +201,14 @@ class ProcessEpisodeWriter:
         if front is None or not front.accepting:
             return
         front.rows.append((table, row))
+
+    def on_loop_event(self, event: LoopEvent) -> None:
+        """A control-loop event of the episode being recorded (see EpisodeWriter.on_loop_event);
+        control thread: a deque append, sent by the link thread. Ignored when not recording."""
+        front = self._front
+        if front is None or not front.accepting:
+            return
+        front.events.append(event)
 
     def _note_frame_sizes(self, record: TickRecord) -> None:
         images = record.observation.images or {}
@@ -419,22 +426,24 @@ class ProcessEpisodeWriter:
             raise RecordingError(f"The recorder process does not answer ({error}); stop and start the recording again.") from error
 
     def _send_rows(self, front: _Front) -> None:
-        """Send the policy rows the control thread gathered (link thread, or owner at stop)."""
-        if not front.rows:
-            return
+        """Send the policy rows and loop events the control thread gathered (link thread, or
+        owner at stop)."""
         conn = self._conn
         if conn is None:
             return
-        with self._send_lock:  # taken and sent as one step: rows keep their order across senders
-            rows = []
-            while front.rows:
-                rows.append(front.rows.popleft())
-            try:
-                conn.send(("rows", rows))
-            except OSError:
-                pass  # the process is gone; the link thread reports it
-            except Exception:  # a row that does not pickle is a bug of its sender: keep recording
-                log.exception("%d policy table rows were left out", len(rows))
+        for kind, gathered in (("rows", front.rows), ("events", front.events)):
+            if not gathered:
+                continue
+            with self._send_lock:  # taken and sent as one step: items keep their order across senders
+                items = []
+                while gathered:
+                    items.append(gathered.popleft())
+                try:
+                    conn.send((kind, items))
+                except OSError:
+                    pass  # the process is gone; the link thread reports it
+                except Exception:  # one that does not pickle is a bug of its sender: keep recording
+                    log.exception("%d %s were left out", len(items), "policy table rows" if kind == "rows" else "loop events")
 
     def _ask(self, message: tuple) -> Any:
         self._send(message)
@@ -459,7 +468,7 @@ class ProcessEpisodeWriter:
                     elif kind == "done" and front is not None:
                         self._take_done(front, *payload)
                 front = self._front
-                if front is not None and front.rows:
+                if front is not None and (front.rows or front.events):
                     self._send_rows(front)
         except (EOFError, OSError):
             pass
@@ -569,6 +578,9 @@ def serve(conn: Connection, sock: socket.socket) -> None:
             elif kind == "rows":
                 for table, row in message[1]:
                     writer.on_policy_row(table, row)
+            elif kind == "events":
+                for event in message[1]:
+                    writer.on_loop_event(event)
             elif kind == "policy_attrs":
                 writer.set_policy_attrs(message[1])
             elif kind == "discard":

@@ -82,6 +82,7 @@ from robot.types import (
     JOINT_NAMES,
     ActionSource,
     ControlSource,
+    LoopEvent,
     Mode,
     RigStatus,
     Severity,
@@ -171,24 +172,6 @@ class LoopConfig:
             max_joint_speed_rad_s=self.max_joint_speed_rad_s,
             max_gripper_speed_per_s=self.max_gripper_speed_per_s,
         )
-
-
-@dataclass(frozen=True)
-class LoopEvent:
-    """Something the user should know about the loop.
-
-    seq: increasing number (for `events_since`); time_s: host monotonic time; code: a short
-    stable identifier for tests and the GUI ("estop", "source_error", "source_dry",
-    "source_fault", "source_finished", "unsafe_action", "position_limit", "subscriber_error", "rig_read",
-    "rig_command", "mode", "request_refused", "realtime"); what_to_do: empty only for plain information.
-    """
-
-    seq: int
-    time_s: float
-    severity: Severity
-    code: str
-    message: str
-    what_to_do: str = ""
 
 
 @dataclass(frozen=True)
@@ -633,7 +616,6 @@ class ControlLoop:
             clipped=clipped,
             sim_time_s=self._sim_time_s(),
         )
-        self._index += 1
         with self._lock:
             self._latest = record
             if period_s > 0:
@@ -645,6 +627,8 @@ class ControlLoop:
         t_pub = time.monotonic()
         for callback in subscribers:
             self._call_subscriber(callback, record)
+        # Counted after publishing: a subscriber's failure is an event of this tick.
+        self._index += 1
         publish_s = time.monotonic() - t_pub
         with self._lock:
             self._publish_s.append(publish_s)
@@ -720,7 +704,7 @@ class ControlLoop:
         self._source_dry = False
         if self._mode in DRIVING_MODES:
             if source is None:
-                self._emit(Severity.INFO, "mode", "The action source was removed; the arm holds.")
+                self._emit(Severity.INFO, "source_removed", "The action source was removed; the arm holds.")
                 self._enter_mode(Mode.HOLD)
             else:
                 self._needs_blend = True
@@ -944,7 +928,7 @@ class ControlLoop:
         log.log(logging_level[severity], "%s%s", message, f" ({what_to_do})" if what_to_do else "")
         with self._lock:
             self._event_seq += 1
-            event = LoopEvent(self._event_seq, time.monotonic(), severity, code, message, what_to_do)
+            event = LoopEvent(self._event_seq, time.monotonic(), severity, code, message, what_to_do, self._index)
             self._events.append(event)
             listeners = self._event_listeners
         for listener in listeners:

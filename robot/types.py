@@ -71,6 +71,27 @@ class ControlSource(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class LoopEvent:
+    """Something the control loop wants the user (and the episode file) to know.
+
+    seq: increasing number (for `ControlLoop.events_since`); time_s: host monotonic time; code: a
+    short stable identifier for tests, the GUI and the recorder ("estop", "source_error",
+    "source_dry", "source_fault", "source_finished", "source_removed", "unsafe_action", "position_limit",
+    "subscriber_error", "rig_read", "rig_command", "mode", "request_refused", "realtime",
+    "loop_error"); what_to_do: empty only for plain information. tick: the index of the tick
+    during which it happened (`TickRecord.index`); between two ticks, the next one's.
+    """
+
+    seq: int
+    time_s: float
+    severity: Severity
+    code: str
+    message: str
+    what_to_do: str = ""
+    tick: int = -1
+
+
+@dataclass(frozen=True)
 class Observation:
     """One reading of the rig, taken at the start of a tick.
 

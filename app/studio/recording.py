@@ -20,7 +20,8 @@ from recordings.qa import Verdict, load_thresholds
 from recordings.metadata import EpisodeMetadata
 from recordings.schema import Label
 from recordings.store import EpisodeStore
-from recordings.writer import EpisodeWriter, WriterState, WriterStatus
+from recordings.writer import EpisodeWriter
+from recordings.writer_status import WriterState, WriterStatus
 from recordings.writer_process import ProcessEpisodeWriter, WriterProcessDied
 
 log = logging.getLogger(__name__)

@@ -37,11 +37,11 @@ from recordings.writer import EpisodeWriter
 from recordings.errors import RecordingError
 from recordings.writer_process import ProcessEpisodeWriter
 from robot.capabilities import Capabilities, Simulation
-from robot.control_loop import ControlLoop, LoopEvent
+from robot.control_loop import ControlLoop
 from robot.rig import Rig, RigError
 from robot.rig_config import RigFile, RigFileError
 from robot.rigs import open_rig
-from robot.types import TickRecord
+from robot.types import LoopEvent, TickRecord
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,8 @@ def open_session(
     session.subscribe(session.history.on_tick)
     if writer is not None:
         session.subscribe(writer.on_tick)
+        # The loop's events go into the episode too (/loop_events: why the arm held, E-stops).
+        session.add_event_listener(writer.on_loop_event)
     if isinstance(writer, ProcessEpisodeWriter):
         # Now, not at the first Record: its start (imports of h5py and OpenCV, ~1 s of CPU) must
         # not compete with the control loop in the first seconds of an episode.

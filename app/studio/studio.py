@@ -60,9 +60,9 @@ from app.studio.snapshot import (
 from app.studio.sources import SourceFactory, refuse_source
 from recordings.schema import Label
 from robot.capabilities import Calibratable, Resettable, Startable
-from robot.control_loop import ControlLoop, LoopEvent
+from robot.control_loop import ControlLoop
 from robot.rigs import open_rig
-from robot.types import Mode
+from robot.types import LoopEvent, Mode
 
 log = logging.getLogger(__name__)
 

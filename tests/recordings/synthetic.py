@@ -75,7 +75,8 @@ def _emit(**fields) -> None:
 
 def main(argv: list[str]) -> int:
     from recordings.errors import RecordingError
-    from recordings.writer import EpisodeWriter, WriterState
+    from recordings.writer import EpisodeWriter
+    from recordings.writer_status import WriterState
 
     parser = argparse.ArgumentParser()
     parser.add_argument("store")

@@ -19,40 +19,15 @@ from recordings.errors import InvalidTick, RecordingError
 from recordings.policy_tables import CHUNKS, STEPS
 from recordings.reader import Episode
 from recordings.recovery import recover_partial
-from recordings.schema import ATTR_CREATED, TICK_INDEX, Label
-from recordings.writer import EpisodeWriter, WriterState
+from recordings.loop_record import clipped_joints
+from recordings.schema import ATTR_CREATED, EVENT_MESSAGE_BYTES, TICK_INDEX, Label
+from recordings.writer import EpisodeWriter
+from recordings.writer_status import WriterState
 from recordings.writer_process import ProcessEpisodeWriter, WriterProcessDied
-from robot.types import STATE_DIM, ControlSource, Mode, Observation, TickRecord, TickTimings
+from robot.types import Observation, TickRecord
+from writer_ticks import CAMERAS, camera_ticks, feed, feed_with_events, loop_events
 
-CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def camera_ticks(count: int, height: int = 48, width: int = 64, seed: int = 0, start_s: float = 100.0) -> list[TickRecord]:
-    """Ticks with textured frames (JPEG sizes vary), float64 state (the writer converts it),
-    a missing image time and a sim time, as the rigs hand them over."""
-    rng = np.random.default_rng(seed)
-    ticks = []
-    for index in range(count):
-        images = {camera: rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for camera in CAMERAS}
-        time_s = start_s + index * 0.02
-        observation = Observation(
-            qpos=rng.standard_normal(STATE_DIM), qvel=rng.standard_normal(STATE_DIM),
-            effort=rng.standard_normal(STATE_DIM), images=images,
-            image_times_s={"cam_high": time_s - 0.03, "cam_left_wrist": time_s - 0.01}, time_s=time_s,
-        )
-        ticks.append(TickRecord(
-            index=index, observation=observation, action=rng.standard_normal(STATE_DIM).astype(np.float32),
-            source=ControlSource.TELEOP if index % 7 else ControlSource.POLICY, mode=Mode.TELEOP,
-            timings=TickTimings(0.02, 0, 0, 0, 0, 0, 0), sim_time_s=index * 0.02,
-        ))
-    return ticks
-
-
-def feed(writer, ticks, pause_s: float = 0.002) -> None:
-    for record in ticks:
-        writer.on_tick(record)
-        time.sleep(pause_s)
 
 
 def file_content(path: Path) -> tuple[dict[str, bytes], dict[str, str], dict[str, tuple]]:
@@ -88,12 +63,12 @@ def process_writer(tmp_path):
 
 @pytest.mark.parametrize("image_format", ["jpeg", "raw"])
 def test_the_process_writes_the_same_file_as_the_thread_for_the_same_ticks(tmp_path, process_writer, image_format):
-    ticks = camera_ticks(80)
+    ticks, events = camera_ticks(80), loop_events(80)
     paths = []
     for store, writer in ((tmp_path / "thread", EpisodeWriter(tmp_path / "thread", CAMERAS, image_format=image_format)),
                           (tmp_path / "process", process_writer(tmp_path / "process", image_format=image_format))):
         writer.start()
-        feed(writer, ticks)
+        feed_with_events(writer, ticks, events)
         paths.append(writer.stop(Label.SUCCESS, notes="same"))
         assert writer.status().frames_written == 80 and writer.status().state is WriterState.FINISHED
     thread_data, thread_attrs, thread_layout = file_content(paths[0])
@@ -102,8 +77,18 @@ def test_the_process_writes_the_same_file_as_the_thread_for_the_same_ticks(tmp_p
     assert process_attrs == thread_attrs
     assert sorted(process_data) == sorted(thread_data)
     assert [name for name in thread_data if process_data[name] != thread_data[name]] == []
+    assert {"loop_mode", "safety_clipped", "loop_events"} <= set(thread_data)
     with Episode.open(paths[1]) as episode:  # and it reads as an ALOHA episode
         assert len(episode) == 80 and episode.label is Label.SUCCESS
+        # ... with what the loop knew, as it was handed over
+        assert episode.loop_modes == tuple(t.mode for t in ticks)
+        assert [clipped_joints(row) for row in episode.safety_clipped] == [t.clipped for t in ticks]
+        recorded = episode.loop_events
+        assert [(e.tick, e.step, e.severity, e.code, e.what_to_do) for e in recorded] == [
+            (e.tick, e.tick, e.severity, e.code, e.what_to_do) for e in events.values()]
+        assert recorded[0].message == events[3].message
+        long = events[17].message.encode("utf-8")  # cut to the column at a character boundary
+        assert recorded[2].message.encode("utf-8") == long[:EVENT_MESSAGE_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
 
 def policy_rows(count: int, seed: int = 1) -> list[tuple[str, dict]]:
@@ -240,8 +225,8 @@ def test_a_killed_studio_process_loses_nothing_the_writer_process_had(tmp_path):
     episode with all of them."""
     script = textwrap.dedent(f"""
         import os, signal, sys, time
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_writer_process import CAMERAS, camera_ticks
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
+        from writer_ticks import CAMERAS, camera_ticks
         from recordings.writer_process import ProcessEpisodeWriter
         writer = ProcessEpisodeWriter({str(tmp_path)!r}, CAMERAS, flush_interval_s=1.0)
         writer.start()

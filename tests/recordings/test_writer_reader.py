@@ -18,7 +18,8 @@ from recordings.metadata import EpisodeMetadata
 from recordings.reader import Episode
 from recordings.schema import Label
 from recordings.store import EpisodeStore
-from recordings.writer import EpisodeWriter, WriterConfig, WriterState
+from recordings.writer import EpisodeWriter
+from recordings.writer_status import WriterConfig, WriterState
 from robot.types import ControlSource
 
 CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")

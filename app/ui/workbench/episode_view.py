@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from app.ui import theme
 from app.ui.widgets.camera_view import CameraViewWidget
-from app.ui.workbench.timeline import MARKER_COLOURS, TimelineWidget, source_colour
+from app.ui.workbench.timeline import MARKER_COLOURS, NOT_RECORDED, TimelineWidget, source_colour
 from recordings.errors import EpisodeFormatError
 from recordings.playback import SPEEDS, FramePrefetcher, PlaybackClock
 from recordings.qa import QaThresholds
@@ -58,6 +58,8 @@ def timeline_legend(timeline: Timeline) -> str:
         counts[marker.kind] = counts.get(marker.kind, 0) + 1
     for kind, count in counts.items():
         parts.append(f'<span style="color:{MARKER_COLOURS[kind]}">▎</span> {count} {kind.value}')
+    if timeline.length and not timeline.loop_recorded:
+        parts.append(f"<i>E-stops, clipping, hold reasons unknown: {NOT_RECORDED}</i>")
     return "&nbsp;&nbsp;".join(parts)
 
 
@@ -225,6 +227,13 @@ class EpisodeViewWidget(QWidget):
         self.timeline_widget.seek_requested.connect(self.seek)
         self.legend = QLabel("")
         self.legend.setObjectName("hint")
+        # What the markers at the cursor say (a hold's reason, an E-stop's message, the clipped
+        # joints), so it is read while stepping, not only in a hover tooltip.
+        self.cursor_markers = QLabel("")
+        self.cursor_markers.setObjectName("hint")
+        self.cursor_markers.setWordWrap(True)
+        self.timeline_widget.cursor_markers_changed.connect(
+            lambda text: self.cursor_markers.setText(" · ".join(text.splitlines())))
 
         self.label_combo = QComboBox()
         for label in ("success", "failure", "unknown"):
@@ -252,6 +261,7 @@ class EpisodeViewWidget(QWidget):
         top_layout.addWidget(cameras, 1)
         top_layout.addWidget(self.timeline_widget)
         top_layout.addWidget(self.legend)
+        top_layout.addWidget(self.cursor_markers)
         top_layout.addLayout(transport)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)

@@ -345,7 +345,7 @@ def test_a_killed_recorder_process_holds_the_arm_shows_it_and_stop_keeps_the_fra
     import signal
     import time
 
-    from recordings.writer import WriterState
+    from recordings.writer_status import WriterState
 
     window, studio, store = studio
     studio.select_source("demo")
